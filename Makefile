@@ -1,0 +1,33 @@
+# tiepoint: `make demo` sets up .venv and matches the bundled example pair; `make test` runs the tests.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: demo test test-fast install weights clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[estimators,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+weights: $(STAMP)
+	$(BIN)/tiepoint weights fetch aliked-n16 aliked_lightglue
+
+demo: weights
+	$(BIN)/tiepoint match examples/pair/box.png examples/pair/box_in_scene.png --pipeline aliked+lightglue --resize 1024 --out outputs/demo
+	@echo "pictures written to outputs/demo/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,83 @@
+"""BaseModel: the one contract every extractor, matcher and dense model follows.
+
+A model is a small class with a `default_conf` (merged over its parents' defaults; unknown keys are
+errors), the data keys it requires, `_init(conf)`, `_forward(data)` and optionally
+`loss(pred, data) -> (losses, metrics)` with `losses["total"]` of shape (B,).
+Data crosses module boundaries as flat dicts with the vocabulary of `docs` / README
+(`image`, `keypoints0`, `descriptors0`, `matches0`, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ..config import merge_strict
+from ..errors import ConfigError
+
+
+class BaseModel(nn.Module):
+    base_default_conf: ClassVar[dict] = {"name": None, "trainable": True}
+    default_conf: ClassVar[dict] = {}
+    required_data_keys: ClassVar[list[str]] = []
+
+    @classmethod
+    def full_default_conf(cls) -> DictConfig:
+        """Defaults of this class merged over those of every parent (parents first)."""
+        conf = OmegaConf.create({})
+        for klass in reversed(cls.__mro__):
+            for attr in ("base_default_conf", "default_conf"):
+                d = klass.__dict__.get(attr)
+                if d:
+                    conf = OmegaConf.merge(conf, d)
+        return conf
+
+    def __init__(self, conf: dict | DictConfig | None = None, **overrides: Any):
+        super().__init__()
+        self.conf = conf = merge_strict(
+            self.full_default_conf(), conf, overrides or None, where=type(self).__name__
+        )
+        OmegaConf.set_readonly(conf, True)
+        self._init(conf)
+        if not conf.trainable:
+            for p in self.parameters():
+                p.requires_grad_(False)
+
+    def _init(self, conf: DictConfig) -> None:
+        raise NotImplementedError
+
+    def _forward(self, data: dict) -> dict:
+        raise NotImplementedError
+
+    def forward(self, data: dict) -> dict:
+        missing = [k for k in self.required_data_keys if k not in data]
+        if missing:
+            raise ConfigError(f"{type(self).__name__} needs input keys {missing}; got {sorted(data)}")
+        return self._forward(data)
+
+    def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
+        raise NotImplementedError(f"{type(self).__name__} has no training loss")
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+
+class Extractor(BaseModel):
+    """Image → keypoints (B,N,2) in input pixels (centres at integers), keypoint_scores, descriptors."""
+
+    base_default_conf = {"name": None, "trainable": False, "max_num_keypoints": 2048, "detection_threshold": None}
+    required_data_keys = ["image"]
+    grayscale: ClassVar[bool] = False  # whether the network wants a 1-channel image
+    descriptor_dim: ClassVar[int] = 0
+
+
+class Matcher(BaseModel):
+    """Two sets of local features → `matches0/1` (B,N) with −1 for unmatched, `matching_scores0/1`."""
+
+    base_default_conf = {"name": None, "trainable": True}
+    required_data_keys = ["keypoints0", "keypoints1", "descriptors0", "descriptors1"]

