@@ -1,0 +1,19 @@
+"""tiepoint: local image feature matching — match, train, evaluate, reconstruct."""
+
+from .api import Features, Matcher, MatchResult, list_pipelines, match
+from .errors import ConfigError, DatasetError, EstimatorError, ImageError, TiepointError, WeightsError
+
+__version__ = "0.1.0"
+__all__ = [
+    "match",
+    "Matcher",
+    "MatchResult",
+    "Features",
+    "list_pipelines",
+    "TiepointError",
+    "ImageError",
+    "WeightsError",
+    "ConfigError",
+    "DatasetError",
+    "EstimatorError",
+]

@@ -1,0 +1,219 @@
+"""The public surface: `Matcher` loads a pipeline once; `match()` is the one-shot form.
+
+Everything returned is in pixels of the original images (pixel centres at integer coordinates),
+whatever resizing the networks needed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import images
+from .config import load_preset, merge_strict, parse_dotlist
+from .errors import ConfigError
+from .models import get_model
+
+PIPELINE_DEFAULTS = {"preprocessing": {"resize": 1024, "side": "long"}, "extractor": {}, "matcher": {}}
+
+
+@dataclass
+class Features:
+    """Local features of one image, in original-image pixels."""
+
+    keypoints: np.ndarray  # (N, 2) float32, x right, y down
+    scores: np.ndarray  # (N,) float32
+    descriptors: np.ndarray  # (N, D) float32
+    image_size: tuple[int, int]  # (W, H) of the original image
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. SIFT `scales`, `oris`
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def to_data(self, suffix: str, device: torch.device) -> dict:
+        """Matcher input keys with a batch dimension (`keypoints0`, `descriptors0`, `image_size0`, ...)."""
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None].to(device)  # noqa: E731
+        data = {
+            f"keypoints{suffix}": t(self.keypoints).float(),
+            f"keypoint_scores{suffix}": t(self.scores).float(),
+            f"descriptors{suffix}": t(self.descriptors).float(),
+            f"image_size{suffix}": torch.tensor([self.image_size], dtype=torch.float32, device=device),
+        }
+        for k, v in self.extra.items():
+            data[f"{k}{suffix}"] = t(v).float()
+        return data
+
+
+@dataclass
+class MatchResult:
+    """Correspondences between two images."""
+
+    keypoints0: np.ndarray  # (N0, 2)
+    keypoints1: np.ndarray  # (N1, 2)
+    matches: np.ndarray  # (K, 2) int64 indices into keypoints0 / keypoints1
+    scores: np.ndarray  # (K,) confidence in [0, 1]
+    image_size0: tuple[int, int]
+    image_size1: tuple[int, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def points0(self) -> np.ndarray:
+        return self.keypoints0[self.matches[:, 0]]
+
+    @property
+    def points1(self) -> np.ndarray:
+        return self.keypoints1[self.matches[:, 1]]
+
+    def __len__(self) -> int:
+        return len(self.matches)
+
+    def homography(self, estimator: str = "opencv", threshold: float | None = None, **options):
+        """Robust homography mapping image 0 to image 1: (H or None, inlier mask (K,))."""
+        from .estimators import estimate_homography
+
+        est = estimate_homography(self.points0, self.points1, estimator=estimator, threshold=threshold, **options)
+        return est.H, est.inliers
+
+    def relative_pose(self, K0, K1, estimator: str = "opencv", threshold: float | None = None, **options):
+        """Robust relative pose X1 = R·X0 + t (t unit length): (R or None, t or None, inlier mask)."""
+        from .estimators import estimate_relative_pose
+
+        est = estimate_relative_pose(self.points0, self.points1, np.asarray(K0), np.asarray(K1), estimator=estimator, threshold=threshold, **options)
+        return est.R, est.t, est.inliers
+
+
+def _as_overrides(overrides) -> DictConfig | None:
+    if overrides is None:
+        return None
+    if isinstance(overrides, (DictConfig, dict)):
+        return OmegaConf.create(overrides)
+    return parse_dotlist(overrides)
+
+
+def pipeline_conf(pipeline: str | DictConfig | dict, overrides=None) -> DictConfig:
+    """Packaged preset (or YAML path / dict) ⊕ dotted overrides. Model sections are checked by the models."""
+    base = load_preset("pipelines", pipeline) if isinstance(pipeline, str) else OmegaConf.create(pipeline)
+    conf = OmegaConf.merge(PIPELINE_DEFAULTS, base, _as_overrides(overrides) or {})
+    unknown = set(conf) - set(PIPELINE_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown pipeline section(s) {sorted(unknown)}; valid: {sorted(PIPELINE_DEFAULTS)}")
+    conf.preprocessing = merge_strict(PIPELINE_DEFAULTS["preprocessing"], conf.preprocessing, where="preprocessing")
+    for section in ("extractor", "matcher"):
+        if not conf[section].get("name"):
+            raise ConfigError(f"pipeline has no {section}.name")
+    return conf
+
+
+class Matcher:
+    """Extractor + matcher, loaded once.
+
+    >>> m = Matcher("aliked+lightglue")
+    >>> r = m.match("a.jpg", "b.jpg")
+    """
+
+    def __init__(
+        self,
+        pipeline: str | DictConfig | dict = "aliked+lightglue",
+        resize: int | None = None,
+        device: str | torch.device | None = None,
+        weights: str | os.PathLike | None = None,
+        overrides: Iterable[str] | dict | None = None,
+    ):
+        self.name = pipeline if isinstance(pipeline, str) else "custom"
+        self.conf = pipeline_conf(pipeline, overrides)
+        if resize is not None:
+            self.conf.preprocessing.resize = resize if resize > 0 else None
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.extractor = get_model("extractor", self.conf.extractor).eval().to(self.device)
+        self.matcher = get_model("matcher", self.conf.matcher).eval().to(self.device)
+        if weights is not None:
+            self.matcher.load_weights(weights)
+
+    @torch.inference_mode()
+    def extract(self, image: images.ImageLike, resize: int | None = None) -> Features:
+        pre = self.conf.preprocessing
+        resize = pre.resize if resize is None else (resize or None)
+        img = images.load(image, resize=resize, side=pre.side)
+        t = img.tensor.to(self.device)
+        t = images.rgb_to_gray(t) if self.extractor.grayscale else images.gray_to_rgb(t)
+        pred = self.extractor({"image": t})
+        kpts = images.scale_points(pred["keypoints"][0].float().cpu().numpy(), 1.0 / img.scale).astype(np.float32)
+        extra = {}
+        if "scales" in pred:
+            extra["scales"] = (pred["scales"][0].cpu().numpy() / img.scale.mean()).astype(np.float32)
+        if "oris" in pred:
+            extra["oris"] = pred["oris"][0].cpu().numpy().astype(np.float32)
+        return Features(
+            keypoints=kpts,
+            scores=pred["keypoint_scores"][0].float().cpu().numpy(),
+            descriptors=pred["descriptors"][0].float().cpu().numpy(),
+            image_size=img.original_size,
+            extra=extra,
+        )
+
+    @torch.inference_mode()
+    def match_features(self, f0: Features, f1: Features) -> MatchResult:
+        data = {**f0.to_data("0", self.device), **f1.to_data("1", self.device)}
+        pred = self.matcher(data)
+        m0 = pred["matches0"][0].cpu().numpy()
+        valid = m0 > -1
+        matches = np.stack([np.where(valid)[0], m0[valid]], -1).astype(np.int64)
+        scores = pred["matching_scores0"][0].cpu().numpy()[valid].astype(np.float32)
+        return MatchResult(f0.keypoints, f1.keypoints, matches.reshape(-1, 2), scores, f0.image_size, f1.image_size)
+
+    def match(self, image0: images.ImageLike, image1: images.ImageLike, resize: int | None = None) -> MatchResult:
+        t0 = time.perf_counter()
+        f0 = self.extract(image0, resize)
+        f1 = self.extract(image1, resize)
+        t1 = time.perf_counter()
+        result = self.match_features(f0, f1)
+        result.timings = {"extract": t1 - t0, "match": time.perf_counter() - t1}
+        return result
+
+
+_CACHE: dict[tuple, Matcher] = {}
+
+
+def match(image0, image1, pipeline: str = "aliked+lightglue", resize: int | None = None, device=None, weights=None, overrides=None) -> MatchResult:
+    """One-shot matching; the loaded pipeline is kept for the next call with the same settings."""
+    key = (pipeline, str(device), str(weights), repr(overrides))
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = Matcher(pipeline, device=device, weights=weights, overrides=overrides)
+    return _CACHE[key].match(image0, image1, resize=resize)
+
+
+def list_pipelines() -> list[str]:
+    from .config import packaged_names
+
+    return packaged_names("pipelines")
+
+
+def pipeline_weights(pipeline: str) -> list[str]:
+    """Registered weight names a pipeline needs (for `tiepoint models`)."""
+    from .models.matchers.lightglue import FEATURES
+
+    conf = pipeline_conf(pipeline)
+    names = []
+    ex = conf.extractor
+    if ex.name == "aliked":
+        names.append(ex.get("model_name", "aliked-n16"))
+    elif ex.name == "disk":
+        names.append("disk-depth")
+    elif ex.name in ("xfeat", "superpoint"):
+        names.append(ex.name)
+    if ex.get("weights"):
+        names[-1:] = [ex.weights]
+    ma = conf.matcher
+    if ma.name == "lightglue" and (ma.get("weights") or ma.get("features")):
+        names.append(ma.get("weights") or FEATURES[ma.features]["weights"])
+    return names
+
+
+__all__ = ["Matcher", "MatchResult", "Features", "match", "list_pipelines"]

@@ -1,0 +1,162 @@
+"""`tiepoint <verb>`: match, models, weights; eval, compare, train, reconstruct, ... from feature packages.
+
+Errors of the TiepointError family print as one line (exit 2); `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import TiepointError
+
+# feature packages that add subcommands through `register(subparsers)`
+COMMAND_MODULES = [
+    "tiepoint.evaluation.cli",
+    "tiepoint.training.cli",
+    "tiepoint.reconstruction.cli",
+]
+
+
+def write_matches_h5(path: Path, result, meta: dict) -> None:
+    """Keypoints, matches and scores of one pair, written to a temporary file then renamed."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("keypoints0", data=result.keypoints0)
+            f.create_dataset("keypoints1", data=result.keypoints1)
+            f.create_dataset("matches", data=result.matches)
+            f.create_dataset("scores", data=result.scores)
+            f.attrs["image_size0"] = result.image_size0
+            f.attrs["image_size1"] = result.image_size1
+            for k, v in meta.items():
+                f.attrs[k] = v
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def cmd_match(args) -> int:
+    from . import images
+    from .api import Matcher
+    from .viz.matches import plot_matches
+    from .viz.warp import plot_warp
+
+    for p in (args.image0, args.image1):
+        images.read_image(p, max_size=64)  # fail fast with a clear message before loading any model
+    matcher = Matcher(args.pipeline, resize=args.resize, device=args.device, weights=args.weights, overrides=args.overrides)
+    result = matcher.match(args.image0, args.image1)
+    H, inliers = result.homography(estimator=args.estimator) if len(result) >= 4 else (None, None)
+    out = Path(args.out)
+    stem = f"{Path(args.image0).stem}_{Path(args.image1).stem}"
+    write_matches_h5(out / f"{stem}_matches.h5", result, {"pipeline": matcher.name, "image0": str(args.image0), "image1": str(args.image1)})
+    img0, _ = images.read_image(args.image0)
+    img1, _ = images.read_image(args.image1)
+    img0, img1 = (a.repeat(3, -1) if a.shape[-1] == 1 else a for a in (img0, img1))
+    n_in = int(inliers.sum()) if inliers is not None else 0
+    title = f"{matcher.name}: {len(result)} matches, {n_in} homography inliers"
+    plot_matches(img0, img1, result.points0, result.points1, result.scores, inliers, out / f"{stem}_match.png", title=title)
+    plot_warp(img0, img1, H, out / f"{stem}_warp.png")
+    t = result.timings
+    print(
+        f"{args.image0} ↔ {args.image1}: {len(result.keypoints0)}/{len(result.keypoints1)} keypoints, "
+        f"{len(result)} matches, {n_in} inliers ({matcher.name}, extract {t['extract']:.2f}s, match {t['match']:.2f}s) → {out}/{stem}_*"
+    )
+    return 0
+
+
+def cmd_models(args) -> int:
+    from . import weights
+    from .api import list_pipelines, pipeline_weights
+
+    for name in list_pipelines():
+        needed = pipeline_weights(name)
+        state = ", ".join(f"{w} {'✓' if weights.is_cached(w) else '✗'}" for w in needed) or "no weights needed"
+        print(f"{name:24s} {state}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from . import weights
+
+    if args.action == "list":
+        for name, w in sorted(weights.WEIGHTS.items()):
+            print(f"{name:22s} {'cached' if weights.is_cached(name) else 'missing':8s} {w.url}")
+    elif args.action == "fetch":
+        for name in args.names:
+            print(f"{name}: {weights.resolve(name)}")
+    elif args.action == "place":
+        if len(args.names) != 2:
+            raise TiepointError("usage: tiepoint weights place NAME FILE")
+        print(f"{args.names[0]}: {weights.place(args.names[0], Path(args.names[1]))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiepoint", description="Local image feature matching.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("match", help="match two images, write matches (h5) and pictures")
+    p.add_argument("image0")
+    p.add_argument("image1")
+    p.add_argument("--pipeline", default="aliked+lightglue")
+    p.add_argument("--resize", type=int, default=None, help="long side in pixels (0: native)")
+    p.add_argument("--out", default="outputs/match")
+    p.add_argument("--weights", default=None, help="matcher weights: registered name, file or training checkpoint")
+    p.add_argument("--estimator", default="opencv")
+    p.add_argument("--device", default=None)
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. matcher.filter_threshold=0.2")
+    p.set_defaults(func=cmd_match)
+
+    p = sub.add_parser("models", help="list pipelines and whether their weights are present")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("weights", help="list | fetch NAME... | place NAME FILE")
+    p.add_argument("action", choices=["list", "fetch", "place"])
+    p.add_argument("names", nargs="*")
+    p.set_defaults(func=cmd_weights)
+
+    for module in COMMAND_MODULES:
+        if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="[tiepoint] %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except TiepointError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

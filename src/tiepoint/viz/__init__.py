@@ -1,0 +1,1 @@
+"""Pictures people look at: matches side by side, warped overlays, cumulative error curves."""

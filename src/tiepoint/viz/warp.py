@@ -1,0 +1,43 @@
+"""Image 1 warped onto image 0 by a homography, shown next to image 0 and as a blend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .matches import _atomic_savefig, side_by_side  # noqa: E402
+
+
+def warp_to_reference(img1: np.ndarray, H_0to1: np.ndarray, size0: tuple[int, int]) -> np.ndarray:
+    """Resample image 1 in the frame of image 0 (W0, H0): pixel p of the output is img1(H·p)."""
+    return cv2.warpPerspective(
+        img1.astype(np.float32), np.asarray(H_0to1, np.float64), size0, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    )
+
+
+def plot_warp(img0: np.ndarray, img1: np.ndarray, H_0to1: np.ndarray | None, path: str | Path, title: str | None = None, dpi: int = 100):
+    h0, w0 = img0.shape[:2]
+    if H_0to1 is None:
+        warped = np.zeros_like(img0)
+        title = (title + " — " if title else "") + "no homography found"
+    else:
+        warped = warp_to_reference(img1, H_0to1, (w0, h0))
+    blend = 0.5 * img0 + 0.5 * warped
+    top, _ = side_by_side(img0, warped)
+    canvas = np.concatenate([top, side_by_side(blend, np.ones_like(img0))[0]], 0)[:, : top.shape[1]]
+    fig = plt.figure(figsize=(canvas.shape[1] / dpi, canvas.shape[0] / dpi), dpi=dpi)
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.imshow(np.clip(canvas, 0, 1))
+    ax.set_axis_off()
+    labels = ["image A", "B warped onto A", "blend"]
+    for (x, y), lab in zip([(5, 5), (w0 + 15, 5), (5, h0 + 5)], labels):
+        ax.text(x, y, lab, color="white", fontsize=8, va="top", bbox=dict(facecolor="black", alpha=0.6, lw=0))
+    if title:
+        ax.text(w0 + 15, h0 + 5, title, color="black", fontsize=9, va="top")
+    _atomic_savefig(fig, path, dpi)
