@@ -1,0 +1,97 @@
+"""DISK (Tyszkiewicz et al., NeurIPS 2020) through kornia's U-Net, with the official `depth` weights.
+
+kornia provides the architecture and the detection (strict 5×5 maxima of the heat map, above the
+threshold); this module loads the official checkpoint from our resolver (the state lives under
+`"extractor"`), checks the input, and returns keypoints sorted by score, which kornia does not do
+(it lists them in raster order). Keypoints are integer heat-map pixels, i.e. pixel centres.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from kornia.feature import DISK as KorniaDISK
+from omegaconf import DictConfig
+
+from ... import weights as weights_lib
+from ...errors import ImageError, WeightsError
+from ...images import gray_to_rgb
+from ..base import Extractor
+
+
+def _stack(per_image: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
+    """Stack per-image (kpts, scores, desc); shorter sets are padded with zero-score entries at (0, 0)."""
+    n = max(k.shape[0] for k, _, _ in per_image)
+    kpts, scores, descs = [], [], []
+    for k, s, d in per_image:
+        pad = n - k.shape[0]
+        kpts.append(F.pad(k, (0, 0, 0, pad)))
+        scores.append(F.pad(s, (0, pad)))
+        descs.append(F.pad(d, (0, 0, 0, pad)))
+    return {
+        "keypoints": torch.stack(kpts),
+        "keypoint_scores": torch.stack(scores),
+        "descriptors": torch.stack(descs),
+    }
+
+
+class DISK(Extractor):
+    """Dense U-Net heat map + 128-d descriptors at every pixel; RGB input."""
+
+    default_conf = {
+        "weights": None,  # None → registered "disk-depth"; or a path to a checkpoint
+        "max_num_keypoints": 2048,  # None or <= 0: every maximum above the threshold
+        "detection_threshold": 0.0,  # on the heat-map logit, strictly above
+        "nms_window_size": 5,
+        "pad_if_not_divisible": True,  # zero-pad to a multiple of 16; no keypoint lies in the padding
+    }
+    grayscale = False
+    descriptor_dim = 128
+
+    def _init(self, conf: DictConfig) -> None:
+        self.net = KorniaDISK(desc_dim=self.descriptor_dim)
+        source = conf.weights or "disk-depth"
+        state = weights_lib.load_state_dict(source)
+        if isinstance(state, dict) and "extractor" in state:
+            state = state["extractor"]
+        missing, unexpected = self._check_keys(state)
+        if missing or unexpected:
+            raise WeightsError(
+                f"{source}: not a DISK checkpoint (missing {len(missing)} keys e.g. {missing[:2]}, "
+                f"unexpected {len(unexpected)} e.g. {unexpected[:2]})"
+            )
+        try:
+            self.net.load_state_dict(state, strict=True)
+        except RuntimeError as e:  # shape mismatch
+            raise WeightsError(f"{source}: DISK weights do not fit ({str(e).splitlines()[-1].strip()[:160]})") from None
+
+    def _check_keys(self, state) -> tuple[list[str], list[str]]:
+        if not isinstance(state, dict):
+            return ["<all>"], []
+        own = set(self.net.state_dict())
+        return sorted(own - set(state)), sorted(set(state) - own)
+
+    def _forward(self, data: dict) -> dict:
+        image = data["image"]
+        if image.ndim != 4 or image.shape[1] not in (1, 3):
+            raise ImageError(f"DISK expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}")
+        image = gray_to_rgb(image)
+        h, w = image.shape[-2:]
+        if not self.conf.pad_if_not_divisible and (h % 16 or w % 16):
+            raise ImageError(f"DISK needs H and W divisible by 16 (got {w}×{h}); set pad_if_not_divisible=True")
+        n = self.conf.max_num_keypoints
+        n = None if n is None or n <= 0 else int(n)
+        feats = self.net(
+            image,
+            n=n,
+            window_size=self.conf.nms_window_size,
+            score_threshold=self.conf.detection_threshold,
+            pad_if_not_divisible=self.conf.pad_if_not_divisible,
+        )
+        per_image = []
+        for f in feats:
+            order = torch.argsort(f.detection_scores, descending=True, stable=True)
+            per_image.append(
+                (f.keypoints[order].float(), f.detection_scores[order].float(), f.descriptors[order].float())
+            )
+        return _stack(per_image)
