@@ -1,0 +1,1 @@
+"""Benchmarks: export predictions once, evaluate them with any robust estimator, summarise, compare."""
