@@ -1,0 +1,45 @@
+"""The CLI writes readable matches and pictures, and prints one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from tiepoint.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PAIR = REPO / "examples" / "pair"
+
+
+def test_match_writes_h5_and_pictures(tmp_path, capsys):
+    assert main(["match", str(PAIR / "box.png"), str(PAIR / "box_in_scene.png"), "--pipeline", "sift+nn", "--out", str(tmp_path)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "matches" in line and "\n" not in line
+    with h5py.File(tmp_path / "box_box_in_scene_matches.h5") as f:
+        kp0, kp1, m = f["keypoints0"][()], f["keypoints1"][()], f["matches"][()]
+        assert m.shape[1] == 2 and len(m) == len(f["scores"]) > 20
+        assert m[:, 0].max() < len(kp0) and m[:, 1].max() < len(kp1)
+    for name in ["match", "warp"]:
+        img = np.asarray(Image.open(tmp_path / f"box_box_in_scene_{name}.png"))
+        assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 10  # a real picture, not blank
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_errors_are_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "tiepoint.cli", "match", str(tmp_path / "nope.png"), str(PAIR / "box.png")]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "nope.png: no such file" in p.stderr
+    cmd = [sys.executable, "-m", "tiepoint.cli", "match", str(PAIR / "box.png"), str(PAIR / "box.png"), "--pipeline", "foo+bar"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "valid:" in p.stderr
+
+
+def test_models_lists_pipelines(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "aliked+lightglue" in out and "sift+nn" in out and "no weights needed" in out
