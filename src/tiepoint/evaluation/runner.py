@@ -1,0 +1,493 @@
+"""Benchmark runs: export predictions once (resumable), evaluate with any estimator, summarise.
+
+    outputs/results/<benchmark>/<tag>/
+        conf.yaml         benchmark, data, model (resolved pipeline config) and eval settings
+        predictions.h5    one group per pair: keypoints0/1, matches, scores (+ sizes, timings)
+        results.h5        per-pair metrics of the last evaluation
+        summaries.json    the numbers (AUCs, medians/means), in the field's key naming
+        *.png             cumulative error curves
+
+Predictions depend only on `data` and `model`: a changed model or data config on an existing
+tag is refused unless `overwrite`; a changed estimator or threshold re-evaluates the cached
+predictions, and a new tag with the same data+model copies a sibling tag's predictions. Each pair
+is written and flushed with a `done` mark, so an interrupted export resumes where it stopped.
+Only the public `tiepoint.Matcher` API (`extract`, `match_features`) is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from ..config import merge_strict, parse_dotlist, to_container
+from ..errors import ConfigError, DatasetError, ImageError, TiepointError
+from ..estimators import DEFAULT_THRESHOLDS, ESTIMATORS
+from ..geometry.homography import scale_homography
+from ..images import scale_points, target_size
+from . import metrics
+from .benchmarks import HOMOGRAPHY, POSE, Benchmark, Pair, get_benchmark
+from .download import fetch_dataset
+
+logger = logging.getLogger("tiepoint")
+
+OUTPUTS_ENV = "TIEPOINT_OUTPUTS"
+TASK_PREFIX = {HOMOGRAPHY: "homography", POSE: "pose"}
+AUC_KEYS = {HOMOGRAPHY: ("H_error_dlt", "H_error_ransac"), POSE: ("rel_pose_error",)}
+UNITS = {HOMOGRAPHY: "px", POSE: "°"}
+CURVE_RANGE = {HOMOGRAPHY: 10.0, POSE: 30.0}
+
+
+def outputs_root(output_dir: str | os.PathLike | None = None) -> Path:
+    return Path(output_dir or os.environ.get(OUTPUTS_ENV, "outputs"))
+
+
+def results_dir(benchmark: str, tag: str, output_dir=None) -> Path:
+    return outputs_root(output_dir) / "results" / benchmark / tag
+
+
+# ------------------------------------------------------------------ small I/O helpers
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _json_safe(v):
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (float, np.floating)):
+        return None if math.isnan(v) else float(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def pair_key(name: str) -> str:
+    """A pair name as one flat HDF5 group name."""
+    return name.replace("/", "|")
+
+
+def default_tag(pipeline, estimator, ransac_th, overrides: Sequence[str], weights) -> str:
+    tag = pipeline if isinstance(pipeline, str) else "custom"
+    tag = Path(tag).stem if tag.endswith((".yaml", ".yml")) else tag
+    if weights:
+        tag += f"_{Path(str(weights)).stem}"
+    if estimator:
+        tag += f"_{estimator}"
+    if ransac_th is not None:
+        tag += "_sweep" if float(ransac_th) < 0 else f"_th{float(ransac_th):g}"
+    if overrides:
+        tag += "_" + ":".join(overrides)
+    return re.sub(r"[^A-Za-z0-9_.+:=@,-]", "-", tag)
+
+
+# ------------------------------------------------------------------ configuration
+@dataclass
+class RunConf:
+    benchmark: Benchmark
+    data: dict
+    model: dict
+    eval: dict
+    pipeline_overrides: list[str]
+
+    def export_part(self) -> dict:
+        """What the predictions depend on (the data root is not: moving the data is fine)."""
+        data = {k: v for k, v in self.data.items() if k != "root"}
+        return {"benchmark": self.benchmark.name, "data": data, "model": self.model}
+
+
+def split_overrides(overrides: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    data, ev, model = [], [], []
+    for o in overrides or []:
+        if "=" not in o:
+            raise ConfigError(f"override '{o}' must look like key=value")
+        if o.startswith("data."):
+            data.append(o[len("data."):])
+        elif o.startswith("eval."):
+            ev.append(o[len("eval."):])
+        else:
+            model.append(o)
+    return data, ev, model
+
+
+def build_conf(benchmark: str, pipeline, estimator=None, ransac_th=None, overrides=(), data_root=None,
+               weights=None) -> RunConf:
+    from ..api import pipeline_conf
+
+    data_ov, eval_ov, model_ov = split_overrides(overrides)
+    data_conf = OmegaConf.merge(parse_dotlist(data_ov), {"root": str(data_root)} if data_root else {})
+    bench = get_benchmark(benchmark, data_conf)
+    ev = merge_strict(bench.eval_conf, parse_dotlist(eval_ov), where="eval")
+    if estimator is not None:
+        ev.estimator = estimator
+    if ransac_th is not None:
+        ev.ransac_th = float(ransac_th)
+    if ev.estimator not in ESTIMATORS:
+        from ..errors import EstimatorError
+
+        raise EstimatorError(f"unknown estimator '{ev.estimator}'; valid: {', '.join(ESTIMATORS)}")
+    if ev.ransac_th is not None and float(ev.ransac_th) == 0:
+        raise ConfigError("ransac_th must be > 0, or -1 for the standard sweep")
+    # the benchmark protocol fixes the network input size; everything else is the pipeline's
+    prep = {"preprocessing": {"resize": bench.conf.resize, "side": bench.conf.side}}
+    model_conf = pipeline_conf(pipeline, OmegaConf.merge(parse_dotlist(model_ov), prep))
+    model = {"pipeline": pipeline if isinstance(pipeline, str) else "custom",
+             **to_container(model_conf), "weights": str(weights) if weights else None}
+    return RunConf(bench, to_container(bench.conf), model, to_container(ev), model_ov)
+
+
+def _diff(a, b, prefix="") -> str | None:
+    """First differing key between two nested dicts, as 'key: old → new'."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{prefix[:-1]}: {a!r} → {b!r}"
+
+
+def load_conf(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def check_or_reset(out: Path, conf: RunConf, overwrite: bool) -> None:
+    saved = load_conf(out / "conf.yaml")
+    if saved is None:
+        return
+    old = {"benchmark": saved.get("benchmark"), "data": {k: v for k, v in (saved.get("data") or {}).items()
+                                                         if k != "root"}, "model": saved.get("model")}
+    d = _diff(old, conf.export_part())
+    if d is None:
+        return
+    if not overwrite:
+        raise ConfigError(f"{out} holds predictions of a different configuration ({d}); "
+                          "pass --overwrite to replace them or choose another --tag")
+    logger.info("overwriting %s (%s)", out, d)
+    for name in ("predictions.h5", "results.h5", "summaries.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def reuse_sibling_predictions(out: Path, conf: RunConf) -> None:
+    """Copy predictions of another tag of the same benchmark with the same data+model config."""
+    if (out / "predictions.h5").exists() or not out.parent.is_dir():
+        return
+    want = conf.export_part()
+    for sib in sorted(out.parent.iterdir()):
+        if sib == out or not (sib / "predictions.h5").exists():
+            continue
+        saved = load_conf(sib / "conf.yaml")
+        if not saved:
+            continue
+        old = {"benchmark": saved.get("benchmark"),
+               "data": {k: v for k, v in (saved.get("data") or {}).items() if k != "root"},
+               "model": saved.get("model")}
+        if _diff(old, want) is None:
+            logger.info("reusing the predictions of tag '%s'", sib.name)
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=".predictions.h5.", suffix=".tmp")
+            os.close(fd)
+            shutil.copyfile(sib / "predictions.h5", tmp)
+            os.replace(tmp, out / "predictions.h5")
+            return
+
+
+def write_conf(out: Path, conf: RunConf) -> None:
+    text = OmegaConf.to_yaml(OmegaConf.create({
+        "benchmark": conf.benchmark.name, "data": conf.data, "model": conf.model, "eval": conf.eval,
+    }))
+    atomic_write_text(out / "conf.yaml", text)
+
+
+# ------------------------------------------------------------------ export
+def open_predictions(path: Path) -> h5py.File:
+    """Open for appending; a file that HDF5 cannot read (crash mid-write) is set aside, not trusted."""
+    try:
+        return h5py.File(path, "a")
+    except OSError as e:
+        bad = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        logger.warning("%s is unreadable (%s); moved to %s and starting over", path, e, bad.name)
+        os.replace(path, bad)
+        return h5py.File(path, "a")
+
+
+def completed_pairs(f: h5py.File) -> set[str]:
+    done = set()
+    for key in list(f.keys()):
+        if f[key].attrs.get("done", False):
+            done.add(key)
+        else:  # written partly before an interruption
+            del f[key]
+    return done
+
+
+class _FeatureCache:
+    """Features of recently seen images (HPatches reuses image 1 five times) and their cost."""
+
+    def __init__(self, matcher, size: int = 4):
+        self.matcher, self.size, self.items = matcher, size, OrderedDict()
+
+    def __call__(self, path: Path, pair: Pair):
+        key = str(path)
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        t = time.perf_counter()
+        try:
+            feats = self.matcher.extract(path)
+        except ImageError as e:
+            raise DatasetError(f"{pair.source or pair.name}: {e}") from None
+        item = (feats, time.perf_counter() - t)
+        self.items[key] = item
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return item
+
+
+def export_predictions(pairs: list[Pair], path: Path, make_matcher, progress: bool = True) -> int:
+    """Match every pair not yet in `path`; returns the number of pairs newly matched."""
+    with open_predictions(path) as f:
+        done = completed_pairs(f)
+        todo = [p for p in pairs if pair_key(p.name) not in done]
+        if not todo:
+            return 0
+        if done:
+            logger.info("resuming: %d of %d pairs already in %s", len(done), len(pairs), path.name)
+        matcher = make_matcher()
+        cache = _FeatureCache(matcher)
+        for p in tqdm(todo, desc="matching", unit="pair", disable=not progress):
+            f0, t0 = cache(p.image0, p)
+            f1, t1 = cache(p.image1, p)
+            t = time.perf_counter()
+            r = matcher.match_features(f0, f1)
+            t_match = time.perf_counter() - t
+            g = f.create_group(pair_key(p.name))
+            g.create_dataset("keypoints0", data=np.asarray(r.keypoints0, np.float32))
+            g.create_dataset("keypoints1", data=np.asarray(r.keypoints1, np.float32))
+            g.create_dataset("matches", data=np.asarray(r.matches, np.int64).reshape(-1, 2))
+            g.create_dataset("scores", data=np.asarray(r.scores, np.float32).reshape(-1))
+            g.attrs["image_size0"] = np.asarray(r.image_size0, np.int64)
+            g.attrs["image_size1"] = np.asarray(r.image_size1, np.int64)
+            g.attrs["time_extract"] = t0 + t1
+            g.attrs["time_match"] = t_match
+            g.attrs["done"] = True  # written last: a group without it is redone on resume
+            f.flush()
+        return len(todo)
+
+
+# ------------------------------------------------------------------ evaluation
+def _load_pred(f: h5py.File, p: Pair) -> dict:
+    key = pair_key(p.name)
+    if key not in f:
+        raise DatasetError(f"pair {p.name} missing from {f.filename}; run the export again")
+    g = f[key]
+    kp0, kp1, m = g["keypoints0"][()], g["keypoints1"][()], g["matches"][()]
+    return {
+        "pts0": kp0[m[:, 0]].astype(np.float64), "pts1": kp1[m[:, 1]].astype(np.float64),
+        "scores": g["scores"][()].astype(np.float64),
+        "num_keypoints": (len(kp0) + len(kp1)) / 2,
+        "size0": tuple(int(x) for x in g.attrs["image_size0"]),
+        "size1": tuple(int(x) for x in g.attrs["image_size1"]),
+        "time": float(g.attrs["time_extract"] + g.attrs["time_match"]),
+    }
+
+
+def _thresholds(ev: dict, task: str) -> list[float]:
+    th = ev.get("ransac_th")
+    if th is None:
+        return [DEFAULT_THRESHOLDS[task][ev["estimator"]]]
+    if isinstance(th, (list, tuple)):
+        return [float(x) for x in th]
+    return list(metrics.SWEEP_THRESHOLDS) if float(th) < 0 else [float(th)]
+
+
+def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, ev: dict,
+                  progress: bool = True) -> tuple[dict, dict]:
+    """Per-pair results (dict of lists) and summaries of one task."""
+    ths = _thresholds(ev, task)
+    base, robust = [], {th: [] for th in ths}
+    for p in tqdm(pairs, desc=f"evaluating {TASK_PREFIX[task]}", unit="pair", disable=not progress):
+        d = _load_pred(f, p)
+        if task == HOMOGRAPHY:
+            H, size, pts0, pts1 = p.H_0to1, d["size0"], d["pts0"], d["pts1"]
+            if bench.eval_at_resized:
+                s0, s1 = bench.scale(d["size0"]), bench.scale(d["size1"])
+                pts0, pts1 = scale_points(pts0, s0), scale_points(pts1, s1)
+                H = scale_homography(H, s0, s1)
+                size = target_size(d["size0"], bench.conf.resize, bench.conf.side)
+            r = metrics.eval_homography_pair(pts0, pts1, d["scores"], H, size, d["num_keypoints"])
+            for th in ths:
+                robust[th].append(metrics.eval_homography_robust(pts0, pts1, H, size, ev["estimator"], th))
+        else:
+            r = metrics.eval_pose_pair(d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1, d["num_keypoints"])
+            for th in ths:
+                robust[th].append(metrics.eval_pose_robust(d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1,
+                                                           ev["estimator"], th))
+        r["time_ms"] = 1000 * d["time"]
+        base.append(r)
+
+    err_key = AUC_KEYS[task][-1]
+    auc_ths = bench.auc_thresholds[task]
+    fail = getattr(bench, "failure_error", math.inf)
+    errs = {th: [min(x[err_key], fail) for x in robust[th]] for th in ths}
+    best = ths[0] if len(ths) == 1 else metrics.pick_best_threshold(errs, auc_ths)
+    if len(ths) > 1:
+        for th in ths:
+            aucs = metrics.error_auc(errs[th], auc_ths)
+            logger.info("  %s threshold %g: AUC %s", ev["estimator"], th,
+                        " / ".join(f"{100 * a:.1f}" for a in aucs) + (" ← best" if th == best else ""))
+
+    results: dict[str, list] = {"names": [p.name for p in pairs], "groups": [p.group for p in pairs]}
+    for rows in (base, robust[best]):
+        for k in rows[0]:
+            results[k] = [row[k] for row in rows]
+    for k in AUC_KEYS[task]:
+        results[k] = [min(x, fail) for x in results[k]]
+
+    stat = bench.stat[task]
+    summary = metrics.summarize(results, AUC_KEYS[task], auc_ths, UNITS[task], stat=stat,
+                                median_keys=("ransac_inl", "ransac_inl%"))
+    summary["mtime_ms"] = metrics._stat(results["time_ms"], "mean")
+    summary["ransac_th"] = best
+    if bench.group_summaries:
+        groups = sorted(set(results["groups"]) - {""})
+        for g in groups:
+            idx = [i for i, x in enumerate(results["groups"]) if x == g]
+            for k in AUC_KEYS[task]:
+                aucs = metrics.error_auc([results[k][i] for i in idx], auc_ths)
+                for t, a in zip(auc_ths, aucs):
+                    summary[f"{g}/{k}@{metrics.format_threshold(t)}{UNITS[task]}"] = round(a, 4)
+        headline = getattr(bench, "headline", None)
+        if headline and groups:
+            key = headline[0]
+            summary[f"{key}_mean_of_{headline[1]}"] = round(
+                float(np.mean([summary[f"{g}/{key}"] for g in groups])), 4)
+    return results, summary
+
+
+def write_results(path: Path, results: dict[str, dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for task, res in results.items():
+                g = f.create_group(TASK_PREFIX[task])
+                for k, v in res.items():
+                    if k in ("names", "groups"):
+                        g.create_dataset(k, data=np.array(v, dtype=h5py.string_dtype()))
+                    else:
+                        g.create_dataset(k, data=np.asarray(v, np.float64))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_results(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    with h5py.File(path, "r") as f:
+        for task_name, g in f.items():
+            out[task_name] = {k: (g[k].asstr()[()] if k in ("names", "groups") else g[k][()]) for k in g}
+    return out
+
+
+def evaluate(conf: RunConf, pairs: list[Pair], out: Path, progress: bool = True) -> dict:
+    bench, ev = conf.benchmark, conf.eval
+    tasks = [t for t in bench.tasks if any(p.task == t for p in pairs)]
+    multi = len(tasks) > 1
+    summaries, results = {}, {}
+    with h5py.File(out / "predictions.h5", "r") as f:
+        for task in tasks:
+            res, summ = evaluate_task(bench, task, [p for p in pairs if p.task == task], f, ev, progress)
+            results[task] = res
+            prefix = f"{TASK_PREFIX[task]}/" if multi else ""
+            summaries.update({f"{prefix}{k}": v for k, v in summ.items()})
+    write_results(out / "results.h5", results)
+    atomic_write_text(out / "summaries.json", json.dumps(_json_safe(summaries), indent=2,
+                                                          ensure_ascii=False) + "\n")
+    from ..viz.curves import save_cumulative
+
+    for task, res in results.items():
+        if task == HOMOGRAPHY:
+            curves = {"DLT": res["H_error_dlt"], ev["estimator"]: res["H_error_ransac"]}
+            name, title = "homography_recall.png", f"{bench.name}: homography corner error"
+        else:
+            curves = {ev["estimator"]: res["rel_pose_error"]}
+            name, title = "pose_recall.png", f"{bench.name}: relative pose error max(R, t)"
+        save_cumulative([dict(curves=curves, x_max=CURVE_RANGE[task], unit=UNITS[task], title=title)],
+                        out / name)
+    return summaries
+
+
+# ------------------------------------------------------------------ entry point
+def run(benchmark: str, pipeline, estimator: str | None = None, ransac_th: float | None = None,
+        tag: str | None = None, overwrite: bool = False, overrides: Sequence[str] = (),
+        output_dir=None, data_root=None, device=None, weights=None, download: bool = False,
+        progress: bool = True, matcher_factory=None) -> tuple[dict, Path]:
+    """Export (or reuse) predictions of `pipeline` on `benchmark`, evaluate, write everything.
+
+    Returns (summaries, results directory). `matcher_factory` replaces `tiepoint.Matcher(...)`
+    (tests use it to inject a fake or failing matcher); it gets the resolved pipeline config.
+    """
+    overrides = list(overrides or [])
+    conf = build_conf(benchmark, pipeline, estimator, ransac_th, overrides, data_root, weights)
+    bench = conf.benchmark
+    if download and bench.resource is not None and not bench.root.exists():
+        fetch_dataset(bench.resource, bench.root.parent, progress=progress)
+    pairs = bench.load_pairs()
+    tag = tag or default_tag(pipeline, estimator, ransac_th, overrides, weights)
+    out = results_dir(bench.name, tag, output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_or_reset(out, conf, overwrite)
+    reuse_sibling_predictions(out, conf)
+    write_conf(out, conf)
+
+    def make_matcher():
+        model_conf = {k: v for k, v in conf.model.items() if k not in ("pipeline", "weights")}
+        if matcher_factory is not None:
+            return matcher_factory(model_conf)
+        from ..api import Matcher
+
+        return Matcher(model_conf, device=device, weights=weights)
+
+    n_new = export_predictions(pairs, out / "predictions.h5", make_matcher, progress)
+    if n_new == 0:
+        logger.info("all %d pairs already matched in %s", len(pairs), out / "predictions.h5")
+    summaries = evaluate(conf, pairs, out, progress)
+    return summaries, out
+
+
+def format_summaries(summaries: dict, groups: bool = False) -> str:
+    lines = []
+    for k, v in summaries.items():
+        if not groups and k.count("/") > (1 if k.split("/")[0] in TASK_PREFIX.values() else 0):
+            continue
+        if isinstance(v, float) and ("@" in k or k.endswith("_mAA")) and "ransac_th" not in k:
+            v = f"{100 * v:.2f}"
+        lines.append(f"  {k:42s} {v}")
+    return "\n".join(lines)
+
+
+__all__ = ["run", "evaluate", "results_dir", "read_results", "format_summaries", "TiepointError"]
