@@ -1,0 +1,344 @@
+"""From hloc-layout features and matches to a COLMAP model, through pycolmap 4.2.1.
+
+Steps: a fresh database (it is derived data, rebuilt on every run), `import_images` for cameras,
+keypoints shifted by +0.5 (COLMAP puts the origin at the top-left pixel corner, we put it at the
+top-left pixel centre), raw matches, COLMAP's own geometric verification (which always sets the
+TwoViewGeometry `config`; pycolmap ≥ 4.2 drops pairs whose config is UNDEFINED), then incremental
+or global mapping. The largest model goes to `OUT/sparse/`, its points to `OUT/points.ply`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import ConfigError, DatasetError
+from .atomic import atomic_dir, atomic_path
+from .features_io import arrays_to_matches, find_pair, read_group
+
+log = logging.getLogger("tiepoint")
+
+CAMERA_MODES = {"single": "SINGLE", "per-image": "PER_IMAGE", "per-folder": "PER_FOLDER", "auto": "AUTO"}
+MAPPERS = ("incremental", "global")
+
+
+@dataclass
+class MapperOptions:
+    mapper: str = "incremental"
+    camera_mode: str = "single"
+    camera_model: str = "SIMPLE_RADIAL"
+    camera_params: str | None = None  # e.g. "fx,fy,cx,cy" for PINHOLE: known intrinsics
+    refine_intrinsics: bool | None = None  # default: refine unless camera_params are given
+    min_match_score: float | None = None
+    min_num_inliers: int = 15
+    max_error: float = 4.0  # RANSAC threshold of the verification, pixels
+    num_threads: int = -1
+    seed: int = 0
+    verbose: bool = False
+    # extra options of the pycolmap class that receives them (IncrementalPipelineOptions or
+    # GlobalPipelineOptions), dotted: {"mapper.init_min_num_inliers": 50}
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.mapper not in MAPPERS:
+            raise ConfigError(f"--mapper '{self.mapper}': expected one of {', '.join(MAPPERS)}")
+        if self.camera_mode not in CAMERA_MODES:
+            raise ConfigError(
+                f"--camera-mode '{self.camera_mode}': expected one of {', '.join(CAMERA_MODES)}"
+            )
+
+
+@dataclass
+class Summary:
+    """What the mapper achieved, and why images are missing from the model."""
+
+    num_images: int
+    num_pairs: int
+    num_verified_pairs: int
+    registered: int = 0
+    points: int = 0
+    mean_track_length: float = 0.0
+    mean_reprojection_error: float = 0.0
+    num_models: int = 0
+    mapper: str = "incremental"
+    unregistered: dict[str, str] = field(default_factory=dict)  # name → reason
+    skipped_files: dict[str, str] = field(default_factory=dict)
+    model_path: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def report(self) -> str:
+        lines = []
+        if self.registered:
+            lines.append(
+                f"model: {self.registered}/{self.num_images} images registered, {self.points} points, "
+                f"mean track length {self.mean_track_length:.2f}, "
+                f"mean reprojection error {self.mean_reprojection_error:.3f} px ({self.mapper}) "
+                f"→ {self.model_path}"
+            )
+        else:
+            why = (
+                "no image pair has enough geometrically verified matches: the images do not seem "
+                "to overlap" if self.num_verified_pairs == 0
+                else "the mapper could not initialise from the verified pairs"
+            )
+            lines.append(
+                f"no model: {why} ({self.num_verified_pairs}/{self.num_pairs} pairs verified)"
+            )
+        lines.append(f"pairs: {self.num_verified_pairs}/{self.num_pairs} geometrically verified")
+        if self.unregistered:
+            lines.append(f"{len(self.unregistered)} image(s) not registered:")
+            lines += [f"  {n}: {why}" for n, why in sorted(self.unregistered.items())]
+        if self.skipped_files:
+            lines.append(f"{len(self.skipped_files)} file(s) skipped:")
+            lines += [f"  {n}: {why}" for n, why in sorted(self.skipped_files.items())]
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def colmap_logging(log_path: Path, verbose: bool):
+    """Send COLMAP's glog output to a file unless verbose (it is long and mostly irrelevant)."""
+    import pycolmap
+
+    lg = pycolmap.logging
+    saved = (lg.stderrthreshold, lg.logtostderr, lg.alsologtostderr)
+    try:
+        if not verbose:
+            lg.logtostderr = lg.alsologtostderr = False
+            lg.stderrthreshold = 2  # errors only on the terminal
+            lg.set_log_destination(lg.INFO, str(log_path) + ".")  # glog appends a timestamp
+        yield
+    finally:
+        if not verbose:
+            lg.set_log_destination(lg.INFO, "")
+        lg.stderrthreshold, lg.logtostderr, lg.alsologtostderr = saved
+
+
+def _camera_mode(name: str):
+    import pycolmap
+
+    return getattr(pycolmap.CameraMode, CAMERA_MODES[name])
+
+
+def build_database(db_path: Path, image_dir: Path, names: list[str], features_h5: Path,
+                   matches_h5: Path, pairs: list[tuple[str, str]], opts: MapperOptions) -> dict:
+    """Create the database: cameras and images, keypoints (+0.5), raw matches. Returns name → id."""
+    import pycolmap
+
+    if db_path.exists():
+        db_path.unlink()
+    with pycolmap.Database.open(db_path):  # creates the tables
+        pass
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = opts.camera_model
+    if opts.camera_params:
+        reader.camera_params = opts.camera_params
+    try:
+        pycolmap.import_images(db_path, image_dir, _camera_mode(opts.camera_mode),
+                               image_names=names, options=reader)
+    except Exception as e:  # pycolmap raises plain exceptions on bad camera options
+        raise ConfigError(f"COLMAP could not import the images: {str(e).splitlines()[0]}") from None
+    with pycolmap.Database.open(db_path) as db:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        missing = sorted(set(names) - set(ids))
+        if missing:
+            raise DatasetError(f"COLMAP did not import {len(missing)} image(s): {missing[:5]}")
+        with pycolmap.DatabaseTransaction(db), h5py.File(features_h5, "r") as f:
+            for name in tqdm(names, desc="colmap keypoints", leave=False):
+                kpts = np.asarray(f[name]["keypoints"][()], np.float32)
+                db.write_keypoints(ids[name], kpts + 0.5)
+        with pycolmap.DatabaseTransaction(db), h5py.File(matches_h5, "r") as f:
+            for a, b in tqdm(pairs, desc="colmap matches", leave=False):
+                found = find_pair(f, a, b)
+                if found is None:
+                    continue
+                m, s = arrays_to_matches(read_group(f, found[0]), reverse=found[1])
+                if opts.min_match_score is not None:
+                    m = m[s >= opts.min_match_score]
+                db.write_matches(ids[a], ids[b], m.astype(np.uint32))
+    return ids
+
+
+def verify(db_path: Path, pairs: list[tuple[str, str]], opts: MapperOptions,
+           chunk: int = 256) -> dict[tuple[str, str], int]:
+    """COLMAP geometric verification of `pairs`, in chunks so there is a progress bar.
+
+    Returns the number of inlier matches of each verified pair.
+    """
+    import pycolmap
+
+    vopts = pycolmap.TwoViewGeometryOptions()
+    vopts.min_num_inliers = opts.min_num_inliers
+    vopts.ransac.max_error = opts.max_error
+    vopts.ransac.max_num_trials = 20000
+    vopts.ransac.min_inlier_ratio = 0.1
+    vopts.ransac.random_seed = opts.seed
+    chunk = max(chunk, len(pairs) // 100)
+    with tempfile.TemporaryDirectory(dir=db_path.parent) as tmp:
+        pairs_txt = Path(tmp) / "pairs.txt"
+        bar = tqdm(total=len(pairs), desc="verify", unit="pair")
+        for s in range(0, len(pairs), chunk):
+            block = pairs[s : s + chunk]
+            pairs_txt.write_text("".join(f"{a} {b}\n" for a, b in block))
+            pycolmap.verify_matches(db_path, pairs_txt, options=vopts)
+            bar.update(len(block))
+        bar.close()
+    inliers: dict[tuple[str, str], int] = {}
+    with pycolmap.Database.open(db_path) as db:
+        id_to_name = {im.image_id: im.name for im in db.read_all_images()}
+        pair_ids, geoms = db.read_two_view_geometries()
+        for pid, g in zip(pair_ids, geoms):
+            i, j = pycolmap.pair_id_to_image_pair(pid)
+            if len(g.inlier_matches) and int(g.config) not in (0, 1):  # not UNDEFINED/DEGENERATE
+                a, b = sorted((id_to_name[i], id_to_name[j]))
+                inliers[(a, b)] = len(g.inlier_matches)
+    return inliers
+
+
+def parse_option_args(items: list[str] | None) -> dict:
+    """`["mapper.init_min_num_inliers=50", ...]` → dict; values parsed as YAML (never eval)."""
+    import yaml
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ConfigError(f"--mapper-option '{it}' must look like key=value")
+        k, v = it.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def apply_options(options, extra: dict, where: str):
+    """Set dotted `extra` keys on a pycolmap options object, refusing keys it does not have.
+
+    Checked against the class that actually receives the options (hloc validates against another
+    class, so some documented keys are refused there).
+    """
+    import difflib
+
+    for key, value in extra.items():
+        obj = options
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            valid = [a for a in dir(obj) if not a.startswith("_") and not callable(getattr(obj, a))]
+            if part not in valid:
+                near = difflib.get_close_matches(part, valid, n=1)
+                hint = f" (did you mean '{'.'.join(parts[:i] + near)}'?)" if near else ""
+                raise ConfigError(f"unknown {where} option '{key}'{hint}")
+            if i < len(parts) - 1:
+                obj = getattr(obj, part)
+        try:
+            setattr(obj, parts[-1], value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where} option '{key}={value}': {str(e).splitlines()[0]}") from None
+    return options
+
+
+def _mapper_options(opts: MapperOptions, num_images: int):
+    import pycolmap
+
+    refine = opts.refine_intrinsics if opts.refine_intrinsics is not None else not opts.camera_params
+    if opts.mapper == "incremental":
+        o = pycolmap.IncrementalPipelineOptions()
+        o.num_threads = opts.num_threads
+        o.random_seed = opts.seed
+        o.min_model_size = min(o.min_model_size, max(2, num_images // 2))
+        o.ba_refine_focal_length = refine
+        o.ba_refine_extra_params = refine
+        o.ba_refine_principal_point = False
+        return apply_options(o, opts.extra, "IncrementalPipelineOptions")
+    o = pycolmap.GlobalPipelineOptions()
+    o.num_threads = opts.num_threads
+    o.random_seed = opts.seed
+    o.min_model_size = min(o.min_model_size, max(2, num_images // 2))
+    ba = o.mapper.bundle_adjustment
+    for attr in ("refine_focal_length", "refine_extra_params"):
+        if hasattr(ba, attr):
+            setattr(ba, attr, refine)
+    return apply_options(o, opts.extra, "GlobalPipelineOptions")
+
+
+def run_mapping(db_path: Path, image_dir: Path, work_dir: Path, opts: MapperOptions,
+                num_images: int) -> dict:
+    """Map with COLMAP; returns {index: Reconstruction} (empty when nothing could be built)."""
+    import pycolmap
+
+    options = _mapper_options(opts, num_images)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if opts.mapper == "incremental":
+        models = _incremental(db_path, image_dir, work_dir, options, num_images)
+        if not models and not any(k.startswith("mapper.init_") for k in opts.extra):
+            # COLMAP refuses initial pairs that move almost straight ahead (cos > 0.95), which is
+            # every pair of a car or a walking video: retry allowing them before giving up.
+            log.info("no initial pair found; retrying with forward-motion initial pairs allowed")
+            options.mapper.init_max_forward_motion = 1.0
+            options.mapper.init_min_tri_angle = min(options.mapper.init_min_tri_angle, 4.0)
+            models = _incremental(db_path, image_dir, work_dir, options, num_images)
+    else:
+        with tqdm(total=1, desc="global mapping") as bar:
+            models = pycolmap.global_mapping(db_path, image_dir, work_dir, options=options)
+            bar.update(1)
+    return dict(models)
+
+
+def _incremental(db_path, image_dir, work_dir, options, num_images) -> dict:
+    import pycolmap
+
+    with tqdm(total=num_images, desc="mapping", unit="img") as bar:
+        return dict(pycolmap.incremental_mapping(
+            db_path, image_dir, work_dir, options=options,
+            initial_image_pair_callback=lambda: bar.update(2),
+            next_image_callback=lambda: bar.update(1),
+        ))
+
+
+def write_model(rec, sparse_dir: Path, ply_path: Path) -> None:
+    with atomic_dir(sparse_dir) as tmp:
+        rec.write(tmp)
+    with atomic_path(ply_path) as tmp:
+        rec.export_PLY(tmp.with_suffix(".ply"))
+        os.replace(tmp.with_suffix(".ply"), tmp)
+
+
+def summarize(models: dict, names: list[str], pairs: list[tuple[str, str]],
+              verified: dict[tuple[str, str], int], opts: MapperOptions) -> tuple[Summary, object]:
+    """Pick the largest model and explain every image that is not in it."""
+    best = max(models.values(), key=lambda r: r.num_reg_images(), default=None)
+    s = Summary(num_images=len(names), num_pairs=len(pairs), num_verified_pairs=len(verified),
+                num_models=len(models), mapper=opts.mapper)
+    registered: set[str] = set()
+    if best is not None and best.num_reg_images() > 0:
+        registered = {best.image(i).name for i in best.reg_image_ids()}
+        s.registered = len(registered)
+        s.points = best.num_points3D()
+        s.mean_track_length = float(best.compute_mean_track_length()) if s.points else 0.0
+        s.mean_reprojection_error = float(best.compute_mean_reprojection_error()) if s.points else 0.0
+    degree = {n: 0 for n in names}
+    for a, b in verified:
+        degree[a] += 1
+        degree[b] += 1
+    other = {}
+    for k, rec in enumerate(models.values()):
+        if rec is best:
+            continue
+        for i in rec.reg_image_ids():
+            other[rec.image(i).name] = rec.num_reg_images()
+    for n in names:
+        if n in registered:
+            continue
+        if degree[n] == 0:
+            s.unregistered[n] = "no geometrically verified pair: does not overlap any other image"
+        elif n in other:
+            s.unregistered[n] = f"in a separate, smaller model ({other[n]} images)"
+        else:
+            s.unregistered[n] = f"not registered by the mapper ({degree[n]} verified pair(s))"
+    return s, best

@@ -1,0 +1,296 @@
+"""hloc's h5 layout for local features and matches, so hloc users can read what we write.
+
+features.h5: one group per image name (a `/` in the name makes nested groups) with
+  `keypoints` (N,2) float32, original-image pixels, pixel centres at integers;
+  `descriptors` (D,N) float32, transposed as hloc stores them; `scores` (N,) float32;
+  `image_size` (2,) = (W,H); plus extractor extras such as `scales`, `oris` (N,).
+matches.h5: group `names_to_pair(name0, name1)` = name0 and name1 with `/` → `-`, joined by `/`,
+  with `matches0` (N0,) int32 (−1: unmatched) and `matching_scores0` (N0,) float32.
+hloc stores matches0 as int16 and floats as fp16; we keep int32/fp32 (no overflow above 32767
+keypoints, lossless round trip); hloc's readers accept both.
+
+Both files are only ever written by one process, by copying, appending and renaming, so a crash
+never leaves a half-written h5 behind. Workers write part files (`records.py`) instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+
+from ..errors import ConfigError, DatasetError
+from . import records
+from .atomic import atomic_path
+
+log = logging.getLogger("tiepoint")
+
+CORE_FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size")
+IDENTITY_ATTR = "tiepoint_conf"
+
+
+def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
+    """hloc's pair key: nested groups, `/` inside names flattened to `-`."""
+    return separator.join((name0.replace("/", "-"), name1.replace("/", "-")))
+
+
+def names_to_pair_old(name0: str, name1: str) -> str:
+    return names_to_pair(name0, name1, separator="_")
+
+
+# ---- conversion between the public dataclasses and stored arrays -------------------------------
+
+
+def features_to_arrays(feats) -> dict[str, np.ndarray]:
+    """`tiepoint.Features` → the arrays of one hloc feature group."""
+    kpts = np.asarray(feats.keypoints, dtype=np.float32).reshape(-1, 2)
+    desc = np.asarray(feats.descriptors, dtype=np.float32).reshape(len(kpts), -1)
+    out = {
+        "keypoints": kpts,
+        "descriptors": np.ascontiguousarray(desc.T),
+        "scores": np.asarray(feats.scores, dtype=np.float32).reshape(-1),
+        "image_size": np.asarray(feats.image_size, dtype=np.int64).reshape(2),
+    }
+    for k, v in (getattr(feats, "extra", None) or {}).items():
+        v = np.asarray(v)
+        if k in out or v.dtype == object:
+            continue
+        out[k] = v.astype(np.float32) if v.dtype == np.float64 else v
+    return out
+
+
+def arrays_to_features(arrays: dict[str, np.ndarray]):
+    """The arrays of one feature group → `tiepoint.Features` (descriptors back to (N,D))."""
+    from ..api import Features  # the public dataclass; imported late to keep this module light
+
+    missing = [k for k in ("keypoints", "descriptors", "image_size") if k not in arrays]
+    if missing:
+        raise DatasetError(f"feature group lacks {missing}")
+    kpts = np.asarray(arrays["keypoints"], dtype=np.float32)
+    scores = arrays.get("scores", arrays.get("keypoint_scores"))
+    extra = {k: np.asarray(v) for k, v in arrays.items()
+             if k not in CORE_FEATURE_KEYS and k != "keypoint_scores"}
+    size = np.asarray(arrays["image_size"]).reshape(2)
+    return Features(
+        keypoints=kpts,
+        scores=(np.ones(len(kpts), np.float32) if scores is None else np.asarray(scores, np.float32)),
+        descriptors=np.ascontiguousarray(np.asarray(arrays["descriptors"], dtype=np.float32).T),
+        image_size=(int(size[0]), int(size[1])),
+        extra=extra,
+    )
+
+
+def match_to_arrays(result, num_keypoints0: int) -> dict[str, np.ndarray]:
+    """`MatchResult` → hloc's dense per-keypoint `matches0` / `matching_scores0`."""
+    m = np.asarray(result.matches, dtype=np.int64).reshape(-1, 2)
+    s = np.asarray(result.scores, dtype=np.float32).reshape(-1)
+    matches0 = np.full(num_keypoints0, -1, dtype=np.int32)
+    scores0 = np.zeros(num_keypoints0, dtype=np.float32)
+    matches0[m[:, 0]] = m[:, 1]
+    scores0[m[:, 0]] = s
+    return {"matches0": matches0, "matching_scores0": scores0}
+
+
+def arrays_to_matches(arrays: dict[str, np.ndarray], reverse: bool = False):
+    """hloc `matches0` → (M,2) index pairs and scores, swapped when the pair was stored reversed."""
+    m0 = np.asarray(arrays["matches0"]).astype(np.int64)
+    idx = np.where(m0 != -1)[0]
+    matches = np.stack([idx, m0[idx]], -1)
+    scores = np.asarray(arrays.get("matching_scores0", np.ones(len(m0))), np.float32)[idx]
+    if reverse:
+        matches = matches[:, ::-1].copy()
+    return matches, scores
+
+
+# ---- h5 reading -------------------------------------------------------------------------------
+
+
+def list_h5_names(path: str | os.PathLike, leaf: str) -> set[str]:
+    """Names of the groups holding a `leaf` dataset, with their full (nested) path."""
+    path = Path(path)
+    names: set[str] = set()
+    if not path.exists():
+        return names
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and name.rsplit("/", 1)[-1] == leaf:
+            names.add(name.rsplit("/", 1)[0])
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read h5 file ({str(e).splitlines()[0]})") from None
+    return names
+
+
+def read_group(f: h5py.File, key: str) -> dict[str, np.ndarray]:
+    g = f[key]
+    return {k: g[k][()] for k in g.keys() if isinstance(g[k], h5py.Dataset)}
+
+
+def find_pair(f: h5py.File, name0: str, name1: str) -> tuple[str, bool] | None:
+    """Key of a pair in a matches file and whether it is stored reversed (hloc's naming variants)."""
+    for key, rev in (
+        (names_to_pair(name0, name1), False),
+        (names_to_pair(name1, name0), True),
+        (names_to_pair_old(name0, name1), False),
+        (names_to_pair_old(name1, name0), True),
+    ):
+        if key in f and "matches0" in f[key]:
+            return key, rev
+    return None
+
+
+def read_matches(path: str | os.PathLike, name0: str, name1: str):
+    """(M,2) indices into the keypoints of name0 and name1, and their scores."""
+    with h5py.File(path, "r") as f:
+        found = find_pair(f, name0, name1)
+        if found is None:
+            raise DatasetError(f"{path}: no matches for pair ({name0}, {name1})")
+        return arrays_to_matches(read_group(f, found[0]), reverse=found[1])
+
+
+def read_identity(path: str | os.PathLike) -> dict | None:
+    path = Path(path)
+    if not path.exists():
+        return None
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get(IDENTITY_ATTR)
+    return json.loads(raw) if raw is not None else None
+
+
+def check_identity(path: str | os.PathLike, identity: dict) -> None:
+    """Refuse to mix results of different configurations in one file."""
+    stored = read_identity(path)
+    if stored is not None and stored != identity:
+        diff = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        raise ConfigError(
+            f"{path} was made with another configuration (differs in {', '.join(diff)}); "
+            "use another output folder or delete the file"
+        )
+
+
+# ---- merging part files into the h5 files ------------------------------------------------------
+
+
+def merge_parts(h5_path: str | os.PathLike, parts: Iterable[str | os.PathLike], identity: dict,
+                leaf: str) -> int:
+    """Copy every record of `parts` not yet in `h5_path` into it, atomically; delete the parts.
+
+    Returns how many groups were added. Records are added in sorted order, so the file does not
+    depend on which worker computed what.
+    """
+    h5_path = Path(h5_path)
+    check_identity(h5_path, identity)
+    with contextlib.ExitStack() as stack:
+        locked = []
+        for p in parts:
+            lock = records.try_lock(p)
+            if lock is None:  # a shard or worker is still writing it: leave it for later
+                log.warning("%s is in use by another process; not merged this time", p)
+                continue
+            stack.enter_context(lock)
+            locked.append(Path(p))
+        if not locked:
+            return 0
+        present = list_h5_names(h5_path, leaf)
+        todo: dict[str, tuple[Path, int, int]] = {}
+        for p in locked:
+            index, _ = records.scan(p)
+            for name, (off, n) in index.items():
+                if name not in present:
+                    todo[name] = (p, off, n)
+        if todo or not h5_path.exists():
+            with atomic_path(h5_path, copy_existing=True) as tmp:
+                with h5py.File(tmp, "a") as f:
+                    f.attrs[IDENTITY_ATTR] = json.dumps(identity, sort_keys=True)
+                    for name in sorted(todo):
+                        p, off, n = todo[name]
+                        write_group(f, name, records.read_record(p, off, n))
+        for p in locked:
+            p.unlink()
+    for d in {p.parent for p in locked}:
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only when empty
+            d.parent.rmdir()
+    return len(todo)
+
+
+def write_group(f: h5py.File, key: str, arrays: dict[str, np.ndarray]) -> None:
+    if key in f:
+        del f[key]
+    g = f.create_group(key)
+    for k, v in arrays.items():
+        g.create_dataset(k, data=v)
+
+
+# ---- a read-only view over the merged h5 and the unmerged parts -------------------------------
+
+
+class FeatureStore:
+    """Look up features by image name in `features.h5` and in not-yet-merged part files.
+
+    Keeps a small LRU cache: pairs are sorted so consecutive pairs share their first image.
+    """
+
+    def __init__(self, h5_path: str | os.PathLike, part_dir: str | os.PathLike | None = None,
+                 glob: str = "*.log", cache_size: int = 64):
+        self.h5_path = Path(h5_path)
+        self.part_dir = Path(part_dir) if part_dir else None
+        self.glob = glob
+        self.cache: OrderedDict[str, dict] = OrderedDict()
+        self.cache_size = cache_size
+        self._h5: h5py.File | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read which names exist (other processes may have added part files)."""
+        self.close()
+        self.h5_names = list_h5_names(self.h5_path, "keypoints")
+        self.part_index: dict[str, tuple[Path, int, int]] = {}
+        if self.part_dir and self.part_dir.exists():
+            for p in sorted(self.part_dir.glob(self.glob)):
+                index, _ = records.scan(p)
+                for name, (off, n) in index.items():
+                    self.part_index[name] = (p, off, n)
+
+    def names(self) -> set[str]:
+        return self.h5_names | set(self.part_index)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.cache or name in self.h5_names or name in self.part_index
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        if name in self.cache:
+            self.cache.move_to_end(name)
+            return self.cache[name]
+        if name in self.h5_names:
+            if self._h5 is None:
+                self._h5 = h5py.File(self.h5_path, "r")
+            arrays = read_group(self._h5, name)
+        elif name in self.part_index:
+            arrays = records.read_record(*self.part_index[name])
+        else:
+            raise KeyError(name)
+        self.cache[name] = arrays
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return arrays
+
+    def add(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Remember features this process computed (and persisted in its own part file)."""
+        self.cache[name] = arrays
+        self.cache.move_to_end(name)
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
