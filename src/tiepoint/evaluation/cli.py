@@ -15,7 +15,7 @@ def cmd_eval(args) -> int:
         overwrite=args.overwrite, overrides=args.overrides, output_dir=args.output_dir,
         data_root=args.data_root, device=args.device, weights=args.weights, download=args.download,
     )
-    print(f"{args.benchmark} / {out.name} (AUCs in %):")
+    print(f"{args.benchmark} / {out.name} (AUCs and precisions in %):")
     print(format_summaries(summaries, groups=args.groups))
     print(f"→ {out}")
     return 0

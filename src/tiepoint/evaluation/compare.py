@@ -42,7 +42,9 @@ def _fmt(k: str, v) -> str:
     base = k.split("/")[-1]
     if ("@" in base and not base.startswith("m")) or base.endswith("_mAA"):
         return f"{100 * v:.1f}"
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return str(v)
 
 
 def compare(benchmark: str, tags: Sequence[str], output_dir=None, keys: Sequence[str] | None = None,

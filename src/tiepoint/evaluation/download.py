@@ -83,8 +83,11 @@ def download_file(url: str, dest: Path, size: int | None = None, sha256: str | N
             reason = getattr(e, "reason", None) or e
             raise DatasetError(f"could not download {url}: {reason}") from None
     got = part.stat().st_size
-    if size is not None and got != size:
+    if size is not None and got < size:
         raise DatasetError(f"{url}: got {got} bytes, expected {size}; run again to resume")
+    if size is not None and got > size:
+        part.unlink()
+        raise DatasetError(f"{url}: got {got} bytes, expected {size}; the file was removed")
     if sha256 is not None:
         digest = _sha256(part)
         if digest != sha256:

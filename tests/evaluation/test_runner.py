@@ -1,0 +1,173 @@
+"""The runner end to end on tiny synthetic datasets: outputs, caching, resume, config guard."""
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from tiepoint import Matcher
+from tiepoint.api import Features, MatchResult
+from tiepoint.errors import ConfigError, DatasetError
+from tiepoint.evaluation.runner import read_results, run
+
+from .fixtures import write_pairs_dataset
+
+
+class Counting:
+    """The real sift+nn matcher, counting pairs and optionally failing after `crash_after` pairs."""
+
+    def __init__(self, conf, crash_after=None):
+        self.m = Matcher(conf, device="cpu")
+        self.pairs, self.crash_after = 0, crash_after
+
+    def extract(self, image):
+        return self.m.extract(image)
+
+    def match_features(self, f0, f1):
+        if self.crash_after is not None and self.pairs >= self.crash_after:
+            raise KeyboardInterrupt("simulated crash")
+        self.pairs += 1
+        return self.m.match_features(f0, f1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    write_pairs_dataset(root, n_h=3, n_pose=2)
+    return root
+
+
+def _run(dataset, out, factory=None, **kw):
+    made = []
+
+    def make(conf):
+        made.append(factory(conf) if factory else Counting(conf))
+        return made[-1]
+
+    kw.setdefault("data_root", dataset)
+    summ, d = run("pairs", "sift+nn", output_dir=out, progress=False, matcher_factory=make, **kw)
+    return summ, d, made
+
+
+def _stable(summaries):  # timings differ between runs
+    return {k: v for k, v in summaries.items() if "time" not in k}
+
+
+def test_run_writes_all_outputs_with_sensible_numbers(dataset, tmp_path):
+    summ, d, made = _run(dataset, tmp_path)
+    assert d == tmp_path / "results" / "pairs" / "sift+nn"
+    for name in ("conf.yaml", "predictions.h5", "results.h5", "summaries.json",
+                 "homography_recall.png", "pose_recall.png"):
+        assert (d / name).exists(), name
+    assert made[0].pairs == 5
+    # easy synthetic warps: SIFT + RANSAC recovers every homography to well under 3 px
+    assert summ["homography/H_error_ransac@3px"] > 0.7
+    assert summ["homography/mprec@3px"] > 0.8
+    for k in ("homography/H_error_dlt@5px", "homography/H_error_ransac_mAA", "pose/rel_pose_error@10°",
+              "pose/mepi_prec@1e-4", "pose/mnum_matches", "homography/mtime_ms", "pose/ransac_th",
+              "homography/seq0/H_error_ransac@3px"):
+        assert k in summ, k
+    assert summ["homography/ransac_th"] == 3.0 and summ["pose/ransac_th"] == 0.5  # estimator defaults
+    assert json.loads((d / "summaries.json").read_text()) == summ
+    res = read_results(d / "results.h5")
+    assert list(res["homography"]["names"]) == [f"homography/seq{i}/a.png seq{i}/b.png" for i in range(3)]
+    assert len(res["pose"]["rel_pose_error"]) == 2
+    with h5py.File(d / "predictions.h5") as f:
+        assert len(f) == 5 and all(f[k].attrs["done"] for k in f)
+
+
+def test_resume_after_crash_gives_the_same_summaries(dataset, tmp_path):
+    ref, _, _ = _run(dataset, tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        _run(dataset, tmp_path / "crash", factory=lambda c: Counting(c, crash_after=2))
+    pred = tmp_path / "crash" / "results" / "pairs" / "sift+nn" / "predictions.h5"
+    with h5py.File(pred, "a") as f:
+        assert len(f) == 2
+        f.create_group("half-written")  # no `done` mark: must be dropped and redone
+    summ, _, made = _run(dataset, tmp_path / "crash")
+    assert made[0].pairs == 3  # only the missing pairs were matched
+    assert _stable(summ) == _stable(ref)
+
+
+def test_corrupt_predictions_file_is_set_aside(dataset, tmp_path):
+    d = tmp_path / "results" / "pairs" / "sift+nn"
+    _run(dataset, tmp_path)
+    (d / "predictions.h5").write_bytes(b"not an hdf5 file")
+    summ, _, made = _run(dataset, tmp_path)
+    assert made[0].pairs == 5 and list(d.glob("predictions.h5.corrupt-*"))
+
+
+def test_changed_model_refused_without_overwrite_and_estimator_reuses_predictions(dataset, tmp_path):
+    _run(dataset, tmp_path, tag="t")
+    with pytest.raises(ConfigError, match=r"matcher.ratio_thresh: 0.8 → 0.9.*--overwrite"):
+        _run(dataset, tmp_path, tag="t", overrides=["matcher.ratio_thresh=0.9"])
+    summ, _, made = _run(dataset, tmp_path, tag="t", overrides=["matcher.ratio_thresh=0.9"], overwrite=True)
+    assert made[0].pairs == 5
+    # another estimator (and the sweep) on the same tag: evaluation only, no matching
+    summ2, _, made = _run(dataset, tmp_path, tag="t", overrides=["matcher.ratio_thresh=0.9"],
+                          estimator="poselib", ransac_th=-1)
+    assert made == []
+    assert summ2["homography/ransac_th"] in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+    assert summ2["homography/mnum_matches"] == summ["homography/mnum_matches"]
+    # a new tag with the same data+model copies the predictions of the existing one
+    _, d, made = _run(dataset, tmp_path, estimator="pycolmap", overrides=["matcher.ratio_thresh=0.9"])
+    assert made == [] and d.name == "sift+nn_pycolmap_matcher.ratio_thresh=0.9"
+
+
+class FewMatches:
+    """A fake matcher that returns 2 matches: too few for any estimator."""
+
+    def __init__(self, conf):
+        pass
+
+    def extract(self, image):
+        kp = np.array([[10, 10], [50, 20], [30, 40]], np.float32)
+        return Features(kp, np.ones(3, np.float32), np.eye(3, 8, dtype=np.float32), (240, 180))
+
+    def match_features(self, f0, f1):
+        m = np.array([[0, 0], [1, 1]])
+        return MatchResult(f0.keypoints, f1.keypoints, m, np.ones(2, np.float32), f0.image_size, f1.image_size)
+
+
+def test_degenerate_pairs_are_failures_not_crashes(dataset, tmp_path):
+    summ, d, _ = _run(dataset, tmp_path, factory=FewMatches)
+    assert summ["homography/H_error_ransac@10px"] == 0.0 and summ["pose/rel_pose_error@20°"] == 0.0
+    assert summ["homography/mnum_matches"] == 2
+    res = read_results(d / "results.h5")
+    assert np.isinf(res["homography"]["H_error_ransac"]).all() and np.isinf(res["pose"]["rel_pose_error"]).all()
+    assert json.loads((d / "summaries.json").read_text())["homography/mH_error_ransac"] == "inf"
+
+
+def test_missing_image_and_folder_fail_before_matching(dataset, tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        _run(tmp_path / "nowhere", tmp_path)
+    root = tmp_path / "data"
+    write_pairs_dataset(root, n_h=1, n_pose=1)
+    (root / "homography" / "seq0" / "b.png").unlink()
+    with pytest.raises(DatasetError, match=r"homography/pairs.txt:2: image .*b.png"):
+        _run(root, tmp_path)
+
+
+def test_compare_and_cli(dataset, tmp_path, capsys):
+    from tiepoint.cli import main
+    from tiepoint.evaluation.compare import compare
+
+    _run(dataset, tmp_path, tag="a")
+    _run(dataset, tmp_path, tag="b", estimator="poselib")
+    table, png = compare("pairs", ["a", "b"], output_dir=tmp_path)
+    header, *rows = table.splitlines()
+    assert header.split() == ["a", "b"]
+    row = next(r for r in rows if r.startswith("homography/H_error_ransac@3px"))
+    assert len(row.split()) == 3
+    assert png.exists() and png.stat().st_size > 1000
+    with pytest.raises(DatasetError, match="no results for tag 'zz'.*runs with results: a, b"):
+        compare("pairs", ["a", "zz"], output_dir=tmp_path)
+    # the CLI prints bad input as one line with exit code 2
+    assert main(["eval", "pairs", "--pipeline", "sift+nn", "--data-root", str(tmp_path / "none"),
+                 "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: pairs: dataset folder")
+    assert main(["compare", "pairs", "a", "b", "--output-dir", str(tmp_path)]) == 0
+    assert "H_error_ransac@3px" in capsys.readouterr().out
