@@ -41,7 +41,7 @@ class DISK(Extractor):
     default_conf = {
         "weights": None,  # None → registered "disk-depth"; or a path to a checkpoint
         "max_num_keypoints": 2048,  # None or <= 0: every maximum above the threshold
-        "detection_threshold": 0.0,  # on the heat-map logit, strictly above
+        "detection_threshold": 0.0,  # on the heat-map logit, strictly above; None: none
         "nms_window_size": 5,
         "pad_if_not_divisible": True,  # zero-pad to a multiple of 16; no keypoint in the padding
     }
@@ -85,13 +85,13 @@ class DISK(Extractor):
             raise ImageError(
                 f"DISK needs H and W divisible by 16 (got {w}×{h}); set pad_if_not_divisible=True"
             )
-        n = self.conf.max_num_keypoints
+        n, thr = self.conf.max_num_keypoints, self.conf.detection_threshold
         n = None if n is None or n <= 0 else int(n)
         feats = self.net(
             image,
             n=n,
             window_size=self.conf.nms_window_size,
-            score_threshold=self.conf.detection_threshold,
+            score_threshold=float("-inf") if thr is None else thr,
             pad_if_not_divisible=self.conf.pad_if_not_divisible,
         )
         per_image = []

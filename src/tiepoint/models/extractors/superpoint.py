@@ -147,7 +147,7 @@ class SuperPoint(Extractor):
 
         per_image = []
         for i in range(image.shape[0]):
-            yx = (scores[i] > self.conf.detection_threshold).nonzero()
+            yx = (scores[i] > (self.conf.detection_threshold or 0.0)).nonzero()
             s = scores[i][yx[:, 0], yx[:, 1]]
             order = torch.argsort(s, descending=True, stable=True)[:top]
             kpts = yx[order].flip(-1).to(image.dtype)

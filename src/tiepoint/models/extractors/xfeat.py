@@ -188,7 +188,7 @@ class XFeat(Extractor):
         heat = F.pixel_shuffle(logits.softmax(1)[:, :64], 8)  # (B,1,H',W')
         k = self.conf.nms_window_size
         is_max = heat == F.max_pool2d(heat, k, stride=1, padding=k // 2)
-        keep = is_max & (heat > self.conf.detection_threshold)
+        keep = is_max & (heat > (self.conf.detection_threshold or 0.0))
         if self.conf.input_fit == "pad":  # nothing from the padding
             keep[..., h:, :] = False
             keep[..., :, w:] = False
