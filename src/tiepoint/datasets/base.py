@@ -165,4 +165,6 @@ class BaseDataset:
             worker_init_fn=_worker_init(int(self.conf.num_threads)) if nw else None,
             prefetch_factor=int(self.conf.prefetch_factor) if nw else None,
             persistent_workers=False,  # so set_epoch() on the dataset reaches fresh workers
+            # own generator: creating a loader must not consume the global RNG (exact resumption)
+            generator=torch.Generator().manual_seed(int(self.conf.seed)),
         )

@@ -232,6 +232,7 @@ class LightGlue(Matcher):
         "pruning_min_keypoints": 0,  # prune only while a set has more points than this
         "weights": None,  # registered name or path; None with `features` → official weights
         "pretrained": True,  # load the official weights of `features` when weights is None
+        "loss": {"gamma": 1.0, "nll_balancing": 0.5, "confidence_weight": 1.0},  # training only
     }
 
     def __init__(self, conf=None, **overrides):
@@ -274,6 +275,12 @@ class LightGlue(Matcher):
                 parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
             raise WeightsError(f"{name_or_path}: weights do not fit this LightGlue ({'; '.join(parts)})")
         self.load_state_dict(state)
+
+    def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
+        """Deep-supervised balanced NLL + early-exit confidence BCE (see `training.losses`)."""
+        from ...training.losses import lightglue_loss
+
+        return lightglue_loss(self, pred, data)
 
     def confidence_threshold(self, layer_index: int) -> float:
         threshold = 0.8 + 0.1 * math.exp(-4.0 * layer_index / self.conf.n_layers)

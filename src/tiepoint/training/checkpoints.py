@@ -1,0 +1,156 @@
+"""Training checkpoints: atomic writes, pruning, discovery, and architecture checks on load.
+
+Layout of `checkpoint_<epoch>_<step>[_interrupted].tar` and `checkpoint_best.tar` (plain torch.save,
+loadable with `weights_only=True` — no pickled objects):
+    model         matcher state dict, keys prefixed `matcher.` (the frozen extractor is not saved:
+                  it is rebuilt from `conf.model.extractor`)
+    conf          the resolved experiment config as plain dicts (`conf["model"]["matcher"]` builds
+                  the matcher that the weights fit)
+    optimizer, lr_scheduler, scaler   states for exact resumption
+    epoch, iter   position: the next iteration is `iter` of epoch `epoch`
+    step          global number of optimizer steps taken
+    best, eval    best validation value so far, last validation metrics
+    rng           torch / numpy / python generator states
+So a checkpoint is directly usable for matching: `Matcher(pipeline, weights=path)` keeps the
+`matcher.` keys.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import WeightsError
+
+_NAME = re.compile(r"^checkpoint_(\d+)_(\d+)(_interrupted)?\.tar$")
+
+
+def save_checkpoint(path: Path, state: dict) -> Path:
+    """torch.save into a temporary file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def list_checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
+    """Numbered checkpoints of an experiment as (step, path), oldest first."""
+    found = []
+    for p in Path(exp_dir).glob("checkpoint_*.tar"):
+        m = _NAME.match(p.name)
+        if m:
+            found.append((int(m.group(2)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(exp_dir: Path) -> Path | None:
+    ckpts = list_checkpoints(exp_dir)
+    if ckpts:
+        return ckpts[-1][1]
+    best = Path(exp_dir) / "checkpoint_best.tar"
+    return best if best.exists() else None
+
+
+def prune_checkpoints(exp_dir: Path, keep: int) -> None:
+    """Delete all but the `keep` most recent numbered checkpoints (the best one is never touched)."""
+    if keep is None or keep <= 0:
+        return
+    for _, p in list_checkpoints(exp_dir)[:-keep]:
+        p.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: checkpoint does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one-line report)
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise WeightsError(f"{path}: not a tiepoint training checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def matcher_state(model: torch.nn.Module) -> dict:
+    """The trainable part of a TwoViewPipeline's state dict (keys `matcher.*`)."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k.startswith("matcher.")}
+
+
+def _conf_diff(a, b, prefix: str = "") -> list[str]:
+    out = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k in ("weights", "pretrained", "loss", "filter_threshold", "depth_confidence", "width_confidence"):
+                continue  # do not change which weights fit
+            out += _conf_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+    elif a != b:
+        out.append(f"{prefix[:-1]}: checkpoint {a!r}, model {b!r}")
+    return out
+
+
+def check_compatible(model_state: dict, state: dict, source: str, ckpt_conf: dict | None = None,
+                     model_conf: dict | None = None) -> None:
+    """Raise a one-line WeightsError naming what differs when `state` does not fit the model."""
+    own = {k: v for k, v in model_state.items() if k.startswith("matcher.")}
+    theirs = {k: v for k, v in state.items() if k.startswith("matcher.")}
+    if not theirs:
+        raise WeightsError(f"{source}: checkpoint has no matcher weights (keys 'matcher.*')")
+    missing = sorted(set(own) - set(theirs))
+    unexpected = sorted(set(theirs) - set(own))
+    wrong = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(own[k].shape)})")
+    if missing:
+        parts.append(f"{len(missing)} parameters missing from the checkpoint (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected parameters (e.g. {unexpected[0]})")
+    msg = f"{source}: checkpoint is for a different matcher architecture: " + "; ".join(parts)
+    if ckpt_conf is not None and model_conf is not None:
+        diff = _conf_diff(ckpt_conf, model_conf)
+        if diff:
+            msg += " — matcher config differs: " + ", ".join(diff[:5])
+    raise WeightsError(msg)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *[float(x) if isinstance(x, float) else int(x) for x in np_state[2:]]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))

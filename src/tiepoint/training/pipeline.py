@@ -1,0 +1,150 @@
+"""The model that training optimises: a frozen extractor, ground truth, and a trainable matcher.
+
+`TwoViewPipeline` takes a batch of pairs (`view0/view1` images, or cached features) and returns
+features, ground-truth labels (`gt_*`) and the matcher's predictions in one flat dict. Keypoint
+sets are brought to exactly `num_keypoints` per image (the best-scored ones, topped up with random
+*padding* points: random location inside the image, random unit descriptor, score 0, `mask` False)
+so batches stack; padding points are labelled unmatched (−1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from ..errors import ConfigError
+from ..geometry.gt import gt_matches_from_homography, gt_matches_from_pose_depth
+from ..images import gray_to_rgb, rgb_to_gray
+from ..models import get_model
+from ..models.base import BaseModel
+
+FEATURE_KEYS = ("keypoints", "keypoint_scores", "descriptors", "scales", "oris")
+
+
+def pad_features(feats: dict, n: int, image_size: torch.Tensor) -> dict:
+    """Keep the `n` best keypoints of one image, or top up with padding points; adds `mask` (n,)."""
+    k = feats["keypoints"].shape[0]
+    dev = feats["keypoints"].device
+    if k >= n:
+        keep = feats["keypoint_scores"].topk(n).indices.sort().values
+        out = {key: v[keep] for key, v in feats.items()}
+        out["mask"] = torch.ones(n, dtype=torch.bool, device=dev)
+        return out
+    extra = n - k
+    w, h = float(image_size[0]), float(image_size[1])
+    pad_kp = torch.rand(extra, 2, device=dev) * torch.tensor([w - 1, h - 1], device=dev)
+    d = feats["descriptors"].shape[-1]
+    pad = {
+        "keypoints": pad_kp,
+        "keypoint_scores": torch.zeros(extra, device=dev),
+        "descriptors": F.normalize(torch.randn(extra, d, device=dev), dim=-1),
+        "scales": torch.ones(extra, device=dev),
+        "oris": torch.zeros(extra, device=dev),
+    }
+    out = {key: torch.cat([v, pad[key].to(v.dtype)], 0) for key, v in feats.items()}
+    out["mask"] = torch.cat([torch.ones(k, dtype=torch.bool, device=dev), torch.zeros(extra, dtype=torch.bool, device=dev)])
+    return out
+
+
+class TwoViewPipeline(BaseModel):
+    default_conf = {
+        "extractor": None,  # extractor config ({name: aliked, ...}); frozen
+        "matcher": None,  # matcher config ({name: lightglue, ...}); trained
+        "num_keypoints": None,  # per image; default: extractor.max_num_keypoints
+        "ground_truth": {
+            "th_positive": 3.0,  # px: reprojection closer than this (mutual nearest) = match
+            "th_negative": 3.0,  # px: farther than this from every keypoint = unmatched
+            "th_epipolar": None,  # px: epipolar check for keypoints without depth (posed data)
+            "rel_depth_tol": 0.1,  # relative depth agreement for the occlusion check
+        },
+    }
+
+    def _init(self, conf: DictConfig) -> None:
+        if not conf.matcher or not conf.matcher.get("name"):
+            raise ConfigError("model.matcher.name is missing")
+        self.extractor = get_model("extractor", conf.extractor).eval() if conf.extractor else None
+        if self.extractor is not None:
+            for p in self.extractor.parameters():
+                p.requires_grad_(False)
+        self.matcher = get_model("matcher", conf.matcher)
+        n = conf.num_keypoints or (conf.extractor or {}).get("max_num_keypoints")
+        if not n or n <= 0:
+            raise ConfigError("model.num_keypoints (or extractor.max_num_keypoints) must be a positive number")
+        self.num_keypoints = int(n)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.extractor is not None:
+            self.extractor.eval()  # frozen: BatchNorm statistics and dropout stay as trained
+        return self
+
+    @torch.no_grad()
+    def extract(self, view: dict) -> dict:
+        """Run the frozen extractor on each image of a batch and pad to `num_keypoints`."""
+        if self.extractor is None:
+            raise ConfigError("no cached features in the batch and model.extractor is not set")
+        images = view["image"]
+        sizes = view.get("image_size")
+        out = []
+        for b in range(images.shape[0]):
+            img = images[b : b + 1]
+            img = rgb_to_gray(img) if self.extractor.grayscale else gray_to_rgb(img)
+            size = sizes[b] if sizes is not None else torch.tensor([img.shape[-1], img.shape[-2]])
+            w, h = int(size[0]), int(size[1])
+            pred = self.extractor({"image": img[..., :h, :w]})  # square padding is not image content
+            feats = {k: pred[k][0].float() for k in FEATURE_KEYS if k in pred}
+            out.append(pad_features(feats, self.num_keypoints, size))
+        return {k: torch.stack([o[k] for o in out]) for k in out[0]}
+
+    @torch.no_grad()
+    def ground_truth(self, data: dict, f0: dict, f1: dict) -> dict:
+        g = self.conf.ground_truth
+        kp0, kp1 = f0["keypoints"], f1["keypoints"]
+        m0, m1 = f0.get("mask"), f1.get("mask")
+        if "H_0to1" in data:
+            gt = gt_matches_from_homography(kp0, kp1, data["H_0to1"], g.th_positive, g.th_negative, m0, m1)
+        elif "T_0to1" in data:
+            v0, v1 = data.get("view0", {}), data.get("view1", {})
+            K0 = data["K0"] if "K0" in data else v0["K"]
+            K1 = data["K1"] if "K1" in data else v1["K"]
+            dk0, dk1 = data.get("depth_keypoints0"), data.get("depth_keypoints1")
+            d0, d1 = v0.get("depth"), v1.get("depth")
+            if dk0 is None and d0 is None:  # no depth at all: every keypoint is undecided
+                dk0, dk1 = torch.zeros_like(kp0[..., 0]), torch.zeros_like(kp1[..., 0])
+            gt = gt_matches_from_pose_depth(
+                kp0, kp1, data["T_0to1"], K0, K1, d0, d1, dk0, dk1, g.th_positive, g.th_negative,
+                g.th_epipolar, g.rel_depth_tol, m0, m1,
+            )
+        else:
+            raise ConfigError("batch has neither H_0to1 nor T_0to1: cannot compute ground truth")
+        return {f"gt_{k}": v for k, v in gt.items()}
+
+    def _features(self, data: dict, i: str) -> dict:
+        if f"keypoints{i}" in data:  # cached features
+            f = {k: data[f"{k}{i}"] for k in (*FEATURE_KEYS, "mask") if f"{k}{i}" in data}
+            return f
+        return self.extract(data[f"view{i}"])
+
+    def _image_size(self, data: dict, i: str, f: dict):
+        if f"image_size{i}" in data:
+            return data[f"image_size{i}"]
+        view = data.get(f"view{i}", {})
+        if "image_size" in view:
+            return view["image_size"]
+        img = view["image"]
+        return torch.tensor([img.shape[-1], img.shape[-2]], device=img.device).float().expand(img.shape[0], 2)
+
+    def _forward(self, data: dict) -> dict:
+        f0, f1 = self._features(data, "0"), self._features(data, "1")
+        out = {f"{k}0": v for k, v in f0.items()} | {f"{k}1": v for k, v in f1.items()}
+        out["image_size0"] = self._image_size(data, "0", f0)
+        out["image_size1"] = self._image_size(data, "1", f1)
+        if "gt_matches0" not in data:
+            out.update(self.ground_truth(data, f0, f1))
+        matcher_in = {k: v for k, v in out.items() if not k.startswith("gt_")}
+        out.update(self.matcher(matcher_in))
+        return out
+
+    def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
+        return self.matcher.loss(pred, {**data, **pred})

@@ -1,0 +1,78 @@
+"""Optimizers and learning-rate schedules from the `train` config.
+
+A schedule is a multiplier of the base lr as a function of a counter that advances per epoch
+(`on_epoch: true`, the Glue Factory recipe) or per iteration. It is a LambdaLR built from the config,
+so a checkpoint only needs the counter (the scheduler's state dict) to resume exactly.
+- `null`: constant;
+- `exp`: constant until `start`, then ×10^(−1/exp_div_10) per unit (÷10 every `exp_div_10` units);
+- `step`: ×`gamma` every `step_size` units after `start`;
+- `cosine`: from 1 at `start` down to `min_factor` at `total` units (default: the whole run);
+- `warmup`: linear ramp over the first `warmup` units, combined with any of the above.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from omegaconf import DictConfig
+
+from ..errors import ConfigError
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+SCHEDULES = (None, "exp", "step", "cosine")
+
+
+def build_optimizer(model: torch.nn.Module, conf: DictConfig) -> torch.optim.Optimizer:
+    """Optimizer over the trainable parameters (optionally only those matching `opt_regexp`)."""
+    name = str(conf.optimizer).lower()
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer: unknown '{conf.optimizer}' (valid: {', '.join(OPTIMIZERS)})")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if conf.get("opt_regexp"):
+        rx = re.compile(conf.opt_regexp)
+        params = [(n, p) for n, p in params if rx.search(n)]
+    if not params:
+        raise ConfigError("no trainable parameters (check train.opt_regexp and the model's trainable flags)")
+    options = dict(conf.get("optimizer_options") or {})
+    return OPTIMIZERS[name]([p for _, p in params], lr=conf.lr, **options)
+
+
+def lr_factor(conf: DictConfig, total: int):
+    """The multiplier function of the counter for `conf` (the `lr_schedule` section)."""
+    kind = conf.get("type")
+    if kind not in SCHEDULES:
+        raise ConfigError(f"train.lr_schedule.type: unknown '{kind}' (valid: exp, step, cosine or null)")
+    start = int(conf.get("start", 0) or 0)
+    warmup = int(conf.get("warmup", 0) or 0)
+    div10 = float(conf.get("exp_div_10", 10) or 10)
+    step_size = max(1, int(conf.get("step_size", 1) or 1))
+    gamma = float(conf.get("gamma", 0.1))
+    min_factor = float(conf.get("min_factor", 0.0))
+    end = int(conf.get("total") or total)
+
+    def f(n: int) -> float:
+        w = min(1.0, (n + 1) / warmup) if warmup > 0 else 1.0
+        if kind is None or n < start:
+            return w
+        k = n - start
+        if kind == "exp":
+            return w * 10 ** (-k / div10)
+        if kind == "step":
+            return w * gamma ** (k // step_size)
+        span = max(1, end - start)
+        return w * (min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(k, span) / span)))
+
+    return f
+
+
+def build_scheduler(optimizer, conf: DictConfig, epochs: int, iters_per_epoch: int):
+    sched = conf.get("lr_schedule") or {}
+    total = epochs if sched.get("on_epoch", True) else epochs * iters_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(sched, total))
