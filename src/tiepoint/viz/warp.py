@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .matches import _atomic_savefig, side_by_side  # noqa: E402
+from .matches import _atomic_savefig  # noqa: E402
 
 
 def warp_to_reference(img1: np.ndarray, H_0to1: np.ndarray, size0: tuple[int, int]) -> np.ndarray:
@@ -29,15 +29,15 @@ def plot_warp(img0: np.ndarray, img1: np.ndarray, H_0to1: np.ndarray | None, pat
     else:
         warped = warp_to_reference(img1, H_0to1, (w0, h0))
     blend = 0.5 * img0 + 0.5 * warped
-    top, _ = side_by_side(img0, warped)
-    canvas = np.concatenate([top, side_by_side(blend, np.ones_like(img0))[0]], 0)[:, : top.shape[1]]
+    gap = np.ones((h0, 10, 3), np.float32)
+    canvas = np.concatenate([img0, gap, warped, gap, blend], 1)
     fig = plt.figure(figsize=(canvas.shape[1] / dpi, canvas.shape[0] / dpi), dpi=dpi)
     ax = fig.add_axes([0, 0, 1, 1])
     ax.imshow(np.clip(canvas, 0, 1))
     ax.set_axis_off()
-    labels = ["image A", "B warped onto A", "blend"]
-    for (x, y), lab in zip([(5, 5), (w0 + 15, 5), (5, h0 + 5)], labels):
-        ax.text(x, y, lab, color="white", fontsize=8, va="top", bbox=dict(facecolor="black", alpha=0.6, lw=0))
+    labels = ["A", "B warped onto A", "blend"]
+    for k, lab in enumerate(labels):
+        ax.text(5 + k * (w0 + 10), 5, lab, color="white", fontsize=8, va="top", bbox=dict(facecolor="black", alpha=0.6, lw=0))
     if title:
-        ax.text(w0 + 15, h0 + 5, title, color="black", fontsize=9, va="top")
+        ax.text(5, h0 - 5, title, color="white", fontsize=9, va="bottom", bbox=dict(facecolor="black", alpha=0.6, lw=0))
     _atomic_savefig(fig, path, dpi)
