@@ -117,9 +117,16 @@ def small_image():
 def test_padding_and_divisibility(model, small_image):
     with torch.no_grad():
         pred = model({"image": small_image})
+        ref = model.net(small_image, n=2048, pad_if_not_divisible=True)[0]  # kornia's own forward
     k = pred["keypoints"][0]
     assert k.shape[0] > 20
     assert k[:, 0].max() <= 142 and k[:, 1].max() <= 99
+    order = torch.argsort(ref.detection_scores, descending=True, stable=True)
+    torch.testing.assert_close(k, ref.keypoints[order])
+    torch.testing.assert_close(pred["descriptors"][0], ref.descriptors[order])
+    with torch.no_grad():
+        tiny = model({"image": small_image[..., 40:54, :60]})["keypoints"][0]  # padded to 32×64
+    assert len(tiny) > 0 and tiny[:, 0].max() <= 59 and tiny[:, 1].max() <= 13
     strict = get_model("extractor", {"name": "disk", "pad_if_not_divisible": False})
     with pytest.raises(ImageError, match="divisible by 16"):
         strict({"image": small_image})

@@ -1,7 +1,8 @@
 """DISK (Tyszkiewicz et al., NeurIPS 2020) via kornia's U-Net, with the official `depth` weights.
 
 kornia provides the architecture and the detection (strict 5×5 maxima of the heat map, above the
-threshold); this module loads the official checkpoint from our resolver (the state lives under
+threshold); this module pads the image (to /16 and at least 32 px, maps cropped back before
+detection), loads the official checkpoint from our resolver (the state lives under
 `"extractor"`), checks the input, and returns keypoints sorted by score, which kornia does not do
 (it lists them in raster order). Keypoints are integer heat-map pixels, i.e. pixel centres.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from kornia.feature import DISK as KorniaDISK
+from kornia.feature.disk.detector import heatmap_to_keypoints
 from omegaconf import DictConfig
 
 from ... import weights as weights_lib
@@ -81,19 +83,25 @@ class DISK(Extractor):
             )
         image = gray_to_rgb(image)
         h, w = image.shape[-2:]
-        if not self.conf.pad_if_not_divisible and (h % 16 or w % 16):
+        # the U-Net halves the size 4 times and its instance norms need ≥ 2×2 at the bottom
+        ph, pw = max(32, -(-h // 16) * 16), max(32, -(-w // 16) * 16)
+        if not self.conf.pad_if_not_divisible and (ph, pw) != (h, w):
             raise ImageError(
-                f"DISK needs H and W divisible by 16 (got {w}×{h}); set pad_if_not_divisible=True"
+                f"DISK needs H and W divisible by 16 and ≥ 32 (got {w}×{h}); "
+                "set pad_if_not_divisible=True"
             )
         n, thr = self.conf.max_num_keypoints, self.conf.detection_threshold
         n = None if n is None or n <= 0 else int(n)
-        feats = self.net(
-            image,
+        # zero-pad bottom/right, crop the maps back before detection: no keypoint in the padding
+        heat, desc = self.net.heatmap_and_dense_descriptors(F.pad(image, (0, pw - w, 0, ph - h)))
+        heat, desc = heat[..., :h, :w], desc[..., :h, :w]
+        detections = heatmap_to_keypoints(
+            heat,
             n=n,
             window_size=self.conf.nms_window_size,
             score_threshold=float("-inf") if thr is None else thr,
-            pad_if_not_divisible=self.conf.pad_if_not_divisible,
         )
+        feats = [d.merge_with_descriptors(desc[i]) for i, d in enumerate(detections)]
         per_image = []
         for f in feats:
             order = torch.argsort(f.detection_scores, descending=True, stable=True)
