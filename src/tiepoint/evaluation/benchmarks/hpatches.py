@@ -45,7 +45,7 @@ class HPatches(Benchmark):
     eval_conf = {"estimator": "opencv", "ransac_th": 0.5}
     eval_at_resized = True
     auc_thresholds = {HOMOGRAPHY: (1, 3, 5)}
-    group_summaries = False
+    group_summaries = True  # i/… (illumination) and v/… (viewpoint) AUCs
 
     def _read_pairs(self) -> Iterator[Pair]:
         if self.conf.subset not in (None, "i", "v"):
