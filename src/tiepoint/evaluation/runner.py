@@ -367,8 +367,11 @@ def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, 
         results[k] = [min(x, fail) for x in results[k]]
 
     stat = bench.stat[task]
+    # counts and precisions: the benchmark's statistic; errors (inf on failure) and RANSAC
+    # inliers: always the median, as Glue Factory reports them
+    median_keys = ("ransac_inl", "ransac_inl%", "R_error", "t_error") + AUC_KEYS[task]
     summary = metrics.summarize(results, AUC_KEYS[task], auc_ths, UNITS[task], stat=stat,
-                                median_keys=("ransac_inl", "ransac_inl%"))
+                                median_keys=median_keys)
     summary["mtime_ms"] = metrics._stat(results["time_ms"], "mean")
     summary["ransac_th"] = best
     if bench.group_summaries:
