@@ -1,0 +1,219 @@
+"""Trainer behaviour on a tiny problem: exact resumption, Ctrl-C, NaN skipping, checkpoints, bad input."""
+
+import logging
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tiepoint.cli import main as cli_main
+from tiepoint.config import parse_dotlist
+from tiepoint.errors import ConfigError, WeightsError
+from tiepoint.training import build_conf, train
+from tiepoint.training.checkpoints import list_checkpoints, load_checkpoint
+from tiepoint.training.schedules import lr_factor
+from tiepoint.training.trainer import Trainer
+
+
+def make_images(folder, n=8, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = cv2.GaussianBlur(rng.uniform(0, 255, (120, 160, 3)).astype(np.float32), (0, 0), 2.0)
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
+        cv2.imwrite(str(folder / f"img{i}.png"), img.astype(np.uint8))
+    return folder
+
+
+def tiny_conf(images, **train):
+    return OmegaConf.create({
+        "data": {"name": "homographies", "data_dir": str(images), "train_size": 16, "val_size": 2, "val_pairs": 4,
+                 "batch_size": 4, "homography": {"patch_shape": [128, 96], "difficulty": 0.3, "max_angle": 10}},
+        "model": {"extractor": {"name": "sift", "max_num_keypoints": 48},
+                  "matcher": {"name": "lightglue", "input_dim": 128, "descriptor_dim": 32, "n_layers": 2,
+                              "num_heads": 2, "depth_confidence": -1, "width_confidence": -1}},
+        "train": {"epochs": 2, "lr": 1e-3, "eval_every_iter": 0, "eval_at_start": False, "save_every_iter": 0,
+                  "log_every_iter": 1, **train},
+    })
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return make_images(tmp_path_factory.mktemp("images"))
+
+
+def _params(trainer):
+    return {k: v.clone() for k, v in trainer.model.matcher.state_dict().items()}
+
+
+def test_resume_gives_the_same_next_steps(images, tmp_path):
+    # uninterrupted: 6 steps (epoch 0 has 4 iterations, so the run crosses an epoch boundary)
+    full = Trainer(tmp_path / "full", build_conf(tiny_conf(images, max_iterations=6)), progress=False)
+    full.run()
+    # interrupted after 2 steps (mid-epoch), then resumed from its checkpoint up to step 6
+    conf = build_conf(tiny_conf(images, max_iterations=2))
+    Trainer(tmp_path / "part", conf, progress=False).run()
+    assert [s for s, _ in list_checkpoints(tmp_path / "part")] == [2]
+    resumed = Trainer(tmp_path / "part", build_conf(conf, parse_dotlist(["train.max_iterations=6"])),
+                      restore=True, progress=False)
+    assert (resumed.epoch, resumed.iter, resumed.step) == (0, 2, 2)
+    resumed.run()
+    want = dict(full.loss_history)
+    got = dict(resumed.loss_history)
+    assert sorted(got) == [3, 4, 5, 6]
+    for s in got:
+        assert got[s] == pytest.approx(want[s], rel=1e-6, abs=1e-7), s
+    for k, v in _params(full).items():
+        assert torch.allclose(v, _params(resumed)[k], atol=1e-7), k
+
+
+def test_ctrl_c_saves_an_interrupted_checkpoint_and_resumes(images, tmp_path):
+    t = Trainer(tmp_path / "exp", build_conf(tiny_conf(images)), progress=False)
+    step = t.train_step
+
+    def interrupt_after_third(batch):
+        out = step(batch)
+        if len(t.loss_history) == 3:
+            t._sigint(None, None)  # what the first Ctrl-C does
+        return out
+
+    t.train_step = interrupt_after_third
+    t.run()
+    names = [p.name for _, p in list_checkpoints(tmp_path / "exp")]
+    assert names == ["checkpoint_0_3_interrupted.tar"]
+    assert (tmp_path / "exp" / "val_history.json").exists()  # validated before leaving
+    r = Trainer(tmp_path / "exp", build_conf(tiny_conf(images)), restore=True, progress=False)
+    assert (r.epoch, r.iter, r.step) == (0, 3, 3)
+    with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C aborts at once
+        t._sigint(None, None)
+
+
+def test_non_finite_loss_is_skipped(images, tmp_path, caplog):
+    t = Trainer(tmp_path / "exp", build_conf(tiny_conf(images, max_iterations=3)), progress=False)
+    pipeline_loss = t.model.loss
+    calls = {"n": 0}
+
+    def sometimes_nan(pred, data):
+        losses, metrics = pipeline_loss(pred, data)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            losses["total"] = losses["total"] * float("nan")
+        return losses, metrics
+
+    t.model.loss = sometimes_nan
+    before = {}
+
+    def snapshot_step(batch, step=t.train_step):
+        before[calls["n"] + 1] = _params(t)
+        return step(batch)
+
+    t.train_step = snapshot_step
+    with caplog.at_level(logging.WARNING, logger="tiepoint"):
+        t.run()
+    assert t.skipped == 1 and t.step == 3
+    assert any("non-finite loss" in r.getMessage() for r in caplog.records)
+    after_nan = before[3]  # parameters before the 3rd forward = after the skipped 2nd one
+    for k, v in before[2].items():
+        assert torch.equal(v, after_nan[k]), k  # the NaN step changed nothing
+    assert all(math.isfinite(v) for _, v in t.loss_history)
+
+
+def test_checkpoints_best_pruning_and_matcher_layout(images, tmp_path):
+    exp = train("exp", tiny_conf(images, eval_every_iter=2, save_every_iter=1, keep_last_checkpoints=2),
+                output_dir=tmp_path, progress=False)
+    assert [s for s, _ in list_checkpoints(exp)] == [7, 8]  # keep last 2; epoch ends write one each
+    ck = load_checkpoint(exp / "checkpoint_best.tar")
+    assert ck["model"] and all(k.startswith("matcher.") for k in ck["model"])
+    assert ck["conf"]["model"]["matcher"]["n_layers"] == 2
+    hist = OmegaConf.load(exp / "config.yaml")
+    assert hist.model.matcher.descriptor_dim == 32
+    assert (exp / "val_curves.png").exists() and list(exp.glob("events.out.tfevents*"))
+    # the checkpoint is directly usable by the matching API (architecture given as overrides)
+    from tiepoint import Matcher
+
+    m = Matcher("sift+lightglue", device="cpu", weights=str(exp / "checkpoint_best.tar"),
+                overrides=["matcher.weights=null", "matcher.pretrained=false", "matcher.descriptor_dim=32",
+                           "matcher.n_layers=2", "matcher.num_heads=2", "matcher.add_scale_ori=false"])
+    for k, v in m.matcher.state_dict().items():
+        assert torch.equal(v, ck["model"][f"matcher.{k}"]), k
+    # a second run with the same name refuses to overwrite
+    with pytest.raises(ConfigError, match="--restore"):
+        train("exp", tiny_conf(images), output_dir=tmp_path, progress=False)
+
+
+def test_fine_tune_from_other_architecture_is_a_clear_error(images, tmp_path):
+    train("small", tiny_conf(images, max_iterations=1), output_dir=tmp_path, progress=False)
+    conf = tiny_conf(images, load_experiment="small")
+    conf.model.matcher.n_layers = 3
+    with pytest.raises(WeightsError, match=r"different matcher architecture.*n_layers: checkpoint 2, model 3"):
+        train("big", conf, output_dir=tmp_path, progress=False)
+
+
+def test_cli_bad_inputs_are_one_line_errors(images, tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    OmegaConf.save(tiny_conf(images), cfg)
+    args = ["train", "x", "--conf", str(cfg), "--output-dir", str(tmp_path)]
+    assert cli_main(args + ["train.lr_shedule.type=exp"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.lr_shedule" in err[0] and "did you mean 'train.lr_schedule'" in err[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(args + [f"data.data_dir={empty}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "contains no images" in err[0]
+
+
+def test_training_continues_past_a_corrupt_image(tmp_path, caplog):
+    folder = make_images(tmp_path / "imgs", n=5)
+    (folder / "zz_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)
+    conf = tiny_conf(folder, max_iterations=4)
+    conf.data.val_size = 1
+    with caplog.at_level(logging.WARNING, logger="tiepoint"):
+        t = Trainer(tmp_path / "exp", build_conf(conf), progress=False)
+        t.run()
+    assert t.step == 4
+    assert any("zz_corrupt.jpg" in r.getMessage() for r in caplog.records)
+
+
+def test_feature_cache_trains_the_same_model(images, tmp_path):
+    conf = tiny_conf(images, max_iterations=2)
+    conf.train.feature_cache = {"enabled": True, "num_epochs": 2, "batch_size": 4}
+    t = Trainer(tmp_path / "exp", build_conf(conf), progress=False)
+    t.run()
+    assert (tmp_path / "exp/feature_cache/train.h5").exists()
+    item = t.train_set[3]
+    assert item["keypoints0"].shape == (48, 2) and item["descriptors0"].shape == (48, 128)
+    assert "H_0to1" in item and t.step == 2
+    # the cached features are the extractor's features of the same item
+    from tiepoint.datasets import get_dataset
+
+    raw = get_dataset(conf.data).get_dataset("train")[3]
+    f = t.model.extract({k: v[None] for k, v in raw["view0"].items()})
+    real = item["mask0"].bool()
+    assert torch.allclose(f["keypoints"][0][real], item["keypoints0"][real])
+    assert torch.allclose(raw["H_0to1"], item["H_0to1"])
+
+
+def test_lr_schedules():
+    exp = lr_factor({"type": "exp", "start": 2, "exp_div_10": 4}, 10)
+    assert [exp(n) for n in (0, 1, 2)] == [1, 1, 1] and exp(6) == pytest.approx(0.1)
+    step = lr_factor({"type": "step", "start": 0, "step_size": 3, "gamma": 0.5}, 10)
+    assert [step(n) for n in (0, 2, 3, 6)] == [1, 1, 0.5, 0.25]
+    cos = lr_factor({"type": "cosine", "min_factor": 0.1}, 10)
+    assert cos(0) == 1 and cos(5) == pytest.approx(0.55) and cos(10) == pytest.approx(0.1)
+    warm = lr_factor({"type": None, "warmup": 4}, 10)
+    assert [warm(n) for n in (0, 1, 3, 8)] == [0.25, 0.5, 1, 1]
+    with pytest.raises(ConfigError, match="lr_schedule.type"):
+        lr_factor({"type": "linear"}, 10)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: thread start-up and contention cost more than they bring
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
