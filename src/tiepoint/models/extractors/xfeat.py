@@ -122,7 +122,7 @@ class XFeat(Extractor):
         "descriptor_interpolation": "bicubic",  # or "bilinear"
         "input_fit": "pad",  # "pad" (exact pixels) or "resize" (as the original) to reach /32
     }
-    grayscale = True
+    grayscale = False  # takes RGB and converts with the original's channel mean
     descriptor_dim = 64
 
     def _init(self, conf: DictConfig) -> None:
