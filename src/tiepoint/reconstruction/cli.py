@@ -22,7 +22,8 @@ def _common(p: argparse.ArgumentParser, matching: bool = True) -> None:
     p.add_argument("--shard", default=None, metavar="i/N",
                    help="do only block i of N of the work (batch-scheduler arrays); "
                         "finish with a run without --shard")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. matcher.filter_threshold=0.2")
+    p.add_argument("overrides", nargs="*",
+                   help="dotted overrides right after OUT, e.g. matcher.filter_threshold=0.2")
 
 
 def _pairs_arg(p: argparse.ArgumentParser) -> None:
@@ -125,7 +126,8 @@ def register(subparsers) -> None:
     _pairs_arg(p)
     p.add_argument("--mapper", choices=["incremental", "global"], default="incremental")
     p.add_argument("--camera-mode", choices=["single", "per-image", "per-folder", "auto"],
-                   default="single", help="cameras shared by all images, or one per image/folder")
+                   default=None, help="one camera for all images, or one per image/folder "
+                   "(default: single when all images have the same size, else per-image)")
     p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
     p.add_argument("--camera-params", default=None,
                    help="known intrinsics in the model's order, e.g. 'fx,fy,cx,cy' for PINHOLE")

@@ -33,7 +33,7 @@ MAPPERS = ("incremental", "global")
 @dataclass
 class MapperOptions:
     mapper: str = "incremental"
-    camera_mode: str = "single"
+    camera_mode: str | None = None  # None: single if all images have one size, else per-image
     camera_model: str = "SIMPLE_RADIAL"
     camera_params: str | None = None  # e.g. "fx,fy,cx,cy" for PINHOLE: known intrinsics
     refine_intrinsics: bool | None = None  # default: refine unless camera_params are given
@@ -50,7 +50,7 @@ class MapperOptions:
     def check(self) -> None:
         if self.mapper not in MAPPERS:
             raise ConfigError(f"--mapper '{self.mapper}': expected one of {', '.join(MAPPERS)}")
-        if self.camera_mode not in CAMERA_MODES:
+        if self.camera_mode is not None and self.camera_mode not in CAMERA_MODES:
             raise ConfigError(
                 f"--camera-mode '{self.camera_mode}': expected one of {', '.join(CAMERA_MODES)}"
             )
@@ -129,6 +129,24 @@ def _camera_mode(name: str):
     return getattr(pycolmap.CameraMode, CAMERA_MODES[name])
 
 
+def choose_camera_mode(mode: str | None, features_h5: Path, names: list[str]) -> str:
+    """One shared camera needs one image size: check it before COLMAP fails image by image."""
+    with h5py.File(features_h5, "r") as f:
+        sizes = {n: tuple(int(x) for x in f[n]["image_size"][()]) for n in names}
+    distinct = sorted(set(sizes.values()))
+    if mode is None:
+        mode = "single" if len(distinct) == 1 else "per-image"
+        log.info("camera mode: %s (%d image size(s))", mode, len(distinct))
+    if mode == "single" and len(distinct) > 1:
+        examples = ", ".join(f"{n} {w}x{h}" for (w, h), n in
+                             {v: k for k, v in sorted(sizes.items())}.items())
+        raise ConfigError(
+            f"--camera-mode single needs images of one size, found {len(distinct)} ({examples}); "
+            "use --camera-mode per-image or per-folder"
+        )
+    return mode
+
+
 def build_database(db_path: Path, image_dir: Path, names: list[str], features_h5: Path,
                    matches_h5: Path, pairs: list[tuple[str, str]], opts: MapperOptions) -> dict:
     """Create the database: cameras and images, keypoints (+0.5), raw matches. Returns name → id."""
@@ -138,12 +156,13 @@ def build_database(db_path: Path, image_dir: Path, names: list[str], features_h5
         db_path.unlink()
     with pycolmap.Database.open(db_path):  # creates the tables
         pass
+    mode = choose_camera_mode(opts.camera_mode, features_h5, names)
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = opts.camera_model
     if opts.camera_params:
         reader.camera_params = opts.camera_params
     try:
-        pycolmap.import_images(db_path, image_dir, _camera_mode(opts.camera_mode),
+        pycolmap.import_images(db_path, image_dir, _camera_mode(mode),
                                image_names=names, options=reader)
     except Exception as e:  # pycolmap raises plain exceptions on bad camera options
         raise ConfigError(f"COLMAP could not import the images: {str(e).splitlines()[0]}") from None

@@ -211,6 +211,7 @@ class RayExecutor:
         actor = ray.remote(Worker).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self.actors = [actor.remote(spec, f"ray-w{k}") for k in range(num_workers)]
         self.batch_size = batch_size
+        self.items_per_worker = [0] * num_workers  # how the work was spread (reported, tested)
         try:
             ray.get([a.ping.remote() for a in self.actors])
         except Exception as e:  # a worker that cannot load the model: say why, in one line
@@ -237,6 +238,7 @@ class RayExecutor:
                     except Exception as e:
                         raise TiepointError(f"a Ray worker failed: {_ray_cause(e)}") from None
                     failures.update({k: err for k, err in results if err})
+                    self.items_per_worker[self.actors.index(a)] += n
                     bar.update(n)
                     free.append(a)
         finally:
