@@ -6,9 +6,9 @@ image, corner by corner), optionally multiplied by a modulation mask, and the sa
 the weight. Offsets are laid out as torchvision's: channel 2·(g·K + k) is the y (row) shift and
 2·(g·K + k) + 1 the x (column) shift of tap k = i·kw + j in offset group g.
 
-Implementation: one gather of the four bilinear corners from a channels-last copy of the input
-(rows of C/G contiguous floats), a weighted sum, then a single matmul against the weight reordered to
-(tap, channel). The output is returned with channels-last strides (no copy back to NCHW).
+Implementation: one `grid_sample` (bilinear, zero padding) of all K taps at once, whose output is
+already the im2col matrix in the weight's (channel, tap) order, then a single matmul. No Python
+loop over pixels or taps; a channels-last input makes the sampling about twice as fast.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
@@ -85,37 +86,31 @@ def deform_conv2d(
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match {(b, n_off * k, ho, wo)}")
     cg = cin // n_off
 
-    # Sample positions, laid out (B, Ho, Wo, K, G) so that the gathered rows form the columns
-    # (B·Ho·Wo, K·Cin) in (tap, channel) order without any further copy.
-    off = offset.view(b, n_off, k, 2, ho, wo).permute(0, 4, 5, 2, 1, 3)  # B,Ho,Wo,K,G,2
+    # Absolute sample positions (B, G, K, Ho, Wo), then normalised for grid_sample(align_corners=False),
+    # whose bilinear mode with zero padding is exactly the corner-wise zero-padded interpolation above.
+    off = offset.view(b, n_off, k, 2, ho, wo)
     taps = _tap_grid(kh, kw, dh, dw, input.device, offset.dtype)  # K,2
     oy = torch.arange(ho, device=input.device, dtype=offset.dtype) * sh - ph
     ox = torch.arange(wo, device=input.device, dtype=offset.dtype) * sw - pw
-    py = off[..., 0] + (oy.view(ho, 1, 1, 1) + taps[:, 0].view(1, 1, k, 1))
-    px = off[..., 1] + (ox.view(1, wo, 1, 1) + taps[:, 1].view(1, 1, k, 1))
-
-    table = input.permute(0, 2, 3, 1).reshape(b * h * w * n_off, cg)
-    base = (torch.arange(b, device=input.device) * (h * w)).view(b, 1, 1, 1, 1, 1)
-    grp = torch.arange(n_off, device=input.device).view(1, 1, 1, 1, n_off, 1)
-
-    def row_of(yi, xi):
-        return (base + yi * w + xi) * n_off + grp
-
-    cols = bilinear_gather(table, py, px, h, w, row_of)  # B,Ho,Wo,K,G,Cg
+    py = off[:, :, :, 0] + (taps[:, 0].view(k, 1, 1) + oy.view(1, ho, 1))
+    px = off[:, :, :, 1] + (taps[:, 1].view(k, 1, 1) + ox.view(1, 1, wo))
+    grid = torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1], -1)  # B,G,K,Ho,Wo,2
+    grid = grid.view(b * n_off, k * ho, wo, 2)
+    # columns (B·G, Cg, K·Ho, Wo) = (B, Cin·K, Ho·Wo) in (channel, tap) order, like the weight
+    cols = F.grid_sample(input.reshape(b * n_off, cg, h, w), grid, "bilinear", "zeros", align_corners=False)
+    cols = cols.view(b, n_off, cg, k, ho * wo)
     if mask is not None:
-        m = mask.view(b, n_off, k, ho, wo).permute(0, 3, 4, 2, 1)
-        cols = cols * m.unsqueeze(-1)
-
-    if groups == 1:
-        wmat = weight.permute(0, 2, 3, 1).reshape(cout, k * cin)
-        out = cols.reshape(b * ho * wo, k * cin) @ wmat.t()
+        cols = cols * mask.view(b, n_off, 1, k, ho * wo)
+    if groups == 1:  # plain mm per image: faster than a broadcast batched matmul on CPU
+        wmat = weight.reshape(cout, cin * k)
+        out = torch.stack([torch.mm(wmat, c) for c in cols.view(b, cin * k, ho * wo)])
     else:
-        cols = cols.reshape(b * ho * wo, k, groups, cin_g).permute(2, 0, 1, 3).reshape(groups, -1, k * cin_g)
-        wmat = weight.view(groups, cout // groups, cin_g, k).permute(0, 3, 2, 1).reshape(groups, k * cin_g, -1)
-        out = torch.bmm(cols, wmat).permute(1, 0, 2).reshape(b * ho * wo, cout)
+        cols = cols.reshape(b, groups, cin_g * k, ho * wo)
+        out = torch.matmul(weight.view(groups, cout // groups, cin_g * k), cols)  # B,groups,Cout/g,HoWo
+    out = out.view(b, cout, ho, wo)
     if bias is not None:
-        out = out + bias
-    return out.view(b, ho, wo, cout).permute(0, 3, 1, 2)
+        out = out + bias.view(1, -1, 1, 1)
+    return out
 
 
 class DeformConv2d(nn.Module):
