@@ -37,8 +37,8 @@ def sift_options(**kw) -> Options:
     """Fast options: SIFT + NN needs no weights; 1024 px and 2048 keypoints keep each step well
     under a second while leaving KITTI's forward-motion pairs enough matches to map."""
     mapper = kw.pop("mapper", None) or MapperOptions(camera_model="PINHOLE", camera_params=KITTI_PARAMS)
-    base = dict(pipeline="sift+nn", resize=1024, device="cpu",
-                overrides=["extractor.max_num_keypoints=2048"])
+    base = {"pipeline": "sift+nn", "resize": 1024, "device": "cpu",
+            "overrides": ["extractor.max_num_keypoints=2048"]}
     base.update(kw)
     return Options(mapper=mapper, **base)
 

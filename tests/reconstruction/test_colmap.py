@@ -99,3 +99,13 @@ def test_unknown_mapper_option_names_the_closest_key():
                              colmap.parse_option_args(["ba_refine_focal_length=False",
                                                        "mapper.init_min_num_inliers=50"]), "x")
     assert o.ba_refine_focal_length is False and o.mapper.init_min_num_inliers == 50
+
+
+def test_bad_camera_options_are_named():
+    with pytest.raises(ConfigError, match="PINHOLE takes 4 values"):
+        colmap.MapperOptions(camera_model="PINHOLE", camera_params="700,600,180").check()
+    with pytest.raises(ConfigError, match="--camera-model 'PINHOL'"):
+        colmap.MapperOptions(camera_model="PINHOL").check()
+    with pytest.raises(ConfigError, match="--mapper"):
+        colmap.MapperOptions(mapper="hierarchical").check()
+    colmap.MapperOptions(camera_model="SIMPLE_RADIAL", camera_params="700,600,180,0").check()

@@ -63,7 +63,7 @@ def test_kitti_all_frames_register_and_match_gt(kitti_dir, tmp_path, pipeline, m
     opts = sift_options(pipeline=pipeline, resize=None, overrides=[],
                         mapper=MapperOptions(mapper=mapper, camera_model="PINHOLE",
                                              camera_params="707.0912,707.0912,601.8873,183.1104"))
-    summary, stats = reconstruct(kitti_dir, tmp_path / "out", opts)
+    summary, _ = reconstruct(kitti_dir, tmp_path / "out", opts)
     assert summary.registered == 11, summary.report()
     assert set(summary.skipped_files) == {"calib.txt", "poses.txt"}
     rel, n = trajectory_error(tmp_path / "out" / "sparse", kitti_dir)
@@ -78,7 +78,7 @@ def test_kitti_all_frames_register_and_match_gt(kitti_dir, tmp_path, pipeline, m
 def test_shards_then_merge_equal_a_local_run(kitti_dir, tmp_path):
     names = kitti_frames(kitti_dir, step=2, count=5)
     images = copy_frames(kitti_dir, tmp_path / "images", names)
-    opts = dict(pairs="sequential:2")
+    opts = {"pairs": "sequential:2"}
     with Reconstruction(images, tmp_path / "local", sift_options(**opts)) as r:
         r.extract()
         r.match(r.make_pairs())
@@ -109,7 +109,7 @@ def test_empty_folder_and_folder_without_images(tmp_path):
     assert cli_main(["reconstruct", str(tmp_path / "empty"), str(tmp_path / "out")]) == 2
 
 
-def test_non_images_are_skipped_and_subfolder_duplicates_kept_apart(kitti_dir, tmp_path):
+def test_non_images_are_skipped_and_subfolder_duplicates_kept_apart(kitti_dir, data_dir, tmp_path):
     frames = kitti_frames(kitti_dir, count=6)
     images = tmp_path / "images"
     # the same file name in two subfolders: a/f0.png .. and b/f0.png .. are different frames
@@ -118,15 +118,19 @@ def test_non_images_are_skipped_and_subfolder_duplicates_kept_apart(kitti_dir, t
     (images / "README.md").write_text("frames of a drive")
     (images / "a" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     (images / "b" / "empty.jpg").write_bytes(b"")
+    # and one picture of something else entirely, which must be reported as such
+    shutil.copyfile(data_dir / "homography/oxford_boat/img1.png", images / "b" / "z_boat.png")
     summary, _ = reconstruct(images, tmp_path / "out", sift_options(pairs="sequential:3"))
     assert set(summary.skipped_files) == {"README.md", "a/truncated.png", "b/empty.jpg"}
     assert "b/empty.jpg: empty file" in summary.report()
     names = fio.list_h5_names(tmp_path / "out" / "features.h5", "keypoints")
-    assert names == {"a/f0.png", "a/f1.png", "a/f2.png", "b/f0.png", "b/f1.png", "b/f2.png"}
+    assert names == {"a/f0.png", "a/f1.png", "a/f2.png", "b/f0.png", "b/f1.png", "b/f2.png", "b/z_boat.png"}
     # hloc pair key flattens the folders: a/f2.png ↔ b/f0.png is "a-f2.png/b-f0.png"
     with h5py.File(tmp_path / "out" / "matches.h5") as f:
         assert "matches0" in f["a-f2.png"]["b-f0.png"]
     assert summary.registered == 6, summary.report()
+    assert summary.unregistered == {"b/z_boat.png": "no geometrically verified pair: does not overlap any other image"}
+    assert "b/z_boat.png: no geometrically verified pair" in summary.report()
 
 
 def test_names_that_collide_in_hloc_pair_keys_are_refused(kitti_dir, tmp_path):
@@ -148,7 +152,7 @@ def test_images_that_do_not_overlap_give_a_report_not_a_crash(data_dir, tmp_path
     assert len(summary.unregistered) == 4
     report = summary.report()
     assert report.startswith("no model:"), report
-    assert "do not seem to overlap" in report or "could not initialise" in report
+    assert "the images do not seem to overlap (0/6 pairs verified)" in report
     assert not (tmp_path / "out" / "sparse").exists()
     # the CLI exits with 1 (no model) after printing the report, not with a traceback
     assert cli_main(["reconstruct", str(images), str(tmp_path / "out"), "extractor.max_num_keypoints=2048",

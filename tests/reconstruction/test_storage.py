@@ -104,7 +104,7 @@ def test_merged_files_follow_hloc_layout(tmp_path):
         np.testing.assert_array_equal(m0[[0, 2, 5]], [3, 1, 6])
         np.testing.assert_allclose(g["matching_scores0"][()][[0, 2, 5]], [0.9, 0.5, 0.7])
     # our own readers: both orders, and the Features dataclass round trip
-    mm, ss = fio.read_matches(tmp_path / "matches.h5", "sub/b.jpg", "a.jpg")
+    mm, _ = fio.read_matches(tmp_path / "matches.h5", "sub/b.jpg", "a.jpg")
     np.testing.assert_array_equal(mm, m[:, ::-1])
     store = fio.FeatureStore(tmp_path / "features.h5")
     back = fio.arrays_to_features(store.arrays("sub/b.jpg"))

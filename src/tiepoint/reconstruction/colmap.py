@@ -54,6 +54,26 @@ class MapperOptions:
             raise ConfigError(
                 f"--camera-mode '{self.camera_mode}': expected one of {', '.join(CAMERA_MODES)}"
             )
+        check_camera(self.camera_model, self.camera_params)
+
+
+def check_camera(model: str, params: str | None) -> None:
+    """COLMAP only says 'Check failed: options_.Check()': name the actual problem instead."""
+    import pycolmap
+
+    models = [m for m in pycolmap.CameraModelId.__members__ if m != "INVALID"]
+    if model not in models:
+        raise ConfigError(f"--camera-model '{model}': expected one of {', '.join(models)}")
+    if params:
+        expected = [s.strip() for s in
+                    pycolmap.Camera(model=model, width=1, height=1).params_info.split(",")]
+        try:
+            values = [float(x) for x in params.split(",")]
+        except ValueError:
+            raise ConfigError(f"--camera-params '{params}': not comma-separated numbers") from None
+        if len(values) != len(expected):
+            raise ConfigError(f"--camera-params '{params}': {model} takes {len(expected)} values "
+                              f"({', '.join(expected)}), got {len(values)}")
 
 
 @dataclass
@@ -164,7 +184,7 @@ def build_database(db_path: Path, image_dir: Path, names: list[str], features_h5
     try:
         pycolmap.import_images(db_path, image_dir, _camera_mode(mode),
                                image_names=names, options=reader)
-    except Exception as e:  # pycolmap raises plain exceptions on bad camera options
+    except (ValueError, RuntimeError) as e:  # pycolmap's failed checks
         raise ConfigError(f"COLMAP could not import the images: {str(e).splitlines()[0]}") from None
     with pycolmap.Database.open(db_path) as db:
         ids = {im.name: im.image_id for im in db.read_all_images()}

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tqdm import tqdm
 
@@ -195,7 +195,7 @@ class RayExecutor:
         self.ray = ray
         self._own_cluster = False
         if not ray.is_initialized():
-            kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             if address:
                 ray.init(address=address, **kwargs)
             else:
@@ -214,7 +214,7 @@ class RayExecutor:
         self.items_per_worker = [0] * num_workers  # how the work was spread (reported, tested)
         try:
             ray.get([a.ping.remote() for a in self.actors])
-        except Exception as e:  # a worker that cannot load the model: say why, in one line
+        except ray.exceptions.RayError as e:  # a worker that cannot load the model: say why, in one line
             raise TiepointError(f"Ray workers failed to start: {_ray_cause(e)}") from None
 
     def run(self, method: str, items: list, desc: str) -> dict:
@@ -235,7 +235,7 @@ class RayExecutor:
                     a, n = pending.pop(ref)
                     try:
                         results = ray.get(ref)
-                    except Exception as e:
+                    except ray.exceptions.RayError as e:
                         raise TiepointError(f"a Ray worker failed: {_ray_cause(e)}") from None
                     failures.update({k: err for k, err in results if err})
                     self.items_per_worker[self.actors.index(a)] += n
@@ -250,8 +250,8 @@ class RayExecutor:
         for a in self.actors:
             try:
                 self.ray.get(a.close.remote())
-            except Exception:
-                pass
+            except self.ray.exceptions.RayError as e:  # already dead: nothing to release
+                log.debug("closing a Ray worker: %s", e)
             self.ray.kill(a)
         self.actors = []
         if self._own_cluster:

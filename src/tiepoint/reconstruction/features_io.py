@@ -20,8 +20,8 @@ import json
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import h5py
 import numpy as np
@@ -133,7 +133,7 @@ def list_h5_names(path: str | os.PathLike, leaf: str) -> set[str]:
 
 def read_group(f: h5py.File, key: str) -> dict[str, np.ndarray]:
     g = f[key]
-    return {k: g[k][()] for k in g.keys() if isinstance(g[k], h5py.Dataset)}
+    return {k: g[k][()] for k in g if isinstance(g[k], h5py.Dataset)}
 
 
 def find_pair(f: h5py.File, name0: str, name1: str) -> tuple[str, bool] | None:

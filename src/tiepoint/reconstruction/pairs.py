@@ -28,7 +28,7 @@ class PairSpec:
     n: int = 0
 
     @classmethod
-    def parse(cls, spec: str) -> "PairSpec":
+    def parse(cls, spec: str) -> PairSpec:
         m = re.fullmatch(r"(exhaustive|sequential|retrieval)(?::(\d+))?", spec.strip())
         if not m:
             raise ConfigError(

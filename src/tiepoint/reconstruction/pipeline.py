@@ -22,10 +22,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..errors import DatasetError
-from . import colmap
+from . import colmap, retrieval
 from . import features_io as fio
 from . import pairs as pairs_mod
-from . import retrieval
 from .atomic import atomic_write_text
 from .executors import WorkerSpec, make_executor, part_dirs, shard_slice
 from .inputs import ImageSet, list_images, require_images
@@ -110,7 +109,7 @@ class Reconstruction:
             self._executor.close()
             self._executor = None
 
-    def __enter__(self) -> "Reconstruction":
+    def __enter__(self) -> Reconstruction:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -186,7 +185,7 @@ class Reconstruction:
             raise DatasetError(f"pair {bad[0]} names an image that is not in {self.images.root}")
         pairs = [p for p in pairs if p[0] not in self.failed_images and p[1] not in self.failed_images]
         done = self.matched_keys()
-        is_done = lambda a, b: (fio.names_to_pair(a, b) in done  # noqa: E731
+        is_done = lambda a, b: (fio.names_to_pair(a, b) in done
                                 or fio.names_to_pair(b, a) in done)
         todo_all = [p for p in pairs if not is_done(*p)]
         todo = [p for p in shard_slice(pairs, self.opts.shard) if not is_done(*p)]
@@ -203,7 +202,8 @@ class Reconstruction:
         """COLMAP database, verification and mapping; writes sparse/, points.ply, summary.json."""
         mo = self.opts.mapper
         names = self.names
-        pairs = [p for p in pairs if p[0] in set(names) and p[1] in set(names)]
+        keep = set(names)
+        pairs = [p for p in pairs if p[0] in keep and p[1] in keep]
         db = self.out / "database.db"
         work = self.out / ".mapping"
         shutil.rmtree(work, ignore_errors=True)

@@ -18,8 +18,8 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -149,7 +149,7 @@ class PartWriter:
             fcntl.flock(self._f.fileno(), fcntl.LOCK_UN)
             self._f.close()
 
-    def __enter__(self) -> "PartWriter":
+    def __enter__(self) -> PartWriter:
         return self
 
     def __exit__(self, *exc) -> None:

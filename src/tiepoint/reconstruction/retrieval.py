@@ -93,7 +93,6 @@ def global_descriptors(store, names: list[str], num_centres: int = 32, per_image
 
 
 def write_global_descriptors(path: str | os.PathLike, names: list[str], desc: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for n, d in zip(names, desc):
-                f.create_group(n).create_dataset("global_descriptor", data=d)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for n, d in zip(names, desc):
+            f.create_group(n).create_dataset("global_descriptor", data=d)
