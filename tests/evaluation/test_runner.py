@@ -171,3 +171,29 @@ def test_compare_and_cli(dataset, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: pairs: dataset folder")
     assert main(["compare", "pairs", "a", "b", "--output-dir", str(tmp_path)]) == 0
     assert "H_error_ransac@3px" in capsys.readouterr().out
+
+
+def test_hpatches_protocol_evaluates_at_480px_short_side(tmp_path):
+    """Errors are measured on images resized to 480 px (short side), with H adjusted to them."""
+    from PIL import Image
+
+    from .fixtures import homographies, texture, warp
+
+    root = tmp_path / "hpatches-sequences-release"
+    for s, seed in (("i_test", 0), ("v_test", 1)):
+        img = texture(200, 150, seed=seed)
+        (root / s).mkdir(parents=True)
+        Image.fromarray(img).save(root / s / "1.ppm")
+        for k in range(2, 7):
+            H = homographies()[k % 3]
+            Image.fromarray(warp(img, H)).save(root / s / f"{k}.ppm")
+            (root / s / f"H_1_{k}").write_text("\n".join(" ".join(f"{x:.10e}" for x in r) for r in H) + "\n")
+    summ, d = run("hpatches", "sift+nn", output_dir=tmp_path, data_root=root, progress=False,
+                  matcher_factory=lambda c: Counting(c), overrides=["data.max_pairs=6"])
+    assert summ["ransac_th"] == 0.5  # Glue Factory's official HPatches setting
+    assert summ["H_error_ransac@5px"] > 0.6 and summ["mprec@3px"] > 0.7
+    assert set(summ) >= {"i/H_error_ransac@1px", "v/H_error_dlt@5px", "H_error_dlt_mAA"}
+    with h5py.File(d / "predictions.h5") as f:
+        g = f["i_test|1-2"]
+        assert tuple(g.attrs["image_size0"]) == (200, 150)  # stored in original pixels
+        assert g["keypoints0"][()].max() < 200
