@@ -197,3 +197,45 @@ def test_hpatches_protocol_evaluates_at_480px_short_side(tmp_path):
         g = f["i_test|1-2"]
         assert tuple(g.attrs["image_size0"]) == (200, 150)  # stored in original pixels
         assert g["keypoints0"][()].max() < 200
+
+
+class Oracle:
+    """Fake matcher returning the true projections of 3D points (keyed by image path)."""
+
+    table: dict = {}
+
+    def __init__(self, conf):
+        pass
+
+    def extract(self, image):
+        kp = self.table[str(image)]
+        return Features(kp.astype(np.float32), np.ones(len(kp), np.float32), np.zeros((len(kp), 4), np.float32),
+                        (64, 48))
+
+    def match_features(self, f0, f1):
+        m = np.stack([np.arange(len(f0.keypoints))] * 2, 1)
+        return MatchResult(f0.keypoints, f1.keypoints, m, np.ones(len(m), np.float32), f0.image_size, f1.image_size)
+
+
+def test_zeb_per_set_auc_and_mean_of_sets(tmp_path):
+    from .fixtures import fmt, rot_y, save, texture
+
+    rng = np.random.default_rng(0)
+    K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    root = tmp_path / "zeb"
+    for s, good in (("gl3d", True), ("kitti", False)):
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = rot_y(4), [1.0, 0.1, 0.0]
+        X = np.c_[rng.uniform(-2, 2, (80, 2)), rng.uniform(4, 8, 80)]
+        x0, x1 = X @ K.T, (X @ T[:3, :3].T + T[:3, 3]) @ K.T
+        p0, p1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:]
+        if not good:
+            p1 = rng.permutation(p1)  # matches with no geometric consistency
+        for name, p in (("a", p0), ("b", p1)):
+            Oracle.table[str(save(root / s / f"sc_{name}.png", texture(64, 48)))] = p
+        (root / s / "sc_0.txt").write_text(f"a.jpg b.jpg 0.5 0.5 {fmt(K)} {fmt(K)} {fmt(T)}\n")
+    summ, _ = run("zeb", "sift+nn", output_dir=tmp_path, data_root=root, progress=False, matcher_factory=Oracle,
+                  overrides=["data.sets=[gl3d,kitti]"])
+    assert summ["gl3d/rel_pose_error@5°"] > 0.95 and summ["kitti/rel_pose_error@5°"] == 0.0
+    assert summ["rel_pose_error@5°_mean_of_sets"] == pytest.approx(summ["gl3d/rel_pose_error@5°"] / 2, abs=1e-4)
+    assert summ["mrel_pose_error"] <= 180  # ZEB counts a failure as 180°, not inf
