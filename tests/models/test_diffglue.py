@@ -266,6 +266,7 @@ def test_loss_equals_a_direct_computation():
     assert model.time_embed[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_a_few_steps_fit_one_pair():
     torch.manual_seed(0)
     model = DiffGlue(**SMALL, diffusion_loss_weight=10.0).train()
@@ -378,6 +379,7 @@ def test_lightglue_start_copies_every_tensor_and_matches_identically(tmp_path):
         DiffGlue(**{**SMALL, "n_layers": 4}, weights=str(path))
 
 
+@pytest.mark.slow
 def test_official_lightglue_start_reproduces_lightglue_on_a_real_pair(official_weights, data_dir):
     """DiffGlue started from the official ALIKED LightGlue gives LightGlue's matches on Oxford boat 1→3."""
     from tiepoint.api import Matcher

@@ -36,8 +36,8 @@ from .diffusion import (
     log_assignment_to_x0,
     timestep_embedding,
 )
+from .lightglue import FEATURES as LIGHTGLUE_FEATURES
 from .lightglue import (
-    FEATURES,
     CrossBlock,
     LearnableFourierPositionalEncoding,
     MatchAssignment,
@@ -51,11 +51,8 @@ from .lightglue import (
 
 logger = logging.getLogger("tiepoint")
 
-# feature presets: input dimension from LightGlue's presets, plus the LightGlue weights to start from
-DIFFGLUE_FEATURES = {
-    "superpoint": {"input_dim": FEATURES["superpoint"]["input_dim"], "lightglue": "superpoint_lightglue"},
-    "aliked": {"input_dim": FEATURES["aliked"]["input_dim"], "lightglue": "aliked_lightglue"},
-}
+# feature presets (the two of the paper): input dimension as in LightGlue's presets
+FEATURES = {name: {"input_dim": LIGHTGLUE_FEATURES[name]["input_dim"]} for name in ("superpoint", "aliked")}
 
 
 class AssignmentGuidedAttention(nn.Module):
@@ -110,28 +107,6 @@ class DiffGlueLayer(nn.Module):
         lin.bias.zero_()
 
 
-def nll_weights(gt_assignment, gt_matches0, gt_matches1) -> torch.Tensor:
-    """(B,M+1,N+1) targets: GT matches, unmatched (−1) points in their dustbin, ignored (−2) nowhere."""
-    b, m, n = gt_assignment.shape
-    w = gt_assignment.new_zeros((b, m + 1, n + 1), dtype=torch.float32)
-    w[:, :m, :n] = gt_assignment.float()
-    w[:, :m, n] = (gt_matches0 == -1).float()
-    w[:, m, :n] = (gt_matches1 == -1).float()
-    return w
-
-
-def balanced_nll(log_assignment: torch.Tensor, weights: torch.Tensor, balancing: float = 0.5):
-    """Glue Factory's NLL: mean −log P over positives and over both dustbins, mixed by `balancing`.
-    Returns (nll (B,), nll_pos, nll_neg)."""
-    m, n = log_assignment.shape[1] - 1, log_assignment.shape[2] - 1
-    ls = log_assignment * weights
-    num_pos = weights[:, :m, :n].sum((1, 2)).clamp(min=1.0)
-    num_neg = (weights[:, :m, n].sum(1).clamp(min=1.0) + weights[:, m, :n].sum(1).clamp(min=1.0))
-    nll_pos = -ls[:, :m, :n].sum((1, 2)) / num_pos
-    nll_neg = -(ls[:, :m, n].sum(1) + ls[:, m, :n].sum(1)) / num_neg
-    return balancing * nll_pos + (1 - balancing) * nll_neg, nll_pos, nll_neg
-
-
 def _load_checkpoint(name_or_path) -> dict:
     """Weights-only load that also accepts Glue Factory `.tar` files, whose `losses`/`eval` entries
     hold NumPy scalars (allow-listed here; nothing else is unpickled)."""
@@ -149,6 +124,7 @@ def _load_checkpoint(name_or_path) -> dict:
 
 
 class DiffGlue(Matcher):
+    uses_ground_truth = True  # training noises the GT assignment: the pipeline passes `gt_*` in
     default_conf = {
         "features": None,  # superpoint | aliked: sets input_dim (presets below apply first)
         "input_dim": 256,
@@ -171,9 +147,9 @@ class DiffGlue(Matcher):
         conf = OmegaConf.merge(OmegaConf.create(conf or {}), overrides)
         features = conf.get("features")
         if features is not None:
-            if features not in DIFFGLUE_FEATURES:
-                raise ConfigError(f"unknown DiffGlue features '{features}'; valid: {', '.join(DIFFGLUE_FEATURES)}")
-            conf = OmegaConf.merge({"input_dim": DIFFGLUE_FEATURES[features]["input_dim"]}, conf)
+            if features not in FEATURES:
+                raise ConfigError(f"unknown DiffGlue features '{features}'; valid: {', '.join(FEATURES)}")
+            conf = OmegaConf.merge({"input_dim": FEATURES[features]["input_dim"]}, conf)
         super().__init__(conf)
 
     def _init(self, conf):
@@ -319,40 +295,40 @@ class DiffGlue(Matcher):
     def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
         """w·MSE(x₀, x̂₀) + NLL deep supervision + token-confidence BCE, per pair (B,).
 
-        As in the reference: the NLL averages the last layer (weight 1) and *all* n layers
-        (weights γ^(n−i)), so the last one counts twice; confidence targets are whether a layer's
-        row/column argmax already equals the final one, averaged over the n heads.
+        As in the reference: the NLL averages the output (weight 1) and *all* n layers (weights
+        γ^(n−i)), so the last layer counts twice; the confidence loss covers all n heads. In eval
+        mode the total is the output's NLL only and the MSE is reported beside it.
         """
-        conf = self.conf.loss
-        weights = nll_weights(data["gt_assignment"], data["gt_matches0"], data["gt_matches1"])
+        from ...training.losses import deep_supervision_loss, matcher_metrics
+
+        lc = self.conf.loss
         x0 = pred.get("diffusion_x0")
         if x0 is None:
             x0 = assignment_to_x0(data["gt_assignment"], data["gt_matches0"], data["gt_matches1"], self.conf.scale)
         mse = ((x0 - pred["adj_mat"]) ** 2).flatten(1).mean(1)
-        nll, nll_pos, nll_neg = balanced_nll(pred["log_assignment"], weights, conf.nll_balancing)
-        losses = {"last": nll.detach(), "nll_pos": nll_pos.detach(), "nll_neg": nll_neg.detach(), "diffusion_mse": mse}
-        total_nll, sum_w = nll, 1.0
+        final = pred["log_assignment"]
+        layers = []
         if "ref_descriptors0" in pred:
-            n_layers = pred["ref_descriptors0"].shape[1]
-            final = pred["log_assignment"].detach()
-            confidence = 0.0
-            for i in range(n_layers):
-                la_i, _ = self.log_assignment[i](pred["ref_descriptors0"][:, i], pred["ref_descriptors1"][:, i])
-                w_i = conf.gamma ** (n_layers - i) if conf.gamma > 0 else i + 1
-                total_nll = total_nll + w_i * balanced_nll(la_i, weights, conf.nll_balancing)[0]
-                sum_w += w_i
-                confidence = confidence + self._confidence_loss(i, pred, la_i.detach(), final) / n_layers
-            losses["confidence"] = confidence
-            total_nll = total_nll / sum_w + confidence
-        losses["matcher_total"] = total_nll
-        losses["total"] = total_nll + self.conf.diffusion_loss_weight * mse if self.training else total_nll
-        return losses, {}
+            d0, d1 = pred["ref_descriptors0"], pred["ref_descriptors1"]
+            layers = [self.log_assignment[i](d0[:, i], d1[:, i])[0] for i in range(d0.shape[1])]
+        nll, losses = deep_supervision_loss(layers + [final], data, lc.gamma, lc.nll_balancing)
+        losses["diffusion_mse"] = mse.detach()
+        if layers and self.training:
+            confidence = sum(self._confidence_loss(i, pred, la.detach(), final.detach()) for i, la in enumerate(layers))
+            confidence = confidence / len(layers)
+            losses["confidence"] = confidence.detach()
+            nll = nll + confidence
+        losses["matcher_total"] = nll.detach()
+        losses["total"] = nll + self.conf.diffusion_loss_weight * mse if self.training else nll
+        return losses, matcher_metrics(pred, data)
 
     def _confidence_loss(self, i: int, pred: dict, la_now: torch.Tensor, la_final: torch.Tensor) -> torch.Tensor:
+        """BCE of head i: does this layer's row (column) argmax — dustbin included, as in the
+        reference — already equal the final one? Mean over rows and over columns, then averaged."""
         head = self.token_confidence[i]
         logit0 = head.logits(pred["ref_descriptors0"][:, i])
         logit1 = head.logits(pred["ref_descriptors1"][:, i])
-        correct0 = la_final[:, :-1, :].max(-1).indices == la_now[:, :-1, :].max(-1).indices
-        correct1 = la_final[:, :, :-1].max(-2).indices == la_now[:, :, :-1].max(-2).indices
+        correct0 = la_final[:, :-1, :].argmax(-1) == la_now[:, :-1, :].argmax(-1)
+        correct1 = la_final[:, :, :-1].argmax(-2) == la_now[:, :, :-1].argmax(-2)
         bce = F.binary_cross_entropy_with_logits
         return (bce(logit0, correct0.float(), reduction="none").mean(-1) + bce(logit1, correct1.float(), reduction="none").mean(-1)) / 2
