@@ -143,6 +143,8 @@ class TwoViewPipeline(BaseModel):
         if "gt_matches0" not in data:
             out.update(self.ground_truth(data, f0, f1))
         matcher_in = {k: v for k, v in out.items() if not k.startswith("gt_")}
+        if getattr(self.matcher, "uses_ground_truth", False):  # DiffGlue noises the GT assignment
+            matcher_in.update({k: v for k, v in {**data, **out}.items() if k.startswith("gt_")})
         out.update(self.matcher(matcher_in))
         return out
 
