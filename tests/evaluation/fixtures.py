@@ -61,8 +61,8 @@ def write_pairs_dataset(root: Path, n_h: int = 3, n_pose: int = 2) -> dict:
     lines = ["# img0 img1 H (row-major)"]
     for i, H in enumerate(homographies()[:n_h]):
         img = texture(seed=i)
-        a = save(root / "homography" / f"seq{i}" / "a.png", img)
-        b = save(root / "homography" / f"seq{i}" / "b.png", warp(img, H))
+        save(root / "homography" / f"seq{i}" / "a.png", img)
+        save(root / "homography" / f"seq{i}" / "b.png", warp(img, H))
         lines.append(f"seq{i}/a.png seq{i}/b.png {fmt(H)}")
         gt["H"].append(H)
     (root / "homography" / "pairs.txt").write_text("\n".join(lines) + "\n")

@@ -39,7 +39,7 @@ def test_pairs_malformed_line_names_file_and_line(tmp_path):
     lines = path.read_text().splitlines()
     lines[2] = " ".join(lines[2].split()[:8])  # line 3: a truncated H
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match=rf"pairs.txt:3: expected 11 fields, got 8"):
+    with pytest.raises(DatasetError, match=r"pairs.txt:3: expected 11 fields, got 8"):
         get_benchmark("pairs", {"root": str(tmp_path)}).load_pairs()
     lines[2] = lines[1].replace("1.0", "one", 1)
     path.write_text("\n".join(lines) + "\n")

@@ -28,7 +28,7 @@ FILES = {"/data.bin": PAYLOAD, "/myset.zip": make_zip()}
 class Handler(http.server.BaseHTTPRequestHandler):
     log = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         body = FILES.get(self.path)
         if body is None:
             self.send_error(404)

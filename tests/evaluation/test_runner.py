@@ -1,7 +1,6 @@
 """The runner end to end on tiny synthetic datasets: outputs, caching, resume, config guard."""
 
 import json
-import math
 
 import h5py
 import numpy as np

@@ -61,7 +61,7 @@ def test_scale_homography_commutes_with_resizing():
     H = np.array([[0.9, 0.05, 12.0], [-0.1, 1.1, 3.0], [1e-4, 2e-4, 1.0]])
     s0, s1 = np.array([0.5, 0.5]), np.array([0.25, 0.3])
     p = rng.uniform(0, 500, (20, 2))
-    resized = lambda q, s: (q + 0.5) * s - 0.5  # noqa: E731  (the pixel-centre convention)
+    resized = lambda q, s: (q + 0.5) * s - 0.5
     Hs = scale_homography(H, s0, s1)
     assert np.allclose(warp_points(Hs, resized(p, s0)), resized(warp_points(H, p), s1))
 

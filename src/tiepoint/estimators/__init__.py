@@ -162,8 +162,8 @@ def mean_focal(K0: np.ndarray, K1: np.ndarray) -> float:
 
 
 __all__ = [
-    "ESTIMATORS",
     "DEFAULT_THRESHOLDS",
+    "ESTIMATORS",
     "HomographyEstimate",
     "PoseEstimate",
     "estimate_homography",

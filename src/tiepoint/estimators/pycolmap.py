@@ -14,7 +14,7 @@ import pycolmap
 from ..errors import EstimatorError
 
 
-def _options(threshold: float, options: dict | None) -> "pycolmap.RANSACOptions":
+def _options(threshold: float, options: dict | None) -> pycolmap.RANSACOptions:
     opts = pycolmap.RANSACOptions()
     opts.max_error = float(threshold)
     for k, v in (options or {}).items():
@@ -24,7 +24,7 @@ def _options(threshold: float, options: dict | None) -> "pycolmap.RANSACOptions"
     return opts
 
 
-def _camera(K: np.ndarray, p: np.ndarray) -> "pycolmap.Camera":
+def _camera(K: np.ndarray, p: np.ndarray) -> pycolmap.Camera:
     # Only differences to the principal point matter, so our pixel-centre origin needs no shift
     w = int(max(2 * K[0, 2], p[:, 0].max() + 1, 1))
     h = int(max(2 * K[1, 2], p[:, 1].max() + 1, 1))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import DatasetError
 from .runner import CURVE_RANGE, TASK_PREFIX, UNITS, read_results, results_dir

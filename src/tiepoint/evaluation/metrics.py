@@ -7,7 +7,7 @@ divided by it. Failures carry an infinite error, so they only lower the recall.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

@@ -25,9 +25,9 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -493,4 +493,4 @@ def format_summaries(summaries: dict, groups: bool = False) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run", "evaluate", "results_dir", "read_results", "format_summaries", "TiepointError"]
+__all__ = ["TiepointError", "evaluate", "format_summaries", "read_results", "results_dir", "run"]

@@ -15,16 +15,16 @@ from .homography import (
 from .pose import angle_error_rotation, angle_error_vector, relative_pose_error, scale_intrinsics
 
 __all__ = [
-    "warp_points",
-    "homography_corner_error",
-    "sym_homography_error",
-    "scale_homography",
-    "fit_homography_dlt",
-    "essential_from_pose",
-    "fundamental_from_pose",
-    "sym_epipolar_distance",
     "angle_error_rotation",
     "angle_error_vector",
+    "essential_from_pose",
+    "fit_homography_dlt",
+    "fundamental_from_pose",
+    "homography_corner_error",
     "relative_pose_error",
+    "scale_homography",
     "scale_intrinsics",
+    "sym_epipolar_distance",
+    "sym_homography_error",
+    "warp_points",
 ]

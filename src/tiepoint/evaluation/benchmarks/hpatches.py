@@ -7,8 +7,8 @@ resized images, and every error is in pixels of the resized images.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ...errors import DatasetError
 from ..download import Resource
@@ -20,7 +20,7 @@ LARGE_SEQUENCES = (
 )
 
 
-def read_homography_file(path: Path) -> "np.ndarray":  # noqa: F821
+def read_homography_file(path: Path) -> np.ndarray:  # noqa: F821
     """A 3x3 matrix written as 3 whitespace-separated rows (HPatches `H_1_k`, Oxford `H1toKp`)."""
     if not path.is_file():
         raise DatasetError(f"{path}: homography file not found")

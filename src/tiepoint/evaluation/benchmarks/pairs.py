@@ -10,8 +10,8 @@ maps camera 0 to camera 1 (X1 = R X0 + t). Metrics are computed in original-imag
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

@@ -8,7 +8,7 @@ Same metrics as MegaDepth-1500; images are used at their native 640x480.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -14,8 +14,8 @@ evaluation; GIM itself runs most sets at native resolution (KITTI 1240, ETH3D 16
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ...errors import DatasetError
 from ..download import Resource
