@@ -138,7 +138,7 @@ def test_fast_path_equals_plain_formulation(weights_ready, name):
         grid = (2 * kpts / torch.tensor([w - 1, h - 1]) - 1).view(1, 1, -1, 2)
         ref_kscores = F.grid_sample(ref_scores[:, None], grid, align_corners=True)[0, 0, 0]
         ys, xs = torch.meshgrid(torch.arange(0, h, 3), torch.arange(0, w, 3), indexing="ij")
-        feat_at = maps.at(xs.reshape(1, -1), ys.reshape(1, -1)).view(1, -1, *xs.shape)
+        feat_at = maps.at(xs[None], ys[None]).permute(0, 2, 1, 3)  # (B, R, C, S) → (B, C, H/3, W/3)
     assert kpts.shape == (64, 2)
     torch.testing.assert_close(scores, ref_scores, atol=2e-5, rtol=0)
     torch.testing.assert_close(feat_at, ref_feat[:, :, ::3, ::3], atol=2e-5, rtol=0)
@@ -189,6 +189,16 @@ def test_detect_threshold_limit_and_batch_padding(weights_ready):
     assert alone.shape == (1, 1, 2) and alone_scores[0, 0] == pytest.approx(0.9, abs=1e-6)
     m2 = ALIKED({"max_num_keypoints": 4, "detection_threshold": -1})  # pure top-k
     assert m2.detect(many[None])[0].shape == (1, 4, 2)
+
+
+def test_detect_ignores_the_padding_of_smaller_images_in_a_batch(weights_ready):
+    m = ALIKED({"max_num_keypoints": 4, "detection_threshold": 0.5})
+    full = _peaks(40, 60, [(10, 10), (50, 30), (30, 20)], heights=[0.9, 0.95, 0.8])
+    small = _peaks(40, 60, [(10, 10), (50, 30), (30, 20)], heights=[0.9, 0.95, 0.8])
+    kpts, _ = m.detect(torch.stack([full, small]), valid_size=torch.tensor([[60, 40], [36, 40]]))
+    assert kpts.shape == (2, 3, 2)
+    assert (kpts[0, :, 0] > 45).any()  # the peak at x=50 is found in the full image
+    assert (kpts[1, :, 0] < 36 - 2).all()  # but not in the 36-px-wide one, nor are top-ups
 
 
 # ---------------------------------------------------------------------------- real images

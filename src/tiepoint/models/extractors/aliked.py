@@ -37,7 +37,7 @@ from torch import nn
 from ... import weights as weights_lib
 from ...errors import ConfigError, ImageError, WeightsError
 from ..base import Extractor
-from .deform_conv import DeformConv2d, bilinear_gather, deform_conv2d
+from .deform_conv import DeformConv2d, deform_conv2d
 
 # c1, c2, c3, c4 (encoder widths), dim (feature/descriptor dim), K (SDDH patch), M (sample points)
 CONFIGS = {
@@ -134,17 +134,17 @@ class SDDH(nn.Module):
     def offsets(self, patches: torch.Tensor, max_offset: float) -> torch.Tensor:
         """patches (B, N, C, K·K) → offsets (B, N, M, 2) as (x, y) in pixels."""
         conv0, _, conv1 = self.offset_conv
-        h = _selu(torch.addmm(conv0.bias, patches.flatten(0, 1).flatten(1), conv0.weight.flatten(1).t()))
+        h = _selu(torch.addmm(conv0.bias, patches.reshape(-1, conv0.weight[0].numel()), conv0.weight.flatten(1).t()))
         off = torch.addmm(conv1.bias, h, conv1.weight.flatten(1).t()).clamp_(-max_offset, max_offset)
         return off.view(*patches.shape[:2], 2, self.n_pos).transpose(-1, -2)
 
     def aggregate(self, samples: torch.Tensor) -> torch.Tensor:
         """samples (B, C, N, M) → L2-normalised descriptors (B, N, D)."""
         b, c, n, m = samples.shape
-        wsf, flat = self.sf_conv.weight.flatten(1), samples.flatten(2)
-        feats = _selu(torch.mm(wsf, flat[0])[None] if b == 1 else torch.matmul(wsf, flat))
-        feats = feats.view(b, c, n, m).permute(0, 2, 3, 1).reshape(b, n, m * c)
-        return F.normalize(feats @ self.agg_weights.flatten(0, 1), p=2, dim=-1)
+        # (B, N·M, C) straight out of a transposed matmul, so the M·C aggregation needs no copy
+        feats = torch.matmul(samples.view(b, c, n * m).transpose(1, 2), self.sf_conv.weight.flatten(1).t())
+        desc = _selu(feats).view(b, n, m * c) @ self.agg_weights.flatten(0, 1)
+        return F.normalize(desc, p=2, dim=-1)
 
 
 def _stem_scores(x1: torch.Tensor, w1: torch.Tensor, w0: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
@@ -185,36 +185,47 @@ class DenseMaps:
         self.hp, self.wp = x1.shape[-2:]
 
     def _parts(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Un-normalised per-level features (B, dim/4, Q) at integer pixels (B, Q), and 1/‖feature‖."""
+        """Un-normalised per-level features (B, R, dim/4, S) at integer pixels x, y (B, R, S), and 1/‖·‖.
+
+        Each image's R rows of points are the batch of one `grid_sample` per level (the map is
+        expanded, not copied): the CPU kernel parallelises over the batch only.
+        """
+        b, r = x.shape[:2]
         gx = (x + self.pad_x).to(self.x1.dtype) * (2 / (self.wp - 1)) - 1
         gy = (y + self.pad_y).to(self.x1.dtype) * (2 / (self.hp - 1)) - 1
-        grid = torch.stack([gx, gy], -1).unsqueeze(1)  # B,1,Q,2
-        stem = F.grid_sample(self.x1, grid, "nearest", align_corners=True)[:, :, 0]
-        proj = torch.mm(self.w1, stem[0])[None] if stem.shape[0] == 1 else torch.matmul(self.w1, stem)
-        parts = [_selu(proj)]
-        parts += [F.grid_sample(lvl, grid, "bilinear", align_corners=True)[:, :, 0] for lvl in self.levels]
-        sq = sum(part.square().sum(1) for part in parts)
-        return parts, sq.sqrt_().clamp_min_(1e-12).reciprocal_()  # F.normalize's eps
+        grid = torch.stack([gx, gy], -1).unsqueeze(2)  # B,R,1,S,2
+
+        def sample(fmap, mode):
+            per_image = [
+                F.grid_sample(fmap[i : i + 1].expand(r, -1, -1, -1), grid[i], mode, align_corners=True)[:, :, 0]
+                for i in range(b)
+            ]
+            return torch.stack(per_image)  # B,R,C,S
+
+        stem = sample(self.x1, "nearest")
+        parts = [_selu(torch.matmul(self.w1, stem))]
+        parts += [sample(lvl, "bilinear") for lvl in self.levels]
+        sq = sum(part.square().sum(2, keepdim=True) for part in parts)
+        return parts, sq.sqrt().clamp_min(1e-12).reciprocal()  # F.normalize's eps
 
     def at(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Normalised features at integer unpadded pixels x, y (B, Q) → (B, dim, Q)."""
+        """Normalised features at integer unpadded pixels x, y (B, R, S) → (B, R, dim, S)."""
         parts, inv = self._parts(x, y)
-        return torch.cat(parts, 1) * inv.unsqueeze(1)
+        return torch.cat(parts, 2) * inv
 
     def sample(self, xy: torch.Tensor) -> torch.Tensor:
         """Bilinear sample of the normalised map at float pixels xy (B, P, 2), zero outside → (B, dim, P)."""
-        b, p = xy.shape[:2]
         x, y = xy[..., 0], xy[..., 1]
         x0f, y0f = x.floor(), y.floor()
         lx, ly = (x - x0f).unsqueeze(1), (y - y0f).unsqueeze(1)
         x0, y0 = x0f.long().unsqueeze(1), y0f.long().unsqueeze(1)
-        xs = torch.cat([x0, x0 + 1, x0, x0 + 1], 1)  # B,4,P: the 4 neighbours, outermost
+        xs = torch.cat([x0, x0 + 1, x0, x0 + 1], 1)  # B,4,P: the 4 neighbours
         ys = torch.cat([y0, y0, y0 + 1, y0 + 1], 1)
         wts = torch.cat([(1 - lx) * (1 - ly), lx * (1 - ly), (1 - lx) * ly, lx * ly], 1)
         wts = wts * ((xs >= 0) & (xs < self.w) & (ys >= 0) & (ys < self.h))
-        parts, inv = self._parts(xs.clamp(0, self.w - 1).view(b, -1), ys.clamp(0, self.h - 1).view(b, -1))
-        f = (wts * inv.view(b, 4, p)).unsqueeze(1)  # B,1,4,P
-        return torch.cat([(part.view(b, -1, 4, p) * f).sum(2) for part in parts], 1)
+        parts, inv = self._parts(xs.clamp(0, self.w - 1), ys.clamp(0, self.h - 1))
+        f = wts.unsqueeze(2) * inv  # B,4,1,P
+        return torch.cat([(part * f).sum(1) for part in parts], 1)
 
 
 def _max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -329,16 +340,20 @@ class ALIKED(Extractor):
         """DKD on a score map (B,H,W) → keypoints (B,N,2) in pixels, their scores (B,N)."""
         b, h, w = scores.shape
         r = int(self.conf.nms_radius)
-        nms = simple_nms(scores, r)
-        nms[:, :r] = 0
-        nms[:, :, :r] = 0
+        with torch.no_grad():  # selection only; gradients flow through the refinement below
+            nms = simple_nms(scores.detach(), r)
+        # the border (and the padding of smaller images in a batch) is never selected: −1 puts it
+        # behind even the filler pixels used to top up a batch
+        nms[:, :r] = -1
+        nms[:, :, :r] = -1
         if valid_size is None:
-            nms[:, h - r :] = 0
-            nms[:, :, w - r :] = 0
-        else:  # images padded into a batch: (W, H) of the valid part of each
-            for i, (wi, hi) in enumerate(valid_size.round().long().tolist()):
-                nms[i, min(hi, h) - r :] = 0
-                nms[i, :, min(wi, w) - r :] = 0
+            nms[:, h - r :] = -1
+            nms[:, :, w - r :] = -1
+        else:  # (W, H) of the valid part of each image
+            sizes = torch.as_tensor(valid_size).reshape(-1, 2).expand(b, 2)
+            for i, (wi, hi) in enumerate(sizes.round().long().tolist()):
+                nms[i, max(min(hi, h) - r, 0) :] = -1
+                nms[i, :, max(min(wi, w) - r, 0) :] = -1
         flat = nms.view(b, -1)
         th = self.conf.detection_threshold
         limit = self.conf.max_num_keypoints
@@ -371,10 +386,9 @@ class ALIKED(Extractor):
         offset = (e @ win) / e.sum(-1, keepdim=True)
         kpts = torch.stack([ix, iy], -1).to(scores.dtype) + offset
 
-        bidx = torch.arange(b, device=scores.device).view(b, 1, 1)
-        kscores = bilinear_gather(
-            scores.reshape(-1, 1), kpts[..., 1], kpts[..., 0], h, w, lambda yi, xi: (bidx * h + yi) * w + xi
-        )[..., 0]
+        # score = the map sampled bilinearly at the refined point (zero outside)
+        grid = 2 * kpts / torch.tensor([max(w - 1, 1), max(h - 1, 1)], dtype=kpts.dtype, device=kpts.device) - 1
+        kscores = F.grid_sample(scores.unsqueeze(1), grid.unsqueeze(1), "bilinear", align_corners=True)[:, 0, 0]
         # sort by the refined score within each group, groups in rank order
         order = kscores.argsort(dim=1, descending=True, stable=True)
         order = order.gather(1, group.gather(1, order).argsort(dim=1, descending=True, stable=True))
@@ -393,9 +407,9 @@ class ALIKED(Extractor):
         cx = corner[..., 0].clamp(0, w - 1 - k)
         cy = corner[..., 1].clamp(0, h - 1 - k)
         d = torch.arange(k, device=kpts.device)
-        px = (cx.unsqueeze(-1) + d.repeat(k)).view(b, n, k * k)
-        py = (cy.unsqueeze(-1) + d.repeat_interleave(k)).view(b, n, k * k)
-        patches = maps.at(px.view(b, -1), py.view(b, -1)).view(b, -1, n, k * k).transpose(1, 2)
+        px = cx.unsqueeze(1) + d.repeat(k).view(1, -1, 1)  # B,K·K,N: taps in row-major order
+        py = cy.unsqueeze(1) + d.repeat_interleave(k).view(1, -1, 1)
+        patches = maps.at(px, py).permute(0, 3, 2, 1)  # B,N,C,K·K
         offsets = head.offsets(patches, max(h, w) / 4.0)  # B,N,M,2
         samples = maps.sample((kpts.unsqueeze(2) + offsets).reshape(b, -1, 2))  # B,C,N·M
         return head.aggregate(samples.view(b, -1, n, head.n_pos))
