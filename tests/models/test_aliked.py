@@ -1,5 +1,5 @@
 """ALIKED: official weights load strictly, the fast path equals the plain dense formulation, DKD on
-synthetic score maps, and the features are right on a real pair under its ground-truth homography."""
+synthetic score maps, and features are right on a real pair under its ground-truth homography."""
 
 from pathlib import Path
 
@@ -52,7 +52,7 @@ def test_official_state_dicts_load_strictly(weights_ready, name):
     state = weights.load_state_dict(name)
     model = ALIKED({"model_name": name})
     own = model.state_dict()
-    assert set(own) == set(state), (set(own) ^ set(state))
+    assert set(own) == set(state), set(own) ^ set(state)
     for k, v in state.items():
         assert torch.equal(own[k], v), k
     expected_dim = 64 if name == "aliked-t16" else 128
@@ -81,9 +81,9 @@ def test_bad_images_raise_one_line_errors(model):
         model({"image": torch.rand(1, 3, 5, 64)})
 
 
-# ---------------------------------------------------------------------------- fast path == plain formulation
+# ---------------------------------------------------------------- fast path == plain formulation
 def _plain_dense(m: ALIKED, image: torch.Tensor):
-    """The architecture written the straightforward way: unfused BN, full-resolution concatenation."""
+    """The architecture written the straightforward way: unfused BN, full-resolution concat."""
 
     def cbs(conv, bn, x):
         return F.selu(bn(conv(x)))
@@ -100,7 +100,11 @@ def _plain_dense(m: ALIKED, image: torch.Tensor):
         outs.append(F.selu(y + blk.downsample(xin)))
     levels = [F.selu(c(o)) for c, o in zip((m.conv1, m.conv2, m.conv3, m.conv4), outs)]
     size = x.shape[-2:]
-    cat = torch.cat([levels[0]] + [F.interpolate(v, size=size, mode="bilinear", align_corners=True) for v in levels[1:]], 1)
+    cat = torch.cat(
+        [levels[0]]
+        + [F.interpolate(v, size=size, mode="bilinear", align_corners=True) for v in levels[1:]],
+        1,
+    )
     crop = (slice(None), slice(None), slice(ph // 2, ph // 2 + h), slice(pw // 2, pw // 2 + w))
     return torch.sigmoid(m.score_head(cat))[crop][:, 0], F.normalize(cat, dim=1)[crop]
 
@@ -108,7 +112,7 @@ def _plain_dense(m: ALIKED, image: torch.Tensor):
 def _plain_descriptors(m: ALIKED, feat: torch.Tensor, kpts: torch.Tensor) -> torch.Tensor:
     """SDDH for one image, keypoint by keypoint, with the modules as convolutions."""
     head = m.desc_head
-    c, h, w = feat.shape
+    h, w = feat.shape[-2:]
     out = []
     for x, y in kpts.tolist():
         x0 = min(max(int(int(x) - 0.5), 0), w - 4)  # K=3 patch at the truncated pixel, kept inside
@@ -148,7 +152,9 @@ def test_fast_path_equals_plain_formulation(weights_ready, name):
 
 # ---------------------------------------------------------------------------- DKD on synthetic maps
 def _peaks(h, w, centres, sigma=1.2, heights=None):
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     out = torch.zeros(h, w)
     for i, (cx, cy) in enumerate(centres):
         a = 0.9 if heights is None else heights[i]
@@ -163,7 +169,9 @@ def test_detect_symmetric_peaks_at_integer_pixels(model):
     kpts, kscores = model.detect(scores)
     assert kpts.shape == (1, 3, 2)
     # symmetric peaks → the soft-argmax lands exactly on the centre pixel; sorted by score
-    torch.testing.assert_close(kpts[0], torch.tensor(centres[:3], dtype=torch.float32), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        kpts[0], torch.tensor(centres[:3], dtype=torch.float32), atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(kscores[0], torch.tensor(heights[:3]), atol=1e-6, rtol=0)
 
 
@@ -176,15 +184,19 @@ def test_detect_subpixel_refinement_moves_towards_the_peak(model):
 
 def test_detect_threshold_limit_and_batch_padding(weights_ready):
     m = ALIKED({"max_num_keypoints": 3, "detection_threshold": 0.5})
-    many = _peaks(40, 40, [(5, 5), (15, 5), (25, 5), (5, 20), (20, 20)], heights=[0.9, 0.8, 0.7, 0.6, 0.55])
+    many = _peaks(
+        40, 40, [(5, 5), (15, 5), (25, 5), (5, 20), (20, 20)], heights=[0.9, 0.8, 0.7, 0.6, 0.55]
+    )
     few = _peaks(40, 40, [(10, 10), (30, 30)], heights=[0.9, 0.3])  # only one above the threshold
     kpts, kscores = m.detect(torch.stack([many, few]))
     assert kpts.shape == (2, 3, 2)
     torch.testing.assert_close(kscores[0], torch.tensor([0.9, 0.8, 0.7]), atol=1e-6, rtol=0)
-    # the second image is topped up with its next-best NMS maxima below the threshold, after its detection
+    # the second image is topped up with its next-best NMS maxima below the threshold
     torch.testing.assert_close(kpts[1, 0], torch.tensor([10.0, 10.0]), atol=1e-5, rtol=0)
     at_weak_peak = (kpts[1] - torch.tensor([30.0, 30.0])).norm(dim=-1) < 1e-4
-    assert at_weak_peak[1:].sum() == 1 and kscores[1][at_weak_peak].item() == pytest.approx(0.3, abs=1e-6)
+    assert at_weak_peak[1:].sum() == 1 and kscores[1][at_weak_peak].item() == pytest.approx(
+        0.3, abs=1e-6
+    )
     alone, alone_scores = m.detect(few[None])
     assert alone.shape == (1, 1, 2) and alone_scores[0, 0] == pytest.approx(0.9, abs=1e-6)
     m2 = ALIKED({"max_num_keypoints": 4, "detection_threshold": -1})  # pure top-k
@@ -237,7 +249,9 @@ def test_crop_by_whole_cells_shifts_features(model, bikes):
     d = np.linalg.norm(ka[interior, None] - kb[None], axis=-1)
     close = d.min(1) < 0.1
     assert close.mean() > 0.85, close.mean()
-    cos = (f0["descriptors"][interior][close] * pred["descriptors"][0].numpy()[d.argmin(1)[close]]).sum(-1)
+    cos = (
+        f0["descriptors"][interior][close] * pred["descriptors"][0].numpy()[d.argmin(1)[close]]
+    ).sum(-1)
     assert np.median(cos) > 0.99
 
 
@@ -268,4 +282,7 @@ def test_registry_builds_aliked(weights_ready):
     assert isinstance(m, ALIKED) and m.descriptor_dim == 64 and not m.grayscale
     with torch.inference_mode():
         out = m.eval()({"image": torch.rand(1, 3, 70, 90)})
-    assert out["descriptors"].shape[-1] == 64 and out["keypoints"].shape[:2] == out["keypoint_scores"].shape
+    assert (
+        out["descriptors"].shape[-1] == 64
+        and out["keypoints"].shape[:2] == out["keypoint_scores"].shape
+    )

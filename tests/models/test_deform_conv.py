@@ -25,7 +25,7 @@ def naive_deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask
     """Literal definition of DCN v2 with explicit loops (float64 numpy)."""
     x, offset, weight = (t.double().numpy() for t in (x, offset, weight))
     mask = None if mask is None else mask.double().numpy()
-    b, cin, h, w = x.shape
+    b, cin = x.shape[:2]
     cout, cin_g, kh, kw = weight.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     ho, wo = offset.shape[-2:]
@@ -86,7 +86,9 @@ def test_matches_explicit_loop(case):
     torch.testing.assert_close(ours.double(), ref, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 1, 1, 1), (2, 1, 1, 1), (1, 2, 2, 2), (2, 0, 1, 4)])
+@pytest.mark.parametrize(
+    "stride,padding,dilation,groups", [(1, 1, 1, 1), (2, 1, 1, 1), (1, 2, 2, 2), (2, 0, 1, 4)]
+)
 def test_zero_offsets_equal_conv2d(stride, padding, dilation, groups):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 8, 13, 11, generator=g)
@@ -97,8 +99,12 @@ def test_zero_offsets_equal_conv2d(stride, padding, dilation, groups):
     ours = deform_conv2d(x, offset, weight, bias, stride, padding, dilation)
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
     ones = torch.ones(2, 9, *ref.shape[-2:])  # a mask of ones changes nothing
-    torch.testing.assert_close(deform_conv2d(x, offset, weight, bias, stride, padding, dilation, ones), ref,
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        deform_conv2d(x, offset, weight, bias, stride, padding, dilation, ones),
+        ref,
+        atol=1e-4,
+        rtol=1e-4,
+    )
 
 
 def test_integer_offset_is_a_shift():
@@ -112,8 +118,12 @@ def test_integer_offset_is_a_shift():
     padded = F.pad(x, (1, 1, 1, 1))  # the conv's zero padding, made explicit
     shifted = torch.zeros_like(padded)
     shifted[:, :, :-1, 2:] = padded[:, :, 1:, :-2]  # shifted[y, x] = padded[y + 1, x − 2]
-    torch.testing.assert_close(deform_conv2d(x, offset, weight, None, 1, 1), F.conv2d(shifted, weight),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        deform_conv2d(x, offset, weight, None, 1, 1),
+        F.conv2d(shifted, weight),
+        atol=1e-4,
+        rtol=1e-4,
+    )
 
 
 def test_gradients_match_finite_differences():
@@ -121,9 +131,11 @@ def test_gradients_match_finite_differences():
     x = torch.randn(1, 2, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     # keep samples away from integer positions where bilinear interpolation has kinks
-    offset = (torch.rand(1, 18, 5, 5, generator=g, dtype=torch.float64) * 0.6 + 0.2).requires_grad_()
+    offset = (
+        torch.rand(1, 18, 5, 5, generator=g, dtype=torch.float64) * 0.6 + 0.2
+    ).requires_grad_()
     mask = torch.rand(1, 9, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    fn = lambda a, o, wt, m: deform_conv2d(a, o, wt, None, 1, 1, 1, m)  # noqa: E731
+    fn = lambda a, o, wt, m: deform_conv2d(a, o, wt, None, 1, 1, 1, m)
     assert torch.autograd.gradcheck(fn, (x, offset, weight, mask), eps=1e-6, atol=1e-5)
 
 
@@ -131,7 +143,9 @@ def test_module_and_bad_shapes():
     conv = DeformConv2d(4, 6, 3, padding=1, groups=2)
     x = torch.randn(1, 4, 8, 8)
     out = conv(x, torch.zeros(1, 18, 8, 8))
-    torch.testing.assert_close(out, F.conv2d(x, conv.weight, conv.bias, 1, 1, 1, 2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out, F.conv2d(x, conv.weight, conv.bias, 1, 1, 1, 2), atol=1e-5, rtol=1e-5
+    )
     with pytest.raises(ValueError, match="offset"):
         conv(x, torch.zeros(1, 17, 8, 8))
     with pytest.raises(ValueError, match="offset shape"):

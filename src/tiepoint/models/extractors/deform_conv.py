@@ -1,8 +1,8 @@
 """Deformable convolution (DCN v1/v2) in plain torch, so ALIKED needs no torchvision.
 
 `deform_conv2d` has the semantics of `torchvision.ops.deform_conv2d`: for output pixel p and kernel
-tap k the input is sampled bilinearly at p·stride − padding + k·dilation + offset[k] (zero outside the
-image, corner by corner), optionally multiplied by a modulation mask, and the samples are mixed by
+tap k the input is sampled bilinearly at p·stride − padding + k·dilation + offset[k] (zero outside
+the image, corner by corner), optionally multiplied by a modulation mask, and the samples are mixed by
 the weight. Offsets are laid out as torchvision's: channel 2·(g·K + k) is the y (row) shift and
 2·(g·K + k) + 1 the x (column) shift of tap k = i·kw + j in offset group g.
 
@@ -58,7 +58,9 @@ def deform_conv2d(
     if cin_g * groups != cin or cout % groups:
         raise ValueError(f"weight {tuple(weight.shape)} does not fit {cin} input channels")
     if n_off < 1 or offset.shape[1] != 2 * n_off * k or cin % n_off:
-        raise ValueError(f"offset has {offset.shape[1]} channels; expected 2·G·{k} with G dividing {cin}")
+        raise ValueError(
+            f"offset has {offset.shape[1]} channels; expected 2·G·{k} with G dividing {cin}"
+        )
     if offset.shape[0] != b or offset.shape[-2:] != (ho, wo):
         raise ValueError(f"offset shape {tuple(offset.shape)} does not match output {(b, ho, wo)}")
     if mask is not None and (mask.shape[1] != n_off * k or mask.shape[-2:] != (ho, wo)):
@@ -66,7 +68,7 @@ def deform_conv2d(
     cg = cin // n_off
 
     # Absolute sample positions (B, G, K, Ho, Wo), normalised for grid_sample(align_corners=False),
-    # whose bilinear mode with zero padding is exactly the corner-wise zero-padded interpolation above.
+    # whose bilinear mode with zero padding is exactly the corner-wise zero-padded interpolation.
     off = offset.view(b, n_off, k, 2, ho, wo)
     taps = _tap_grid(kh, kw, dh, dw, input.device, offset.dtype)  # K,2
     oy = torch.arange(ho, device=input.device, dtype=offset.dtype) * sh - ph
@@ -79,20 +81,30 @@ def deform_conv2d(
 
     outs = []
     for bi in range(b):
-        # The taps are the batch of one grid_sample (the CPU kernel parallelises over the batch); the
-        # input is only expanded, not copied. Columns come out as (K, Cin, Ho·Wo).
+        # The taps are the batch of one grid_sample (its CPU kernel parallelises over the batch);
+        # the input is only expanded, not copied. Columns come out as (K, Cin, Ho·Wo).
         cols = []
         for g in range(n_off):
             src = groups_in[bi, g].unsqueeze(0).expand(k, -1, -1, -1)
-            c = F.grid_sample(src, grid[bi, g], "bilinear", "zeros", align_corners=False).view(k, cg, ho * wo)
+            c = F.grid_sample(src, grid[bi, g], "bilinear", "zeros", align_corners=False).view(
+                k, cg, ho * wo
+            )
             cols.append(c if masks is None else c * masks[bi, g])
         cols = cols[0] if n_off == 1 else torch.cat(cols, 1)
         if groups == 1:
             wmat = weight.permute(0, 2, 3, 1).reshape(cout, k * cin)  # (tap, channel) order
             outs.append(torch.mm(wmat, cols.view(k * cin, ho * wo)))
         else:
-            cols = cols.view(k, groups, cin_g, ho * wo).transpose(0, 1).reshape(groups, k * cin_g, ho * wo)
-            wmat = weight.view(groups, cout // groups, cin_g, k).transpose(2, 3).reshape(groups, -1, k * cin_g)
+            cols = (
+                cols.view(k, groups, cin_g, ho * wo)
+                .transpose(0, 1)
+                .reshape(groups, k * cin_g, ho * wo)
+            )
+            wmat = (
+                weight.view(groups, cout // groups, cin_g, k)
+                .transpose(2, 3)
+                .reshape(groups, -1, k * cin_g)
+            )
             outs.append(torch.bmm(wmat, cols).view(cout, ho * wo))
     out = torch.stack(outs).view(b, cout, ho, wo)
     if bias is not None:
@@ -116,7 +128,9 @@ class DeformConv2d(nn.Module):
     ):
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"channels {in_channels}->{out_channels} not divisible by groups={groups}")
+            raise ValueError(
+                f"channels {in_channels}->{out_channels} not divisible by groups={groups}"
+            )
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
         kh, kw = _pair(kernel_size)
@@ -130,17 +144,20 @@ class DeformConv2d(nn.Module):
             fan_in = self.weight[0].numel()
             nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
-    def forward(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return deform_conv2d(
             x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
         )
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.weight.shape[-2:])}, "
+            f"{self.in_channels}, {self.out_channels}, "
+            f"kernel_size={tuple(self.weight.shape[-2:])}, "
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
             f"groups={self.groups}, bias={self.bias is not None}"
         )
 
 
-__all__ = ["deform_conv2d", "DeformConv2d"]
+__all__ = ["DeformConv2d", "deform_conv2d"]
