@@ -380,7 +380,7 @@ def test_lightglue_start_copies_every_tensor_and_matches_identically(tmp_path):
 
 
 @pytest.mark.slow
-def test_official_lightglue_start_reproduces_lightglue_on_a_real_pair(official_weights, data_dir):
+def test_official_lightglue_start_reproduces_lightglue_on_a_real_pair(official_weights, data_dir, tmp_path):
     """DiffGlue started from the official ALIKED LightGlue gives LightGlue's matches on Oxford boat 1→3."""
     from tiepoint.api import Matcher
 
@@ -394,3 +394,33 @@ def test_official_lightglue_start_reproduces_lightglue_on_a_real_pair(official_w
     assert len(r_lg) > 100
     assert np.array_equal(r_dg.matches, r_lg.matches)
     np.testing.assert_allclose(r_dg.scores, r_lg.scores, atol=1e-5)
+
+    # a DiffGlue checkpoint given as `weights=` replaces the LightGlue start (tiepoint training layout)
+    with torch.no_grad():
+        for layer in dg.matcher.transformers:
+            layer.desc_compact[0][0].weight[:, 256:].normal_(std=0.02)
+    r_changed = dg.match_features(f0, f1)
+    path = tmp_path / "checkpoint_best.tar"
+    torch.save({"model": {f"matcher.{k}": v for k, v in dg.matcher.state_dict().items()}, "conf": {}}, path)
+    again = Matcher("aliked+diffglue", resize=480, device="cpu", overrides=over, weights=path)
+    r_again = again.match_features(f0, f1)
+    assert not np.array_equal(r_changed.matches, r_lg.matches)
+    assert np.array_equal(r_again.matches, r_changed.matches)
+
+
+def test_trains_inside_the_two_view_pipeline_with_homography_ground_truth():
+    """The training pipeline hands DiffGlue the GT it noises; loss and metrics come back per pair."""
+    from tiepoint.training.pipeline import TwoViewPipeline
+
+    torch.manual_seed(0)
+    pipe = TwoViewPipeline({"extractor": None, "num_keypoints": 12, "matcher": {"name": "diffglue", **SMALL}}).train()
+    data = _pair(b=2, m=12, n=12, matched=12)
+    data["keypoints1"] = data["keypoints0"] + torch.tensor([5.0, -3.0])  # a pure translation
+    H = torch.eye(3).repeat(2, 1, 1)
+    H[:, 0, 2], H[:, 1, 2] = 5.0, -3.0
+    pred = pipe({**data, "H_0to1": H})
+    assert pred["gt_matches0"][0].tolist() == list(range(12))
+    assert pred["diffusion_t"].shape == (2,) and pred["adj_mat"].shape == (2, 1, 13, 13)
+    losses, metrics = pipe.loss(pred, {**data, "H_0to1": H})
+    assert losses["total"].shape == (2,) and torch.isfinite(losses["total"]).all()
+    assert set(metrics) >= {"match_recall", "match_precision"}
