@@ -9,6 +9,7 @@ import pytest
 from tiepoint.cli import main as cli_main
 from tiepoint.errors import DatasetError
 from tiepoint.reconstruction import features_io as fio
+from tiepoint.reconstruction import pairs as P
 from tiepoint.reconstruction.colmap import MapperOptions
 from tiepoint.reconstruction.pipeline import Reconstruction, reconstruct
 
@@ -54,25 +55,24 @@ def test_calibration_constant_matches_calib_txt(kitti_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pipeline,mapper", [("sift+nn", "incremental"), ("sift+nn", "global"),
-                                             ("aliked+lightglue", "incremental")])
-def test_kitti_all_frames_register_and_match_gt(kitti_dir, tmp_path, pipeline, mapper, official_weights):
+@pytest.mark.parametrize("pipeline,pairs", [("sift+nn", "exhaustive"), ("aliked+lightglue", "sequential:3")])
+def test_kitti_all_frames_register_and_match_gt(kitti_dir, tmp_path, pipeline, pairs, official_weights):
+    """All 11 frames register with either mapper, within 1 % of the trajectory length of the GT."""
     if pipeline == "aliked+lightglue":
         pytest.importorskip("tiepoint.models.extractors.aliked")
         official_weights("aliked-n16", "aliked_lightglue")
-    opts = sift_options(pipeline=pipeline, resize=None, overrides=[],
-                        mapper=MapperOptions(mapper=mapper, camera_model="PINHOLE",
-                                             camera_params="707.0912,707.0912,601.8873,183.1104"))
-    summary, _ = reconstruct(kitti_dir, tmp_path / "out", opts)
-    assert summary.registered == 11, summary.report()
-    assert set(summary.skipped_files) == {"calib.txt", "poses.txt"}
-    rel, n = trajectory_error(tmp_path / "out" / "sparse", kitti_dir)
-    assert n == 11 and rel < 0.01, f"trajectory error {rel:.2%} of its length"
-    assert (tmp_path / "out" / "points.ply").stat().st_size > 1000
-    # a rerun resumes: nothing is extracted or matched again
-    summary2, stats2 = reconstruct(kitti_dir, tmp_path / "out", opts)
-    assert stats2["extract"].computed == 0 and stats2["match"].computed == 0
-    assert summary2.registered == 11
+    for k, mapper in enumerate(["incremental", "global"]):
+        opts = sift_options(pipeline=pipeline, resize=None, overrides=[], pairs=pairs,
+                            mapper=MapperOptions(mapper=mapper, camera_model="PINHOLE",
+                                                 camera_params="707.0912,707.0912,601.8873,183.1104"))
+        summary, stats = reconstruct(kitti_dir, tmp_path / "out", opts)
+        assert summary.registered == 11, summary.report()
+        assert set(summary.skipped_files) == {"calib.txt", "poses.txt"}
+        rel, n = trajectory_error(tmp_path / "out" / "sparse", kitti_dir)
+        assert n == 11 and rel < 0.01, f"{mapper}: trajectory error {rel:.2%} of its length"
+        assert (tmp_path / "out" / "points.ply").stat().st_size > 1000
+        if k:  # the second run resumed: nothing was extracted or matched again
+            assert stats["extract"].computed == 0 and stats["match"].computed == 0
 
 
 def test_shards_then_merge_equal_a_local_run(kitti_dir, tmp_path):
@@ -157,3 +157,22 @@ def test_images_that_do_not_overlap_give_a_report_not_a_crash(data_dir, tmp_path
     # the CLI exits with 1 (no model) after printing the report, not with a traceback
     assert cli_main(["reconstruct", str(images), str(tmp_path / "out"), "extractor.max_num_keypoints=2048",
                      "--pipeline", "sift+nn", "--resize", "1024"]) == 1
+
+
+def test_separate_steps_from_the_cli_with_retrieval_pairs(kitti_dir, tmp_path):
+    images = copy_frames(kitti_dir, tmp_path / "images", kitti_frames(kitti_dir, count=6))
+    out = tmp_path / "out"
+    common = ["extractor.max_num_keypoints=2048", "--pipeline", "sift+nn", "--resize", "1024"]
+    assert cli_main(["extract", str(images), str(out), *common]) == 0
+    assert fio.list_h5_names(out / "features.h5", "keypoints") == set(kitti_frames(kitti_dir, count=6))
+    assert cli_main(["pairs", str(images), str(out), *common, "--pairs", "retrieval:1"]) == 0
+    pairs = P.read_pairs(out / "pairs.txt")
+    # frames are 5 video frames (~6 m) apart: VLAD's nearest neighbour is always an adjacent frame
+    frame = {n: int(n[:6]) for n in kitti_frames(kitti_dir)}
+    assert all(abs(frame[a] - frame[b]) == 5 for a, b in pairs), pairs
+    assert {n for p in pairs for n in p} == set(frame) & set(fio.list_h5_names(out / "features.h5", "keypoints"))
+    assert (out / "global-feats.h5").exists()
+    assert cli_main(["match-pairs", str(images), str(out), *common]) == 0
+    assert len(fio.list_h5_names(out / "matches.h5", "matches0")) == len(pairs)
+    # a step run with another configuration is refused instead of mixing results
+    assert cli_main(["match-pairs", str(images), str(out), "--pipeline", "sift+nn"]) == 2
