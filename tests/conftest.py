@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+# spinning OpenMP threads multiply test time on a busy 2-core machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TIEPOINT_SHARED", REPO.parent / "shared"))
