@@ -233,8 +233,14 @@ def test_zeb_per_set_auc_and_mean_of_sets(tmp_path):
         for name, p in (("a", p0), ("b", p1)):
             Oracle.table[str(save(root / s / f"sc_{name}.png", texture(64, 48)))] = p
         (root / s / "sc_0.txt").write_text(f"a.jpg b.jpg 0.5 0.5 {fmt(K)} {fmt(K)} {fmt(T)}\n")
-    summ, _ = run("zeb", "sift+nn", output_dir=tmp_path, data_root=root, progress=False, matcher_factory=Oracle,
-                  overrides=["data.sets=[gl3d,kitti]"])
+    summ, d = run("zeb", "sift+nn", output_dir=tmp_path, data_root=root, progress=False, matcher_factory=Oracle,
+                  overrides=["data.sets=[gl3d,kitti]", "eval.options.method=usac_magsac"])
     assert summ["gl3d/rel_pose_error@5°"] > 0.95 and summ["kitti/rel_pose_error@5°"] == 0.0
     assert summ["rel_pose_error@5°_mean_of_sets"] == pytest.approx(summ["gl3d/rel_pose_error@5°"] / 2, abs=1e-4)
     assert summ["mrel_pose_error"] <= 180  # ZEB counts a failure as 180°, not inf
+    assert "method: usac_magsac" in (d / "conf.yaml").read_text()
+    from tiepoint.errors import EstimatorError
+
+    with pytest.raises(EstimatorError, match="unknown opencv method 'nope'"):
+        run("zeb", "sift+nn", output_dir=tmp_path, data_root=root, progress=False, matcher_factory=Oracle,
+            overrides=["data.sets=[gl3d]", "eval.options.method=nope"])

@@ -66,8 +66,8 @@ def eval_homography_pair(
     return res
 
 
-def eval_homography_robust(pts0, pts1, H_gt, size0, estimator: str, threshold: float) -> dict:
-    est = estimate_homography(pts0, pts1, estimator=estimator, threshold=threshold)
+def eval_homography_robust(pts0, pts1, H_gt, size0, estimator: str, threshold: float, **options) -> dict:
+    est = estimate_homography(pts0, pts1, estimator=estimator, threshold=threshold, **options)
     n = est.num_inliers
     return {
         "H_error_ransac": homography_corner_error(est.H, H_gt, size0),
@@ -90,8 +90,8 @@ def eval_pose_pair(pts0, pts1, K0, K1, T_0to1, num_keypoints: float) -> dict:
     return res
 
 
-def eval_pose_robust(pts0, pts1, K0, K1, T_0to1, estimator: str, threshold: float) -> dict:
-    est = estimate_relative_pose(pts0, pts1, K0, K1, estimator=estimator, threshold=threshold)
+def eval_pose_robust(pts0, pts1, K0, K1, T_0to1, estimator: str, threshold: float, **options) -> dict:
+    est = estimate_relative_pose(pts0, pts1, K0, K1, estimator=estimator, threshold=threshold, **options)
     e_R, e_t = relative_pose_error(T_0to1, est.R, est.t)
     n = est.num_inliers
     return {

@@ -138,23 +138,28 @@ def build_conf(benchmark: str, pipeline, estimator=None, ransac_th=None, overrid
     data_ov, eval_ov, model_ov = split_overrides(overrides)
     data_conf = OmegaConf.merge(parse_dotlist(data_ov), {"root": str(data_root)} if data_root else {})
     bench = get_benchmark(benchmark, data_conf)
-    ev = merge_strict(bench.eval_conf, parse_dotlist(eval_ov), where="eval")
+    ev_ov = to_container(parse_dotlist(eval_ov))
+    # estimator options are free-form (each backend checks its own): kept out of the strict merge
+    options = {**bench.eval_conf.get("options", {}), **(ev_ov.pop("options", None) or {})}
+    base = {k: v for k, v in bench.eval_conf.items() if k != "options"}
+    ev = to_container(merge_strict(base, ev_ov, where="eval"))
+    ev["options"] = options
     if estimator is not None:
-        ev.estimator = estimator
+        ev["estimator"] = estimator
     if ransac_th is not None:
-        ev.ransac_th = float(ransac_th)
-    if ev.estimator not in ESTIMATORS:
+        ev["ransac_th"] = float(ransac_th)
+    if ev["estimator"] not in ESTIMATORS:
         from ..errors import EstimatorError
 
-        raise EstimatorError(f"unknown estimator '{ev.estimator}'; valid: {', '.join(ESTIMATORS)}")
-    if ev.ransac_th is not None and float(ev.ransac_th) == 0:
+        raise EstimatorError(f"unknown estimator '{ev['estimator']}'; valid: {', '.join(ESTIMATORS)}")
+    if ev["ransac_th"] is not None and float(ev["ransac_th"]) == 0:
         raise ConfigError("ransac_th must be > 0, or -1 for the standard sweep")
     # the benchmark protocol fixes the network input size; everything else is the pipeline's
     prep = {"preprocessing": {"resize": bench.conf.resize, "side": bench.conf.side}}
     model_conf = pipeline_conf(pipeline, OmegaConf.merge(parse_dotlist(model_ov), prep))
     model = {"pipeline": pipeline if isinstance(pipeline, str) else "custom",
              **to_container(model_conf), "weights": str(weights) if weights else None}
-    return RunConf(bench, to_container(bench.conf), model, to_container(ev), model_ov)
+    return RunConf(bench, to_container(bench.conf), model, ev, model_ov)
 
 
 def _diff(a, b, prefix="") -> str | None:
@@ -327,6 +332,7 @@ def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, 
                   progress: bool = True) -> tuple[dict, dict]:
     """Per-pair results (dict of lists) and summaries of one task."""
     ths = _thresholds(ev, task)
+    opts = dict(ev.get("options") or {})  # estimator options, e.g. eval.options.method=usac_magsac
     base, robust = [], {th: [] for th in ths}
     for p in tqdm(pairs, desc=f"evaluating {TASK_PREFIX[task]}", unit="pair", disable=not progress):
         d = _load_pred(f, p)
@@ -339,12 +345,13 @@ def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, 
                 size = target_size(d["size0"], bench.conf.resize, bench.conf.side)
             r = metrics.eval_homography_pair(pts0, pts1, d["scores"], H, size, d["num_keypoints"])
             for th in ths:
-                robust[th].append(metrics.eval_homography_robust(pts0, pts1, H, size, ev["estimator"], th))
+                robust[th].append(metrics.eval_homography_robust(pts0, pts1, H, size, ev["estimator"], th,
+                                                                 **opts))
         else:
             r = metrics.eval_pose_pair(d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1, d["num_keypoints"])
             for th in ths:
                 robust[th].append(metrics.eval_pose_robust(d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1,
-                                                           ev["estimator"], th))
+                                                           ev["estimator"], th, **opts))
         r["time_ms"] = 1000 * d["time"]
         base.append(r)
 

@@ -57,7 +57,7 @@ class Benchmark:
     resource: Resource | None = None
     base_data_conf = {"root": None, "resize": None, "side": "long", "max_pairs": None}
     data_conf: dict = {}
-    eval_conf = {"estimator": "opencv", "ransac_th": None}
+    eval_conf = {"estimator": "opencv", "ransac_th": None, "options": {}}
     # homography metrics at the resized resolution (HPatches protocol) or the original one
     eval_at_resized = False
     auc_thresholds = {HOMOGRAPHY: (1, 3, 5), POSE: (5, 10, 20)}

@@ -42,7 +42,7 @@ class HPatches(Benchmark):
     )
     data_conf = {"resize": 480, "side": "short", "subset": None, "ignore_large_sequences": True}
     # Glue Factory's official LightGlue configs evaluate HPatches with OpenCV RANSAC at 0.5 px
-    eval_conf = {"estimator": "opencv", "ransac_th": 0.5}
+    eval_conf = {"estimator": "opencv", "ransac_th": 0.5, "options": {}}
     eval_at_resized = True
     auc_thresholds = {HOMOGRAPHY: (1, 3, 5)}
     group_summaries = True  # i/… (illumination) and v/… (viewpoint) AUCs

@@ -60,7 +60,7 @@ class MegaDepth1500(Benchmark):
     resource = Resource(url="https://cvg-data.inf.ethz.ch/megadepth/megadepth1500.zip",
                         filename="megadepth1500.zip", folder="megadepth1500")
     data_conf = {"resize": 1600, "side": "long"}
-    eval_conf = {"estimator": "opencv", "ransac_th": 0.5}  # Glue Factory's official configs
+    eval_conf = {"estimator": "opencv", "ransac_th": 0.5, "options": {}}  # Glue Factory's official configs
     auc_thresholds = {POSE: (5, 10, 20)}
 
     def _read_pairs(self) -> Iterator[Pair]:

@@ -58,7 +58,7 @@ class PairsBenchmark(Benchmark):
     name = "pairs"
     tasks = (HOMOGRAPHY, POSE)
     data_conf = {"resize": 1024, "side": "long", "tasks": [HOMOGRAPHY, POSE]}
-    eval_conf = {"estimator": "opencv", "ransac_th": None}  # estimator defaults: 3 px (H), 0.5 px (pose)
+    eval_conf = {"estimator": "opencv", "ransac_th": None, "options": {}}  # estimator defaults: 3 px (H), 0.5 px (pose)
     auc_thresholds = {HOMOGRAPHY: (3, 5, 10), POSE: (5, 10, 20)}
     group_summaries = True
 

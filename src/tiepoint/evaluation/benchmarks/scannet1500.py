@@ -36,7 +36,7 @@ class ScanNet1500(Benchmark):
     resource = Resource(url="https://cvg-data.inf.ethz.ch/scannet/scannet1500.zip",
                         filename="scannet1500.zip", folder="scannet1500")
     data_conf = {"resize": None, "side": "long", "pairs_file": "pairs_calibrated.txt"}
-    eval_conf = {"estimator": "opencv", "ransac_th": 1.0}  # Glue Factory's ScanNet-1500 default
+    eval_conf = {"estimator": "opencv", "ransac_th": 1.0, "options": {}}  # Glue Factory's ScanNet-1500 default
     auc_thresholds = {POSE: (5, 10, 20)}
 
     def _read_pairs(self) -> Iterator[Pair]:

@@ -51,7 +51,7 @@ class ZEB(Benchmark):
                      "'ZEB' section)",
     )
     data_conf = {"resize": 1024, "side": "long", "sets": list(SETS.values()), "max_pairs_per_set": None}
-    eval_conf = {"estimator": "opencv", "ransac_th": 0.5}
+    eval_conf = {"estimator": "opencv", "ransac_th": 0.5, "options": {}}
     auc_thresholds = {POSE: (5, 10, 20)}
     group_summaries = True
     failure_error = 180.0
