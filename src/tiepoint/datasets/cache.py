@@ -40,16 +40,28 @@ def _item_groups(f: h5py.File) -> set[str]:
 @torch.no_grad()
 def export_features(
     dataset: Dataset, pipeline, path: str | os.PathLike, num_epochs: int = 1, batch_size: int = 8,
-    num_workers: int = 0, device: str | torch.device = "cpu", progress: bool = True,
+    num_workers: int = 0, device: str | torch.device = "cpu", progress: bool = True, fingerprint: str = "",
 ) -> Path:
-    """Cache the extractor's features of every item of `dataset` for `num_epochs` epochs."""
+    """Cache the extractor's features of every item of `dataset` for `num_epochs` epochs.
+
+    `fingerprint` (e.g. the data + extractor config as JSON) is stored with the cache; a cache made
+    with another fingerprint is refused instead of silently reused.
+    """
     path = Path(path)
+    for p in (path, path.with_name(path.name + ".partial")):
+        if p.exists():
+            with h5py.File(p, "r") as f:
+                old = f.attrs.get("fingerprint", "")
+            if old != fingerprint:
+                raise DatasetError(f"feature cache {p} was made with another data/extractor config; "
+                                   "delete it or set train.feature_cache.path elsewhere")
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     pipeline = pipeline.to(device).eval()
     with h5py.File(partial, "a") as f:
+        f.attrs["fingerprint"] = fingerprint
         done = _item_groups(f)
         for epoch in range(num_epochs):
             if hasattr(dataset, "set_epoch"):

@@ -154,3 +154,22 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def matcher_overrides(path: str | os.PathLike) -> list[str]:
+    """Dotted pipeline overrides that rebuild the matcher a checkpoint was trained with.
+
+    `Matcher("aliked+lightglue", weights=ckpt, overrides=matcher_overrides(ckpt))` then matches with
+    the trained weights even when the architecture differs from the preset's (e.g. fewer layers).
+    """
+    conf = (load_checkpoint(Path(path)).get("conf") or {}).get("model", {}).get("matcher") or {}
+    out = ["matcher.weights=null"]
+    if "pretrained" in conf or conf.get("features"):
+        out.append("matcher.pretrained=false")
+    for k, v in conf.items():
+        if k in ("name", "weights", "pretrained", "loss", "features") or isinstance(v, (dict, list)):
+            continue
+        if k in ("depth_confidence", "width_confidence"):
+            continue  # training turns adaptivity off; inference keeps the preset's
+        out.append(f"matcher.{k}={'null' if v is None else v}")
+    return out

@@ -69,8 +69,9 @@ DEFAULT_TRAIN_CONF = {
     "best_key": "loss/total",
     "best_mode": "min",  # min | max
     "load_experiment": None,  # experiment name, checkpoint path or official weights name
-    "feature_cache": {"enabled": False, "path": None, "num_epochs": 1, "batch_size": 8},
+    "feature_cache": {"enabled": False, "path": None, "num_epochs": 1, "batch_size": 8},  # path: folder
     "num_workers": None,  # overrides data.num_workers when set
+    "find_unused_parameters": False,  # DDP: set when some trainable parameters get no gradient
 }
 EXPERIMENT_DEFAULTS = {"data": None, "data_val": None, "model": None, "train": DEFAULT_TRAIN_CONF, "benchmarks": None}
 
@@ -263,7 +264,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = DDP(_LossModule(self.model), device_ids=ids, find_unused_parameters=True)
+            self.step_module = DDP(_LossModule(self.model), device_ids=ids, find_unused_parameters=bool(tc.find_unused_parameters))
         else:
             self.step_module = _LossModule(self.model)
 
@@ -285,13 +286,24 @@ class Trainer:
 
     def _use_feature_cache(self, export_features, CachedPairs) -> None:
         fc = self.tc.feature_cache
-        root = Path(fc.path) if fc.path else self.exp_dir / "feature_cache"
+        # a relative path is relative to the training root, so experiments can share one cache
+        root = (self.exp_dir.parent / fc.path) if fc.path else self.exp_dir / "feature_cache"
         paths = {"train": root / "train.h5", "val": root / "val.h5"}
         if self.main:
+            loader_keys = {"batch_size", "train_batch_size", "val_batch_size", "test_batch_size", "num_workers",
+                           "num_threads", "prefetch_factor", "shuffle_training"}
+
+            def fingerprint(data_conf, split):
+                data = {k: v for k, v in to_container(data_conf).items() if k not in loader_keys}
+                return json.dumps({"data": data, "split": split, "num_epochs": fc.num_epochs,
+                                   "extractor": to_container(self.conf.model.extractor),
+                                   "num_keypoints": self.model.num_keypoints}, sort_keys=True)
+
             export_features(self.train_set, self.model, paths["train"], fc.num_epochs, fc.batch_size,
-                            device=self.device, progress=self.progress)
+                            device=self.device, progress=self.progress,
+                            fingerprint=fingerprint(self.conf.data, "train"))
             export_features(self.val_set, self.model, paths["val"], 1, fc.batch_size, device=self.device,
-                            progress=self.progress)
+                            progress=self.progress, fingerprint=fingerprint(self.conf.data_val or self.conf.data, "val"))
         dist_lib.barrier()
         self.train_set, self.val_set = CachedPairs(paths["train"]), CachedPairs(paths["val"])
 
@@ -418,7 +430,8 @@ class Trainer:
         if math.isfinite(v) and better:
             self.best = v
             ckpt_lib.save_checkpoint(self.exp_dir / "checkpoint_best.tar", self._state(epoch, it))
-        summary = ", ".join(f"{k} {results[k]:.4g}" for k in (key, "match_recall", "match_precision") if k in results)
+        shown = dict.fromkeys((key, "loss/total", "match_recall", "match_precision"))
+        summary = ", ".join(f"{k} {results[k]:.4g}" for k in shown if k in results)
         logger.info("validation at step %d (epoch %d): %s", self.step, epoch, summary)
         return results
 
