@@ -294,7 +294,7 @@ def _mapper_options(opts: MapperOptions, num_images: int):
         o.ba_refine_focal_length = refine
         o.ba_refine_extra_params = refine
         o.ba_refine_principal_point = False
-        # The one COLMAP default we change. COLMAP refuses initial pairs that move almost straight
+        # The one initialisation default we change. COLMAP refuses initial pairs that move almost straight
         # ahead (cos > 0.95): every good pair of a drive or a walk-through video. It then starts
         # from whatever pair passes, e.g. two distant KITTI frames whose verified geometry is
         # weak, and drifts (5 % trajectory error instead of 0.05 % on kitti_seq1 with
