@@ -166,5 +166,5 @@ def test_bad_weights(tmp_path):
         get_model("extractor", {"name": "disk", "weights": str(tmp_path / "nope.pth")})
     wrong = tmp_path / "wrong.pth"
     torch.save({"extractor": {"conv.weight": torch.zeros(3)}}, wrong)
-    with pytest.raises(WeightsError, match="not a DISK checkpoint"):
+    with pytest.raises(WeightsError, match=r"do not fit this DISK .*missing keys"):
         get_model("extractor", {"name": "disk", "weights": str(wrong)})

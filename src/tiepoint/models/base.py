@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..config import merge_strict
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageError, WeightsError
 
 
 class BaseModel(nn.Module):
@@ -67,8 +67,35 @@ class BaseModel(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
 
+def load_state_strict(module: nn.Module, state, source, what: str) -> None:
+    """Load `state` into `module`, or raise one WeightsError line saying what does not fit."""
+    if not isinstance(state, dict):
+        raise WeightsError(f"{source}: not a {what} state dict")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise WeightsError(f"{source}: weights do not fit this {what} ({'; '.join(parts)})")
+    module.load_state_dict(state, strict=True)
+
+
 class Extractor(BaseModel):
     """Image → keypoints (B,N,2) in input pixels (centres at integers), keypoint_scores, descriptors."""
+
+    def forward(self, data: dict) -> dict:
+        image = data.get("image")
+        if image is not None and (image.ndim != 4 or image.shape[1] not in (1, 3)):
+            raise ImageError(f"{type(self).__name__} expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}")
+        return super().forward(data)
 
     base_default_conf = {"name": None, "trainable": False, "max_num_keypoints": 2048, "detection_threshold": None}
     required_data_keys = ["image"]

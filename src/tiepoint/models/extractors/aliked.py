@@ -36,8 +36,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ... import weights as weights_lib
-from ...errors import ConfigError, ImageError, WeightsError
-from ..base import Extractor
+from ...errors import ConfigError, ImageError
+from ..base import Extractor, load_state_strict
 from .deform_conv import DeformConv2d, deform_conv2d
 
 # c1, c2, c3, c4 (encoder widths), dim (feature/descriptor dim), K (SDDH patch), M (sample points)
@@ -319,23 +319,7 @@ class ALIKED(Extractor):
 
     def load_weights(self, source: str) -> None:
         """Load an official ALIKED state dict (keys match our module names one to one)."""
-        state = weights_lib.load_state_dict(source)
-        own = set(self.state_dict())
-        if not isinstance(state, dict):
-            raise WeightsError(f"{source}: not an ALIKED state dict")
-        missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
-        if missing or unexpected:
-            raise WeightsError(
-                f"{source}: not an {self.conf.model_name} checkpoint (missing {len(missing)} keys "
-                f"e.g. {missing[:2]}, unexpected {len(unexpected)} e.g. {unexpected[:2]})"
-            )
-        try:
-            self.load_state_dict(state, strict=True)
-        except RuntimeError as e:  # shape mismatch, e.g. n16 weights for a t16 model
-            msg = str(e).splitlines()[-1].strip()[:160]
-            raise WeightsError(
-                f"{source}: weights do not fit {self.conf.model_name} ({msg})"
-            ) from None
+        load_state_strict(self, weights_lib.load_state_dict(source), source, self.conf.model_name)
 
     # ------------------------------------------------------------------ dense part
     def dense(self, image: torch.Tensor) -> tuple[torch.Tensor, DenseMaps]:
@@ -463,10 +447,6 @@ class ALIKED(Extractor):
 
     def _forward(self, data: dict) -> dict:
         image = data["image"]
-        if image.ndim != 4 or image.shape[1] not in (1, 3):
-            raise ImageError(
-                f"ALIKED expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}"
-            )
         if min(image.shape[-2:]) < 2 * int(self.conf.nms_radius) + 4:
             raise ImageError(f"ALIKED: image {tuple(image.shape[-2:])} is too small")
         if image.shape[1] == 1:

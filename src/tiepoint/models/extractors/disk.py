@@ -16,9 +16,9 @@ from kornia.feature.disk.detector import heatmap_to_keypoints
 from omegaconf import DictConfig
 
 from ... import weights as weights_lib
-from ...errors import ImageError, WeightsError
+from ...errors import ImageError
 from ...images import gray_to_rgb
-from ..base import Extractor
+from ..base import Extractor, load_state_strict
 
 
 def _stack(per_image: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
@@ -56,31 +56,10 @@ class DISK(Extractor):
         state = weights_lib.load_state_dict(source)
         if isinstance(state, dict) and "extractor" in state:
             state = state["extractor"]
-        missing, unexpected = self._check_keys(state)
-        if missing or unexpected:
-            raise WeightsError(
-                f"{source}: not a DISK checkpoint (missing {len(missing)} keys e.g. {missing[:2]}, "
-                f"unexpected {len(unexpected)} e.g. {unexpected[:2]})"
-            )
-        try:
-            self.net.load_state_dict(state, strict=True)
-        except RuntimeError as e:  # shape mismatch
-            raise WeightsError(
-                f"{source}: DISK weights do not fit ({str(e).splitlines()[-1].strip()[:160]})"
-            ) from None
-
-    def _check_keys(self, state) -> tuple[list[str], list[str]]:
-        if not isinstance(state, dict):
-            return ["<all>"], []
-        own = set(self.net.state_dict())
-        return sorted(own - set(state)), sorted(set(state) - own)
+        load_state_strict(self.net, state, source, "DISK")
 
     def _forward(self, data: dict) -> dict:
         image = data["image"]
-        if image.ndim != 4 or image.shape[1] not in (1, 3):
-            raise ImageError(
-                f"DISK expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}"
-            )
         image = gray_to_rgb(image)
         h, w = image.shape[-2:]
         # the U-Net halves the size 4 times and its instance norms need ≥ 2×2 at the bottom

@@ -19,9 +19,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ... import weights as weights_lib
-from ...errors import ImageError, WeightsError
 from ...images import rgb_to_gray
-from ..base import Extractor
+from ..base import Extractor, load_state_strict
 
 
 def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
@@ -106,30 +105,10 @@ class SuperPoint(Extractor):
     def _init(self, conf: DictConfig) -> None:
         self.net = SuperPointNet(self.descriptor_dim)
         source = conf.weights or "superpoint"
-        state = weights_lib.load_state_dict(source)
-        if not isinstance(state, dict):
-            raise WeightsError(f"{source}: not a SuperPoint state dict")
-        own = set(self.net.state_dict())
-        missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
-        if missing or unexpected:
-            raise WeightsError(
-                f"{source}: not a SuperPoint checkpoint (missing {len(missing)} keys "
-                f"e.g. {missing[:2]}, "
-                f"unexpected {len(unexpected)} e.g. {unexpected[:2]})"
-            )
-        try:
-            self.net.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise WeightsError(
-                f"{source}: SuperPoint weights do not fit ({str(e).splitlines()[-1].strip()[:160]})"
-            ) from None
+        load_state_strict(self.net, weights_lib.load_state_dict(source), source, "SuperPoint")
 
     def _forward(self, data: dict) -> dict:
         image = data["image"]
-        if image.ndim != 4 or image.shape[1] not in (1, 3):
-            raise ImageError(
-                f"SuperPoint expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}"
-            )
         image = rgb_to_gray(image)
         h, w = image.shape[-2:]
         # zero-pad to /8 (what the convolutions see beyond the border anyway), crop the maps back

@@ -27,8 +27,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ... import weights as weights_lib
-from ...errors import ConfigError, ImageError, WeightsError
-from ..base import Extractor
+from ...errors import ConfigError
+from ..base import Extractor, load_state_strict
 
 
 class ConvBlock(nn.Module):
@@ -135,23 +135,7 @@ class XFeat(Extractor):
             )
         self.net = XFeatNet()
         source = conf.weights or "xfeat"
-        state = weights_lib.load_state_dict(source)
-        if not isinstance(state, dict):
-            raise WeightsError(f"{source}: not an XFeat state dict")
-        own = set(self.net.state_dict())
-        missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
-        if missing or unexpected:
-            raise WeightsError(
-                f"{source}: not an XFeat checkpoint (missing {len(missing)} keys "
-                f"e.g. {missing[:2]}, "
-                f"unexpected {len(unexpected)} e.g. {unexpected[:2]})"
-            )
-        try:
-            self.net.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise WeightsError(
-                f"{source}: XFeat weights do not fit ({str(e).splitlines()[-1].strip()[:160]})"
-            ) from None
+        load_state_strict(self.net, weights_lib.load_state_dict(source), source, "XFeat")
         self.net.eval()
 
     def train(self, mode: bool = True):
@@ -163,10 +147,6 @@ class XFeat(Extractor):
 
     def _prepare(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
         """Gray, instance-normalised image with H, W divisible by 32; scale back to input pixels."""
-        if image.ndim != 4 or image.shape[1] not in (1, 3):
-            raise ImageError(
-                f"XFeat expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}"
-            )
         h, w = image.shape[-2:]
         x = image.mean(1, keepdim=True)  # the original's RGB → gray (channel mean)
         if self.conf.input_fit == "resize":

@@ -18,8 +18,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ... import weights as weights_lib
-from ...errors import WeightsError
-from ..base import Matcher
+from ..base import Matcher, load_state_strict
 
 # Defaults of the official weights for each feature type: (input_dim, add_scale_ori, weights name)
 FEATURES = {
@@ -265,21 +264,7 @@ class LightGlue(Matcher):
 
     def load_weights(self, name_or_path) -> None:
         state = convert_state_dict(weights_lib.load_state_dict(name_or_path))
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
-        if missing or unexpected or wrong:
-            parts = []
-            if wrong:
-                k = sorted(wrong)[0]
-                parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
-            if missing:
-                parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-            raise WeightsError(f"{name_or_path}: weights do not fit this LightGlue ({'; '.join(parts)})")
-        self.load_state_dict(state)
+        load_state_strict(self, state, name_or_path, "LightGlue")
 
     def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
         """Deep-supervised balanced NLL + early-exit confidence BCE (see `training.losses`)."""
