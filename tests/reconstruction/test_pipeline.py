@@ -31,13 +31,14 @@ def assert_same_h5(a, b):
         np.testing.assert_array_equal(ca[k], cb[k], err_msg=k)
 
 
-def trajectory_error(model_dir, kitti_dir):
+def trajectory_error(model_dir, kitti_dir, frame_of=lambda name: int(name[:6])):
     """RMS camera-centre error after a similarity alignment, relative to the trajectory length."""
     import pycolmap
 
     rec = pycolmap.Reconstruction(model_dir)
     gt = kitti_gt_centres(kitti_dir)
-    items = sorted((int(rec.image(i).name[:6]), rec.image(i).projection_center()) for i in rec.reg_image_ids())
+    items = sorted((frame_of(rec.image(i).name), rec.image(i).projection_center())
+                   for i in rec.reg_image_ids())
     idx = [i for i, _ in items]
     est = np.array([c for _, c in items])
     ref = gt[idx]
@@ -130,6 +131,9 @@ def test_non_images_are_skipped_and_subfolder_duplicates_kept_apart(kitti_dir, d
         assert "matches0" in f["a-f2.png"]["b-f0.png"]
     assert summary.registered == 6, summary.report()
     assert summary.unregistered == {"b/z_boat.png": "no geometrically verified pair: does not overlap any other image"}
+    frame_of = {f"{d}/f{k}.png": int(frames[3 * (d == "b") + k][:6]) for d in "ab" for k in range(3)}
+    rel, n = trajectory_error(tmp_path / "out" / "sparse", kitti_dir, frame_of.get)
+    assert n == 6 and rel < 0.01, f"trajectory error {rel:.2%}"
     assert "b/z_boat.png: no geometrically verified pair" in summary.report()
 
 

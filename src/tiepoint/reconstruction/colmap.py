@@ -323,6 +323,12 @@ def run_mapping(db_path: Path, image_dir: Path, work_dir: Path, opts: MapperOpti
     work_dir.mkdir(parents=True, exist_ok=True)
     if opts.mapper == "incremental":
         models = _incremental(db_path, image_dir, work_dir, options, num_images)
+        if not models and "mapper.init_min_tri_angle" not in opts.extra:
+            # COLMAP relaxes its 16° median triangulation angle for the initial pair only down
+            # to 8°: short-baseline sequences (consecutive video frames) never reach it.
+            log.info("no initial pair found; retrying with a 4° initial triangulation angle")
+            options.mapper.init_min_tri_angle = 4.0
+            models = _incremental(db_path, image_dir, work_dir, options, num_images)
     else:
         with tqdm(total=1, desc="global mapping") as bar:
             models = pycolmap.global_mapping(db_path, image_dir, work_dir, options=options)
