@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from tiepoint.datasets import get_dataset
-from tiepoint.datasets.homography_sampler import HomographyConf, patch_corners, sample_homography, warp_image
+from tiepoint.datasets.homography_sampler import (
+    HomographyConf,
+    patch_corners,
+    sample_homography,
+    warp_image,
+)
 from tiepoint.errors import ConfigError, DatasetError
 
 
@@ -27,7 +32,11 @@ def test_sampler_quads_convex_inside_and_mapped(size, difficulty):
     for _ in range(50):
         Hm, quad = sample_homography(size, conf, rng)
         assert _convex(quad)
-        assert quad.min() >= -0.5 - 1e-6 and (quad[:, 0] <= W - 0.5 + 1e-6).all() and (quad[:, 1] <= H - 0.5 + 1e-6).all()
+        assert (
+            quad.min() >= -0.5 - 1e-6
+            and (quad[:, 0] <= W - 0.5 + 1e-6).all()
+            and (quad[:, 1] <= H - 0.5 + 1e-6).all()
+        )
         mapped = cv2.perspectiveTransform(quad[None], Hm)[0]
         assert np.allclose(mapped, patch_corners((320, 240)), atol=1e-3)
 
@@ -38,12 +47,20 @@ def test_warp_follows_pixel_centre_convention():
     W, H = 200, 150
     ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
     src = np.stack([xs, ys], -1)
-    Hm, _ = sample_homography((W, H), HomographyConf(difficulty=0.8, max_angle=30, patch_shape=(64, 48)),
-                              np.random.default_rng(3))
+    Hm, _ = sample_homography(
+        (W, H),
+        HomographyConf(difficulty=0.8, max_angle=30, patch_shape=(64, 48)),
+        np.random.default_rng(3),
+    )
     out = warp_image(src, Hm, (64, 48))
     v, u = np.mgrid[0:48, 0:64].astype(np.float64)
-    back = cv2.perspectiveTransform(np.stack([u, v], -1).reshape(1, -1, 2), np.linalg.inv(Hm))[0].reshape(48, 64, 2)
-    inner = (slice(1, -1), slice(1, -1))  # the outermost ring may read half a pixel outside the source
+    back = cv2.perspectiveTransform(np.stack([u, v], -1).reshape(1, -1, 2), np.linalg.inv(Hm))[
+        0
+    ].reshape(48, 64, 2)
+    inner = (
+        slice(1, -1),
+        slice(1, -1),
+    )  # the outermost ring may read half a pixel outside the source
     assert np.abs(out[inner] - back[inner]).max() < 0.05
 
 
@@ -57,9 +74,16 @@ def _write_texture(path, seed, size=(320, 240)):
 def test_dataset_H_0to1_relates_the_two_views(tmp_path):
     for i in range(3):
         _write_texture(tmp_path / f"im{i}.png", i)
-    ds = get_dataset({"name": "homographies", "data_dir": str(tmp_path), "val_size": 1, "train_size": 4,
-                      "photometric": {"name": "identity"},
-                      "homography": {"patch_shape": [160, 120], "difficulty": 0.5, "max_angle": 30}})
+    ds = get_dataset(
+        {
+            "name": "homographies",
+            "data_dir": str(tmp_path),
+            "val_size": 1,
+            "train_size": 4,
+            "photometric": {"name": "identity"},
+            "homography": {"patch_shape": [160, 120], "difficulty": 0.5, "max_angle": 30},
+        }
+    )
     item = ds.get_dataset("train")[0]
     v0 = item["view0"]["image"].permute(1, 2, 0).numpy()
     v1 = item["view1"]["image"].permute(1, 2, 0).numpy()
@@ -67,7 +91,9 @@ def test_dataset_H_0to1_relates_the_two_views(tmp_path):
     pred1 = warp_image(v0, H01, (160, 120))
     # compare where view 1's pixels come from inside view 0 (away from its border)
     v, u = np.mgrid[0:120, 0:160].astype(np.float64)
-    src = cv2.perspectiveTransform(np.stack([u, v], -1).reshape(1, -1, 2), np.linalg.inv(H01))[0].reshape(120, 160, 2)
+    src = cv2.perspectiveTransform(np.stack([u, v], -1).reshape(1, -1, 2), np.linalg.inv(H01))[
+        0
+    ].reshape(120, 160, 2)
     ok = (src[..., 0] > 2) & (src[..., 0] < 157) & (src[..., 1] > 2) & (src[..., 1] < 117)
     assert ok.sum() > 1000
     err = np.abs(pred1 - v1)[ok].mean()
@@ -78,8 +104,13 @@ def test_dataset_H_0to1_relates_the_two_views(tmp_path):
 def test_dataset_is_deterministic_per_epoch_and_reseeds(tmp_path):
     for i in range(3):
         _write_texture(tmp_path / f"im{i}.png", i)
-    conf = {"name": "homographies", "data_dir": str(tmp_path), "val_size": 1, "train_size": 4,
-            "homography": {"patch_shape": [64, 48]}}
+    conf = {
+        "name": "homographies",
+        "data_dir": str(tmp_path),
+        "val_size": 1,
+        "train_size": 4,
+        "homography": {"patch_shape": [64, 48]},
+    }
     a, b = get_dataset(conf).get_dataset("train"), get_dataset(conf).get_dataset("train")
     assert torch.equal(a[2]["H_0to1"], b[2]["H_0to1"])
     assert torch.equal(a[2]["view1"]["image"], b[2]["view1"]["image"])
@@ -94,8 +125,16 @@ def test_dataset_is_deterministic_per_epoch_and_reseeds(tmp_path):
 def test_loader_collates_nested_batches(tmp_path):
     for i in range(4):
         _write_texture(tmp_path / f"im{i}.png", i)
-    ds = get_dataset({"name": "homographies", "data_dir": str(tmp_path), "val_size": 1, "train_size": 6,
-                      "batch_size": 3, "homography": {"patch_shape": [64, 48]}})
+    ds = get_dataset(
+        {
+            "name": "homographies",
+            "data_dir": str(tmp_path),
+            "val_size": 1,
+            "train_size": 6,
+            "batch_size": 3,
+            "homography": {"patch_shape": [64, 48]},
+        }
+    )
     batches = list(ds.get_data_loader("train"))
     assert len(batches) == 2
     b = batches[0]
@@ -109,8 +148,15 @@ def test_empty_folder_and_corrupt_image(tmp_path, caplog):
     for i in range(2):
         _write_texture(tmp_path / f"im{i}.png", i)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    ds = get_dataset({"name": "homographies", "data_dir": str(tmp_path), "val_size": 0, "train_size": 6,
-                      "homography": {"patch_shape": [64, 48]}})
+    ds = get_dataset(
+        {
+            "name": "homographies",
+            "data_dir": str(tmp_path),
+            "val_size": 0,
+            "train_size": 6,
+            "homography": {"patch_shape": [64, 48]},
+        }
+    )
     train = ds.get_dataset("train")
     with caplog.at_level(logging.WARNING, logger="tiepoint"):
         items = [train[i] for i in range(6)]
@@ -121,6 +167,8 @@ def test_empty_folder_and_corrupt_image(tmp_path, caplog):
 def test_unknown_key_names_closest(tmp_path):
     _write_texture(tmp_path / "a.png", 0)
     with pytest.raises(ConfigError, match="difficulty"):
-        get_dataset({"name": "homographies", "data_dir": str(tmp_path), "homography": {"dificulty": 0.5}})
+        get_dataset(
+            {"name": "homographies", "data_dir": str(tmp_path), "homography": {"dificulty": 0.5}}
+        )
     with pytest.raises(ConfigError, match="homographies"):
         get_dataset({"name": "homografies"})

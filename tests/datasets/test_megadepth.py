@@ -41,7 +41,9 @@ def _render(T, K):
 
 
 def _make_scene(root, n=6):
-    K = np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]])  # COLMAP: principal point at the image centre
+    K = np.array(
+        [[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]]
+    )  # COLMAP: principal point at the image centre
     img_paths, depth_paths, Ks, poses = [], [], [], []
     for k in range(n):
         T = _camera(k)
@@ -63,9 +65,15 @@ def _make_scene(root, n=6):
         for j in range(n):
             overlap[i, j] = max(0.0, 0.9 - 0.15 * abs(i - j))  # 0.75, 0.6, 0.45, 0.3, 0.15
     (root / "scene_info").mkdir()
-    obj = lambda xs: np.array(xs + [0], dtype=object)[:-1]  # noqa: E731 (keep object dtype)
-    np.savez(root / "scene_info/0001.npz", image_paths=obj(img_paths), depth_paths=obj(depth_paths),
-             intrinsics=obj(Ks), poses=obj(poses), overlap_matrix=overlap)
+    obj = lambda xs: np.array(xs + [0], dtype=object)[:-1]
+    np.savez(
+        root / "scene_info/0001.npz",
+        image_paths=obj(img_paths),
+        depth_paths=obj(depth_paths),
+        intrinsics=obj(Ks),
+        poses=obj(poses),
+        overlap_matrix=overlap,
+    )
     return K
 
 
@@ -78,8 +86,17 @@ def _dot(image):
 
 def test_megadepth_loader_geometry(tmp_path):
     _make_scene(tmp_path)
-    ds = get_dataset({"name": "megadepth", "data_dir": str(tmp_path), "resize": 96, "square_pad": True,
-                      "train_num_per_scene": 9, "min_overlap": 0.1, "max_overlap": 0.7})
+    ds = get_dataset(
+        {
+            "name": "megadepth",
+            "data_dir": str(tmp_path),
+            "resize": 96,
+            "square_pad": True,
+            "train_num_per_scene": 9,
+            "min_overlap": 0.1,
+            "max_overlap": 0.7,
+        }
+    )
     train = ds.get_dataset("train")
     assert len(train) > 0
     for idx in range(len(train)):
@@ -87,15 +104,32 @@ def test_megadepth_loader_geometry(tmp_path):
         v0, v1 = it["view0"], it["view1"]
         assert v0["image"].shape == (3, 96, 96) and v0["depth"].shape == (96, 96)
         assert v0["image_size"].tolist() == [96, 72]
-        assert (v0["depth"][72:] == 0).all() and (v0["depth"][:72] > 0).all()  # square padding = unknown depth
+        assert (v0["depth"][72:] == 0).all() and (
+            v0["depth"][:72] > 0
+        ).all()  # square padding = unknown depth
         s = 96 / W  # expected K in the pixel-centre convention after resizing
-        assert torch.allclose(v0["K"], torch.tensor([[F * s, 0, (W / 2 - 0.5 + 0.5) * s - 0.5],
-                                                     [0, F * s, (H / 2 - 0.5 + 0.5) * s - 0.5], [0, 0, 1]]).float())
+        assert torch.allclose(
+            v0["K"],
+            torch.tensor(
+                [
+                    [F * s, 0, (W / 2 - 0.5 + 0.5) * s - 0.5],
+                    [0, F * s, (H / 2 - 0.5 + 0.5) * s - 0.5],
+                    [0, 0, 1],
+                ]
+            ).float(),
+        )
         d0, d1 = _dot(v0["image"]), _dot(v1["image"])
         p = torch.tensor(d0)[None, None]
         z, ok = sample_depth(p, v0["depth"][None].double())
-        p1, vis = warp_with_depth(p, z, ok, it["T_0to1"][None].double(), v0["K"][None].double(),
-                                  v1["K"][None].double(), v1["depth"][None].double())
+        p1, vis = warp_with_depth(
+            p,
+            z,
+            ok,
+            it["T_0to1"][None].double(),
+            v0["K"][None].double(),
+            v1["K"][None].double(),
+            v1["depth"][None].double(),
+        )
         assert vis.all()
         assert np.linalg.norm(p1[0, 0].numpy() - d1) < 0.3, (p1, d1)
         assert 0.1 < it["overlap"] <= 0.7
@@ -103,16 +137,29 @@ def test_megadepth_loader_geometry(tmp_path):
 
 def test_megadepth_pairs_redrawn_each_epoch(tmp_path):
     _make_scene(tmp_path, n=12)
-    conf = {"name": "megadepth", "data_dir": str(tmp_path), "resize": 64, "train_num_per_scene": 6,
-            "min_overlap": 0.1, "max_overlap": 0.7, "num_overlap_bins": 3}
+    conf = {
+        "name": "megadepth",
+        "data_dir": str(tmp_path),
+        "resize": 64,
+        "train_num_per_scene": 6,
+        "min_overlap": 0.1,
+        "max_overlap": 0.7,
+        "num_overlap_bins": 3,
+    }
     a, b = get_dataset(conf).get_dataset("train"), get_dataset(conf).get_dataset("train")
     assert a.items == b.items  # same epoch, same pairs (any process)
     ov = np.array([x[3] for x in a.items])
     edges = np.linspace(0.1, 0.7, 4)
-    assert [int(((ov > lo) & (ov <= hi)).sum()) for lo, hi in zip(edges[:-1], edges[1:])] == [2, 2, 2]
+    assert [int(((ov > lo) & (ov <= hi)).sum()) for lo, hi in zip(edges[:-1], edges[1:])] == [
+        2,
+        2,
+        2,
+    ]
     b.set_epoch(1)
     assert a.items != b.items
-    assert all(x[1] != 12 and x[2] != 12 for x in a.items + b.items)  # the unreconstructed image is skipped
+    assert all(
+        x[1] != 12 and x[2] != 12 for x in a.items + b.items
+    )  # the unreconstructed image is skipped
 
 
 def test_megadepth_bad_layout(tmp_path):

@@ -10,14 +10,24 @@ from tiepoint.errors import DatasetError
 
 
 def _manifest_rows(path):
-    return [ln.split() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return [
+        ln.split() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
 
 
 def test_posed_pairs_from_the_shared_manifest(data_dir):
     manifest = data_dir / "pose" / "pairs.txt"
     rows = _manifest_rows(manifest)
-    ds = get_dataset({"name": "posed_images", "pairs": str(manifest), "val_fraction": 0.0, "resize": 320,
-                      "square_pad": True, "shuffle_seed": 0})
+    ds = get_dataset(
+        {
+            "name": "posed_images",
+            "pairs": str(manifest),
+            "val_fraction": 0.0,
+            "resize": 320,
+            "square_pad": True,
+            "shuffle_seed": 0,
+        }
+    )
     train = ds.get_dataset("train")
     assert len(train) == len(rows)
     by_name = {f"{r[0]}|{r[1]}": r for r in rows}
@@ -36,7 +46,9 @@ def test_posed_pairs_from_the_shared_manifest(data_dir):
         sx, sy = v0["scales"].tolist()
         K = v0["K"].numpy()
         # pixel-centre rule: x' = (x + 0.5)·s − 0.5 applied to the principal point, f scaled by s
-        assert K[0, 0] == pytest.approx(v[0] * sx, rel=1e-5) and K[1, 1] == pytest.approx(v[1] * sy, rel=1e-5)
+        assert K[0, 0] == pytest.approx(v[0] * sx, rel=1e-5) and K[1, 1] == pytest.approx(
+            v[1] * sy, rel=1e-5
+        )
         assert K[0, 2] == pytest.approx((v[2] + 0.5) * sx - 0.5, abs=1e-3)
         assert K[1, 2] == pytest.approx((v[3] + 0.5) * sy - 0.5, abs=1e-3)
         assert "depth" not in v0  # this data has no depth
@@ -46,15 +58,27 @@ def test_posed_pairs_depth_and_split(tmp_path):
     from PIL import Image
 
     for name in ("a", "b", "c"):
-        Image.fromarray((np.random.default_rng(0).uniform(0, 255, (40, 60, 3))).astype(np.uint8)).save(tmp_path / f"{name}.png")
+        Image.fromarray(
+            (np.random.default_rng(0).uniform(0, 255, (40, 60, 3))).astype(np.uint8)
+        ).save(tmp_path / f"{name}.png")
     with h5py.File(tmp_path / "a.h5", "w") as f:
         f.create_dataset("depth", data=np.full((40, 60), 3.0, np.float32))
     np.save(tmp_path / "b.npy", np.full((40, 60), 4.0, np.float32))
     pose = "1 0 0 0 1 0 0 0 1 0.1 0 0"
-    (tmp_path / "pairs.txt").write_text(f"a.png b.png 50 50 29.5 19.5 50 50 29.5 19.5 {pose}\n"
-                                        f"b.png c.png 50 50 29.5 19.5 50 50 29.5 19.5 {pose}\n")
-    ds = get_dataset({"name": "posed_images", "pairs": str(tmp_path / "pairs.txt"), "depth_dir": str(tmp_path),
-                      "val_fraction": 0.5, "resize": None, "square_pad": False})
+    (tmp_path / "pairs.txt").write_text(
+        f"a.png b.png 50 50 29.5 19.5 50 50 29.5 19.5 {pose}\n"
+        f"b.png c.png 50 50 29.5 19.5 50 50 29.5 19.5 {pose}\n"
+    )
+    ds = get_dataset(
+        {
+            "name": "posed_images",
+            "pairs": str(tmp_path / "pairs.txt"),
+            "depth_dir": str(tmp_path),
+            "val_fraction": 0.5,
+            "resize": None,
+            "square_pad": False,
+        }
+    )
     train, val = ds.get_dataset("train"), ds.get_dataset("val")
     assert len(train) == len(val) == 1
     items = {it["name"]: it for it in (train[0], val[0])}
@@ -74,8 +98,13 @@ def test_pipeline_ground_truth_on_posed_pair_without_depth():
     # epipolar lines horizontal: a keypoint whose row has no keypoint in the other view is unmatched.
     from tiepoint.training.pipeline import TwoViewPipeline
 
-    model = TwoViewPipeline({"matcher": {"name": "nearest_neighbor"}, "num_keypoints": 3,
-                             "ground_truth": {"th_epipolar": 2.0}})
+    model = TwoViewPipeline(
+        {
+            "matcher": {"name": "nearest_neighbor"},
+            "num_keypoints": 3,
+            "ground_truth": {"th_epipolar": 2.0},
+        }
+    )
     K = torch.tensor([[[100.0, 0, 50], [0, 100, 40], [0, 0, 1]]])
     T = torch.eye(4)[None]
     T[0, 0, 3] = -1.0

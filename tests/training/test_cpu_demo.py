@@ -30,7 +30,9 @@ def opencv_doc_images(tmp: Path) -> Path:
         pytest.skip("opencv-doc images need apt-get and dpkg-deb")
     dl = tmp / "deb"
     dl.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["apt-get", "download", "opencv-doc"], cwd=dl, capture_output=True, text=True)
+    r = subprocess.run(
+        ["apt-get", "download", "opencv-doc"], cwd=dl, capture_output=True, text=True
+    )
     debs = list(dl.glob("opencv-doc_*.deb"))
     if r.returncode or not debs:
         pytest.skip(f"cannot download opencv-doc: {r.stderr.strip()[:200]}")
@@ -45,8 +47,14 @@ def leuven_corner_error(checkpoint: Path, data_dir: Path) -> float:
 
     seq = data_dir / "homography" / "oxford_leuven"
     H_gt = np.loadtxt(seq / "H1to2p")
-    r = tiepoint.match(seq / "img1.png", seq / "img2.png", pipeline="aliked+lightglue", device="cpu",
-                       weights=str(checkpoint), overrides=matcher_overrides(checkpoint))
+    r = tiepoint.match(
+        seq / "img1.png",
+        seq / "img2.png",
+        pipeline="aliked+lightglue",
+        device="cpu",
+        weights=str(checkpoint),
+        overrides=matcher_overrides(checkpoint),
+    )
     H, _ = r.homography(estimator="opencv", threshold=3.0)
     from PIL import Image
 
@@ -65,8 +73,13 @@ def test_cpu_demo(tmp_path, data_dir, official_weights):
     if os.environ.get("TIEPOINT_DEMO_MINUTES"):
         extra.append(f"train.max_minutes={os.environ['TIEPOINT_DEMO_MINUTES']}")
 
-    scratch = train("cpu_demo_scratch", "aliked+lightglue_cpu_demo", parse_dotlist(extra), output_dir=out,
-                    progress=False)
+    scratch = train(
+        "cpu_demo_scratch",
+        "aliked+lightglue_cpu_demo",
+        parse_dotlist(extra),
+        output_dir=out,
+        progress=False,
+    )
     hist = json.loads((scratch / "val_history.json").read_text())
     first, last = hist[0], hist[-1]
     # validation recall and precision rise from chance (random init: almost no correct match)
@@ -76,8 +89,13 @@ def test_cpu_demo(tmp_path, data_dir, official_weights):
     err = leuven_corner_error(scratch / "checkpoint_best.tar", data_dir)
     assert err < 5.0, f"Leuven img1→img2 corner error {err:.2f} px"
 
-    fine = train("cpu_demo_finetune", "aliked+lightglue_cpu_finetune", parse_dotlist(extra), output_dir=out,
-                 progress=False)
+    fine = train(
+        "cpu_demo_finetune",
+        "aliked+lightglue_cpu_finetune",
+        parse_dotlist(extra),
+        output_dir=out,
+        progress=False,
+    )
     fh = json.loads((fine / "val_history.json").read_text())
     # fine-tuning the official weights does not degrade validation
     assert fh[-1]["match_recall"] >= fh[0]["match_recall"] - 0.01
@@ -86,6 +104,8 @@ def test_cpu_demo(tmp_path, data_dir, official_weights):
 
     from tiepoint.training.curves import plot_validation_curves
 
-    png = plot_validation_curves({"from scratch (4 layers)": scratch, "fine-tuned official": fine},
-                                 out / "training" / "cpu_demo_curves.png")
+    png = plot_validation_curves(
+        {"from scratch (4 layers)": scratch, "fine-tuned official": fine},
+        out / "training" / "cpu_demo_curves.png",
+    )
     assert png.exists()

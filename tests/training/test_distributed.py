@@ -3,7 +3,6 @@
 import os
 from pathlib import Path
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -19,11 +18,15 @@ def _rank_main(rank: int, world: int, init_file: str, out: str, conf: dict) -> N
     torch.set_num_threads(1)
     dist_lib.setup(rank, world, Path(init_file), "gloo")
     try:
-        t = Trainer(Path(out) / "exp", OmegaConf.create(conf), rank=rank, world_size=world, progress=False)
+        t = Trainer(
+            Path(out) / "exp", OmegaConf.create(conf), rank=rank, world_size=world, progress=False
+        )
         init = {k: v.clone() for k, v in t.model.matcher.state_dict().items()}
         t.run()
-        torch.save({"init": init, "final": t.model.matcher.state_dict(), "losses": t.loss_history},
-                   Path(out) / f"rank{rank}.pt")
+        torch.save(
+            {"init": init, "final": t.model.matcher.state_dict(), "losses": t.loss_history},
+            Path(out) / f"rank{rank}.pt",
+        )
     finally:
         dist_lib.cleanup()
 

@@ -3,7 +3,12 @@
 import torch
 
 from tiepoint.geometry.depth import sample_depth, warp_with_depth
-from tiepoint.geometry.gt import IGNORE, UNMATCHED, gt_matches_from_homography, gt_matches_from_pose_depth
+from tiepoint.geometry.gt import (
+    IGNORE,
+    UNMATCHED,
+    gt_matches_from_homography,
+    gt_matches_from_pose_depth,
+)
 
 
 def _t(x):
@@ -32,7 +37,10 @@ def test_homography_labels_mask_and_empty():
     assert out["matches0"][0].tolist() == [0, UNMATCHED]  # padding is unmatched, never positive
     assert out["matches1"][0].tolist() == [0, UNMATCHED]  # its partner lost its only candidate
     empty = gt_matches_from_homography(torch.zeros(1, 0, 2), kp, H)
-    assert empty["matches0"].shape == (1, 0) and empty["matches1"][0].tolist() == [UNMATCHED, UNMATCHED]
+    assert empty["matches0"].shape == (1, 0) and empty["matches1"][0].tolist() == [
+        UNMATCHED,
+        UNMATCHED,
+    ]
 
 
 def test_sample_depth_bilinear_and_holes():
@@ -76,7 +84,9 @@ def test_pose_depth_labels_hand_built():
     depth1[0, 66:75, 66:75] = 5.0  # an occluder in view 1 where kp0[4] = (80, 70) lands (70, 70)
     kp0 = _t([[30, 20], [50, 40], [62, 20], [12, 50], [80, 70]])
     kp1 = _t([[20, 20], [44, 40], [52.5, 23], [90, 10], [70, 70]])
-    out = gt_matches_from_pose_depth(kp0, kp1, T, K, K, depth0, depth1, pos_th=3, neg_th=5, epi_th=4)
+    out = gt_matches_from_pose_depth(
+        kp0, kp1, T, K, K, depth0, depth1, pos_th=3, neg_th=5, epi_th=4
+    )
     # kp0[0] → (20,20) = kp1[0]: match. kp0[1] → (40,40); kp1[1] is 4 px away → ignore (both).
     # kp0[2] has no depth; its epipolar line (y = 20) passes 3 px from kp1[2], which has depth but lands
     #   at (62.5, 23) — 3 px from kp0[2], not farther than neg_th — so kp1[2] may be its partner → ignore.
@@ -96,6 +106,13 @@ def test_pose_depth_with_keypoint_depths_matches_maps():
     kp0 = _t([[30, 20], [50, 40], [70, 60]])
     kp1 = _t([[20, 20], [41, 40], [10, 10]])
     a = gt_matches_from_pose_depth(kp0, kp1, T, K, K, depth, depth)
-    b = gt_matches_from_pose_depth(kp0, kp1, T, K, K, depth_keypoints0=torch.full((1, 3), 10.0),
-                                   depth_keypoints1=torch.full((1, 3), 10.0))
+    b = gt_matches_from_pose_depth(
+        kp0,
+        kp1,
+        T,
+        K,
+        K,
+        depth_keypoints0=torch.full((1, 3), 10.0),
+        depth_keypoints1=torch.full((1, 3), 10.0),
+    )
     assert a["matches0"].tolist() == b["matches0"].tolist() == [[0, 1, UNMATCHED]]

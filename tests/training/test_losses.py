@@ -99,8 +99,10 @@ def test_matcher_metrics_hand_built():
     gt = {"gt_matches0": torch.tensor([[0, 1, -1, -2, 2, -1]])}
     # correct: 0→0, 1→1; wrong: 2 (gt −1) predicted 3; 3 is ignored (−2) whatever it predicts;
     # 4 (gt 2) missed; 5 (gt −1) correctly unmatched.
-    pred = {"matches0": torch.tensor([[0, 1, 3, 4, -1, -1]]),
-            "matching_scores0": torch.tensor([[0.9, 0.5, 0.8, 0.99, 0.0, 0.0]])}
+    pred = {
+        "matches0": torch.tensor([[0, 1, 3, 4, -1, -1]]),
+        "matching_scores0": torch.tensor([[0.9, 0.5, 0.8, 0.99, 0.0, 0.0]]),
+    }
     m = matcher_metrics(pred, gt)
     assert abs(m["match_recall"].item() - 2 / 3) < 1e-6
     assert abs(m["match_precision"].item() - 2 / 3) < 1e-6  # 3 predictions on known points, 2 right

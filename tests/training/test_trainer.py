@@ -29,15 +29,40 @@ def make_images(folder, n=8, seed=0):
 
 
 def tiny_conf(images, **train):
-    return OmegaConf.create({
-        "data": {"name": "homographies", "data_dir": str(images), "train_size": 16, "val_size": 2, "val_pairs": 4,
-                 "batch_size": 4, "homography": {"patch_shape": [128, 96], "difficulty": 0.3, "max_angle": 10}},
-        "model": {"extractor": {"name": "sift", "max_num_keypoints": 48},
-                  "matcher": {"name": "lightglue", "input_dim": 128, "descriptor_dim": 32, "n_layers": 2,
-                              "num_heads": 2, "depth_confidence": -1, "width_confidence": -1}},
-        "train": {"epochs": 2, "lr": 1e-3, "eval_every_iter": 0, "eval_at_start": False, "save_every_iter": 0,
-                  "log_every_iter": 1, **train},
-    })
+    return OmegaConf.create(
+        {
+            "data": {
+                "name": "homographies",
+                "data_dir": str(images),
+                "train_size": 16,
+                "val_size": 2,
+                "val_pairs": 4,
+                "batch_size": 4,
+                "homography": {"patch_shape": [128, 96], "difficulty": 0.3, "max_angle": 10},
+            },
+            "model": {
+                "extractor": {"name": "sift", "max_num_keypoints": 48},
+                "matcher": {
+                    "name": "lightglue",
+                    "input_dim": 128,
+                    "descriptor_dim": 32,
+                    "n_layers": 2,
+                    "num_heads": 2,
+                    "depth_confidence": -1,
+                    "width_confidence": -1,
+                },
+            },
+            "train": {
+                "epochs": 2,
+                "lr": 1e-3,
+                "eval_every_iter": 0,
+                "eval_at_start": False,
+                "save_every_iter": 0,
+                "log_every_iter": 1,
+                **train,
+            },
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +76,20 @@ def _params(trainer):
 
 def test_resume_gives_the_same_next_steps(images, tmp_path):
     # uninterrupted: 6 steps (epoch 0 has 4 iterations, so the run crosses an epoch boundary)
-    full = Trainer(tmp_path / "full", build_conf(tiny_conf(images, max_iterations=6)), progress=False)
+    full = Trainer(
+        tmp_path / "full", build_conf(tiny_conf(images, max_iterations=6)), progress=False
+    )
     full.run()
     # interrupted after 2 steps (mid-epoch), then resumed from its checkpoint up to step 6
     conf = build_conf(tiny_conf(images, max_iterations=2))
     Trainer(tmp_path / "part", conf, progress=False).run()
     assert [s for s, _ in list_checkpoints(tmp_path / "part")] == [2]
-    resumed = Trainer(tmp_path / "part", build_conf(conf, parse_dotlist(["train.max_iterations=6"])),
-                      restore=True, progress=False)
+    resumed = Trainer(
+        tmp_path / "part",
+        build_conf(conf, parse_dotlist(["train.max_iterations=6"])),
+        restore=True,
+        progress=False,
+    )
     assert (resumed.epoch, resumed.iter, resumed.step) == (0, 2, 2)
     resumed.run()
     want = dict(full.loss_history)
@@ -122,8 +153,12 @@ def test_non_finite_loss_is_skipped(images, tmp_path, caplog):
 
 
 def test_checkpoints_best_pruning_and_matcher_layout(images, tmp_path):
-    exp = train("exp", tiny_conf(images, eval_every_iter=2, save_every_iter=1, keep_last_checkpoints=2),
-                output_dir=tmp_path, progress=False)
+    exp = train(
+        "exp",
+        tiny_conf(images, eval_every_iter=2, save_every_iter=1, keep_last_checkpoints=2),
+        output_dir=tmp_path,
+        progress=False,
+    )
     assert [s for s, _ in list_checkpoints(exp)] == [7, 8]  # keep last 2; epoch ends write one each
     ck = load_checkpoint(exp / "checkpoint_best.tar")
     assert ck["model"] and all(k.startswith("matcher.") for k in ck["model"])
@@ -134,9 +169,19 @@ def test_checkpoints_best_pruning_and_matcher_layout(images, tmp_path):
     # the checkpoint is directly usable by the matching API (architecture given as overrides)
     from tiepoint import Matcher
 
-    m = Matcher("sift+lightglue", device="cpu", weights=str(exp / "checkpoint_best.tar"),
-                overrides=["matcher.weights=null", "matcher.pretrained=false", "matcher.descriptor_dim=32",
-                           "matcher.n_layers=2", "matcher.num_heads=2", "matcher.add_scale_ori=false"])
+    m = Matcher(
+        "sift+lightglue",
+        device="cpu",
+        weights=str(exp / "checkpoint_best.tar"),
+        overrides=[
+            "matcher.weights=null",
+            "matcher.pretrained=false",
+            "matcher.descriptor_dim=32",
+            "matcher.n_layers=2",
+            "matcher.num_heads=2",
+            "matcher.add_scale_ori=false",
+        ],
+    )
     for k, v in m.matcher.state_dict().items():
         assert torch.equal(v, ck["model"][f"matcher.{k}"]), k
     # a second run with the same name refuses to overwrite
@@ -148,7 +193,9 @@ def test_fine_tune_from_other_architecture_is_a_clear_error(images, tmp_path):
     train("small", tiny_conf(images, max_iterations=1), output_dir=tmp_path, progress=False)
     conf = tiny_conf(images, load_experiment="small")
     conf.model.matcher.n_layers = 3
-    with pytest.raises(WeightsError, match=r"different matcher architecture.*n_layers: checkpoint 2, model 3"):
+    with pytest.raises(
+        WeightsError, match=r"different matcher architecture.*n_layers: checkpoint 2, model 3"
+    ):
         train("big", conf, output_dir=tmp_path, progress=False)
 
 
@@ -158,7 +205,11 @@ def test_cli_bad_inputs_are_one_line_errors(images, tmp_path, capsys):
     args = ["train", "x", "--conf", str(cfg), "--output-dir", str(tmp_path)]
     assert cli_main(args + ["train.lr_shedule.type=exp"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "train.lr_shedule" in err[0] and "did you mean 'train.lr_schedule'" in err[0]
+    assert (
+        len(err) == 1
+        and "train.lr_shedule" in err[0]
+        and "did you mean 'train.lr_schedule'" in err[0]
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli_main(args + [f"data.data_dir={empty}"]) == 2
@@ -217,3 +268,15 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def test_run_benchmarks_evaluates_the_checkpoint(images, tmp_path, data_dir):
+    conf = tiny_conf(images, max_iterations=2)
+    conf.benchmarks = {
+        "pairs": {
+            "overrides": [f"data.root={data_dir}", "data.max_pairs=1", "data.tasks=[homography]"]
+        }
+    }
+    train("bench", conf, output_dir=tmp_path, run_benchmarks=True, progress=False)
+    summaries = tmp_path / "results" / "pairs" / "bench" / "0" / "summaries.json"
+    assert summaries.exists()

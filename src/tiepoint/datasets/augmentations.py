@@ -54,7 +54,9 @@ class Photometric(nn.Module):
     def __init__(self, name: str = "lg", p: float = 0.95, rgb: bool = True):
         super().__init__()
         if name not in PRESETS:
-            raise ConfigError(f"unknown photometric augmentation '{name}'; valid: {', '.join(PRESETS)}")
+            raise ConfigError(
+                f"unknown photometric augmentation '{name}'; valid: {', '.join(PRESETS)}"
+            )
         self.p = p
         steps = {"lg": _lg, "dark": _dark, "identity": lambda rgb: []}[name](rgb)
         self.probs = [q for q, _ in steps]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, ClassVar, Iterator
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,8 +39,23 @@ class ResumableSampler(DistributedSampler):
     restart reproduces exactly the batches an uninterrupted run would have drawn next.
     """
 
-    def __init__(self, dataset, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = False):
-        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    def __init__(
+        self,
+        dataset,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ):
+        super().__init__(
+            dataset,
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
         self.start = 0
 
     def set_start(self, start: int) -> None:
@@ -77,9 +93,11 @@ def collate(batch: list) -> Any:
         return {k: collate([b[k] for b in batch]) for k in first}
     if isinstance(first, (list, tuple)):
         if all(len(b) == len(first) for b in batch):
-            return type(first)(collate(list(s)) for s in zip(*batch)) if isinstance(first, tuple) else [
-                collate(list(s)) for s in zip(*batch)
-            ]
+            return (
+                type(first)(collate(list(s)) for s in zip(*batch))
+                if isinstance(first, tuple)
+                else [collate(list(s)) for s in zip(*batch)]
+            )
         return list(batch)
     return list(batch)
 
@@ -122,7 +140,9 @@ class BaseDataset:
         return conf
 
     def __init__(self, conf: dict | DictConfig | None = None, **overrides: Any):
-        self.conf = merge_strict(self.full_default_conf(), conf, overrides or None, where=f"data ({type(self).__name__})")
+        self.conf = merge_strict(
+            self.full_default_conf(), conf, overrides or None, where=f"data ({type(self).__name__})"
+        )
         OmegaConf.set_readonly(self.conf, True)
         self._init(self.conf)
 
@@ -153,7 +173,9 @@ class BaseDataset:
         train = split == "train"
         if shuffle is None:
             shuffle = train and self.conf.shuffle_training
-        sampler = ResumableSampler(dataset, shuffle, self.conf.seed, rank, world_size, drop_last=train)
+        sampler = ResumableSampler(
+            dataset, shuffle, self.conf.seed, rank, world_size, drop_last=train
+        )
         nw = int(self.conf.num_workers)
         return DataLoader(
             dataset,

@@ -39,8 +39,15 @@ def _item_groups(f: h5py.File) -> set[str]:
 
 @torch.no_grad()
 def export_features(
-    dataset: Dataset, pipeline, path: str | os.PathLike, num_epochs: int = 1, batch_size: int = 8,
-    num_workers: int = 0, device: str | torch.device = "cpu", progress: bool = True, fingerprint: str = "",
+    dataset: Dataset,
+    pipeline,
+    path: str | os.PathLike,
+    num_epochs: int = 1,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    fingerprint: str = "",
 ) -> Path:
     """Cache the extractor's features of every item of `dataset` for `num_epochs` epochs.
 
@@ -53,8 +60,10 @@ def export_features(
             with h5py.File(p, "r") as f:
                 old = f.attrs.get("fingerprint", "")
             if old != fingerprint:
-                raise DatasetError(f"feature cache {p} was made with another data/extractor config; "
-                                   "delete it or set train.feature_cache.path elsewhere")
+                raise DatasetError(
+                    f"feature cache {p} was made with another data/extractor config; "
+                    "delete it or set train.feature_cache.path elsewhere"
+                )
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +78,15 @@ def export_features(
             todo = [i for i in range(len(dataset)) if f"{epoch}/{i}" not in done]
             if not todo:
                 continue
-            loader = DataLoader(torch.utils.data.Subset(dataset, todo), batch_size=batch_size,
-                                num_workers=num_workers, collate_fn=collate)
-            bar = tqdm(loader, desc=f"caching features (epoch {epoch})", disable=not progress, unit="batch")
+            loader = DataLoader(
+                torch.utils.data.Subset(dataset, todo),
+                batch_size=batch_size,
+                num_workers=num_workers,
+                collate_fn=collate,
+            )
+            bar = tqdm(
+                loader, desc=f"caching features (epoch {epoch})", disable=not progress, unit="batch"
+            )
             for batch, idx in zip(bar, _chunks(todo, batch_size)):
                 batch = _to(batch, device)
                 feats = [pipeline.extract(batch[f"view{v}"]) for v in range(2)]
@@ -81,13 +96,20 @@ def export_features(
                         view = batch[f"view{v}"]
                         for k, t in feats[v].items():
                             arr = t[b].cpu().numpy()
-                            g.create_dataset(f"{k}{v}", data=arr.astype(np.float16) if k == "descriptors" else arr)
+                            g.create_dataset(
+                                f"{k}{v}",
+                                data=arr.astype(np.float16) if k == "descriptors" else arr,
+                            )
                         g.create_dataset(f"image_size{v}", data=view["image_size"][b].cpu().numpy())
                         if "K" in view:
                             g.create_dataset(f"K{v}", data=view["K"][b].cpu().numpy())
                         if "depth" in view:
-                            z, ok = sample_depth(feats[v]["keypoints"][b : b + 1], view["depth"][b : b + 1].float())
-                            g.create_dataset(f"depth_keypoints{v}", data=torch.where(ok, z, 0)[0].cpu().numpy())
+                            z, ok = sample_depth(
+                                feats[v]["keypoints"][b : b + 1], view["depth"][b : b + 1].float()
+                            )
+                            g.create_dataset(
+                                f"depth_keypoints{v}", data=torch.where(ok, z, 0)[0].cpu().numpy()
+                            )
                     for k in PAIR_KEYS:
                         if k in batch:
                             g.create_dataset(k, data=batch[k][b].cpu().numpy())
@@ -114,7 +136,7 @@ def _to(batch, device):
 
 
 class CachedPairs(Dataset):
-    """Items of a feature cache: flat `keypoints0`, `descriptors0`, ..., plus `H_0to1` / `T_0to1`."""
+    """Items of a feature cache: flat `keypoints0`, `descriptors0`, ... plus `H_0to1`/`T_0to1`."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)

@@ -47,15 +47,23 @@ def list_images(root: Path, image_list: str | None = None, exclude=()) -> list[s
         lp = lp if lp.is_absolute() else root / lp
         if not lp.exists():
             raise DatasetError(f"image list {lp} does not exist")
-        names = [ln.strip() for ln in lp.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        names = [
+            ln.strip()
+            for ln in lp.read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")
+        ]
     else:
         names = sorted(
-            str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
         )
     excl = [str(e) for e in exclude]
     names = [n for n in names if not any(e and e in n for e in excl)]
     if not names:
-        raise DatasetError(f"image folder {root} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DatasetError(
+            f"image folder {root} contains no images ({', '.join(IMAGE_EXTENSIONS)})"
+        )
     return names
 
 
@@ -87,14 +95,17 @@ def download_revisitop1m(dest: Path, num_tars: int = REVISITOP1M_NUM_TARS) -> Pa
 
 
 class _HomographyPairs(Dataset):
-    def __init__(self, owner: "Homographies", names: list[str], size: int, split: str):
+    def __init__(self, owner: Homographies, names: list[str], size: int, split: str):
         self.owner, self.names, self.size, self.split = owner, names, size, split
         self.conf = owner.conf
         self.epoch = 0
         hc = self.conf.homography
         self.hconf = HomographyConf(
-            difficulty=hc.difficulty, translation=hc.translation, max_angle=hc.max_angle,
-            min_convexity=hc.min_convexity, patch_shape=tuple(hc.patch_shape),
+            difficulty=hc.difficulty,
+            translation=hc.translation,
+            max_angle=hc.max_angle,
+            min_convexity=hc.min_convexity,
+            patch_shape=tuple(hc.patch_shape),
         )
         self.bad: set[str] = set()
 
@@ -118,14 +129,20 @@ class _HomographyPairs(Dataset):
                 continue
             if self.conf.load_size and max(img.shape[:2]) > self.conf.load_size:
                 s = self.conf.load_size / max(img.shape[:2])
-                img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+                img = cv2.resize(
+                    img,
+                    (round(img.shape[1] * s), round(img.shape[0] * s)),
+                    interpolation=cv2.INTER_AREA,
+                )
                 img = img[..., None] if img.ndim == 2 else img
             if self.conf.grayscale and img.shape[2] == 3:
                 img = (img @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
             elif not self.conf.grayscale and img.shape[2] == 1:
                 img = np.repeat(img, 3, axis=2)
             return name, img
-        raise DatasetError(f"no readable image left in {self.owner.root} ({len(self.bad)} unreadable)")
+        raise DatasetError(
+            f"no readable image left in {self.owner.root} ({len(self.bad)} unreadable)"
+        )
 
     def __getitem__(self, idx: int) -> dict:
         # Validation items never change; training items get new views each epoch if `reseed`.
@@ -139,7 +156,9 @@ class _HomographyPairs(Dataset):
         for v in range(2):
             if v == 0 and self.conf.right_only:
                 # view 0 is the whole image resized to the patch (no perspective)
-                H, _ = sample_homography((w, h), HomographyConf(0, 0, 0, patch_shape=self.hconf.patch_shape), rng)
+                H, _ = sample_homography(
+                    (w, h), HomographyConf(0, 0, 0, patch_shape=self.hconf.patch_shape), rng
+                )
             else:
                 H, _ = sample_homography((w, h), self.hconf, rng)
             Hs.append(H)
@@ -194,7 +213,9 @@ class Homographies(BaseDataset):
         if conf.download == "revisitop1m" and not (self.root / "jpg").exists():
             download_revisitop1m(self.root)
         elif conf.download not in (None, "revisitop1m"):
-            raise ConfigError(f"data.download: unknown dataset '{conf.download}' (valid: revisitop1m)")
+            raise ConfigError(
+                f"data.download: unknown dataset '{conf.download}' (valid: revisitop1m)"
+            )
         if conf.download == "revisitop1m":
             self.root = self.root / "jpg"
         names = list_images(self.root, conf.image_list, conf.exclude)
@@ -202,15 +223,28 @@ class Homographies(BaseDataset):
         names = [names[i] for i in rng.permutation(len(names))]
         if len(names) <= conf.val_size:
             raise DatasetError(
-                f"image folder {self.root} has {len(names)} images; need more than data.val_size={conf.val_size}"
+                f"image folder {self.root} has {len(names)} images; "
+                f"need more than data.val_size={conf.val_size}"
             )
         self.names = {"val": names[: conf.val_size], "train": names[conf.val_size :]}
-        self.photometric = Photometric(conf.photometric.name, conf.photometric.p, rgb=not conf.grayscale)
-        logger.info("homographies: %d training / %d validation images in %s",
-                    len(self.names["train"]), len(self.names["val"]), self.root)
+        self.photometric = Photometric(
+            conf.photometric.name, conf.photometric.p, rgb=not conf.grayscale
+        )
+        logger.info(
+            "homographies: %d training / %d validation images in %s",
+            len(self.names["train"]),
+            len(self.names["val"]),
+            self.root,
+        )
 
     def get_dataset(self, split: str) -> Dataset:
         if split not in self.splits:
-            raise ConfigError(f"homographies has no split '{split}' (valid: {', '.join(self.splits)})")
-        size = self.conf.train_size if split == "train" else (self.conf.val_pairs or self.conf.val_size)
+            raise ConfigError(
+                f"homographies has no split '{split}' (valid: {', '.join(self.splits)})"
+            )
+        size = (
+            self.conf.train_size
+            if split == "train"
+            else (self.conf.val_pairs or self.conf.val_size)
+        )
         return _HomographyPairs(self, self.names[split], size, split)

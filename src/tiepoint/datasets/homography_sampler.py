@@ -63,7 +63,9 @@ def _fit_scale(quad: np.ndarray, center: np.ndarray, lo: np.ndarray, hi: np.ndar
     return max(s, 0.0)
 
 
-def sample_homography(size, conf: HomographyConf, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_homography(
+    size, conf: HomographyConf, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Sample a view of an image of size (W, H).
 
     Returns H (3×3, source pixels → patch pixels) and the quad (4×2, source pixels) that H maps onto
@@ -100,16 +102,24 @@ def sample_homography(size, conf: HomographyConf, rng: np.random.Generator) -> t
     t = np.zeros(2)
     for k in range(2):
         room_neg, room_pos = quad[:, k].min() - lo[k], hi[k] - quad[:, k].max()
-        t[k] = rng.uniform(-max(room_neg, 0.0), max(room_pos, 0.0)) * float(np.clip(conf.translation, 0, 1))
+        t[k] = rng.uniform(-max(room_neg, 0.0), max(room_pos, 0.0)) * float(
+            np.clip(conf.translation, 0, 1)
+        )
     quad = quad + t
 
-    H = cv2.getPerspectiveTransform(quad.astype(np.float32), patch_corners(conf.patch_shape).astype(np.float32))
+    H = cv2.getPerspectiveTransform(
+        quad.astype(np.float32), patch_corners(conf.patch_shape).astype(np.float32)
+    )
     return H.astype(np.float64), quad
 
 
 def warp_image(image: np.ndarray, H: np.ndarray, patch_shape) -> np.ndarray:
     """Warp an H×W×C float image with H (source → patch) onto a patch of (w, h)."""
     out = cv2.warpPerspective(
-        image, H, tuple(int(v) for v in patch_shape), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        image,
+        H,
+        tuple(int(v) for v in patch_shape),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT_101,
     )
     return out[..., None] if out.ndim == 2 else out

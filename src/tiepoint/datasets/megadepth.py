@@ -4,7 +4,8 @@ Standard (D2-Net) layout under `data_dir`:
     scene_info/<scene>.npz   image_paths, depth_paths, intrinsics, poses (world→camera 4×4),
                              overlap_matrix (N×N); entries are None for images not reconstructed
     <image path as stored>   e.g. Undistorted_SfM/<scene>/images/<name>.jpg
-    <depth path as stored>   depth maps in h5 (dataset `depth`), or `depth_subpath/<scene>/<stem>.h5`
+    <depth path as stored>   depth maps in h5 (dataset `depth`), or
+                             `depth_subpath/<scene>/<stem>.h5`
 The npz files hold object arrays, so they are read with pickling allowed: only point this dataset at
 scene_info files you trust. Intrinsics are COLMAP's (pixel corners at integers) and are shifted by
 −0.5 px to tiepoint's pixel-centre convention.
@@ -31,7 +32,7 @@ logger = logging.getLogger("tiepoint")
 
 
 class _MegaDepthPairs(Dataset):
-    def __init__(self, owner: "MegaDepth", split: str):
+    def __init__(self, owner: MegaDepth, split: str):
         self.owner, self.split = owner, split
         self.scenes = owner.scenes[split]
         self.items: list[tuple[str, int, int, float]] = []
@@ -118,7 +119,9 @@ class MegaDepth(BaseDataset):
         self.root = Path(conf.data_dir).expanduser()
         info_dir = self.root / conf.info_dir
         if not info_dir.is_dir():
-            raise DatasetError(f"MegaDepth: {info_dir} does not exist (expected scene_info/<scene>.npz)")
+            raise DatasetError(
+                f"MegaDepth: {info_dir} does not exist (expected scene_info/<scene>.npz)"
+            )
         available = sorted(p.stem for p in info_dir.glob("*.npz"))
         if not available:
             raise DatasetError(f"MegaDepth: no <scene>.npz in {info_dir}")
@@ -147,17 +150,30 @@ class MegaDepth(BaseDataset):
             path = self.root / self.conf.info_dir / f"{scene}.npz"
             try:
                 raw = np.load(path, allow_pickle=True)
-                d = {k: raw[k] for k in ("image_paths", "depth_paths", "intrinsics", "poses", "overlap_matrix")}
+                d = {
+                    k: raw[k]
+                    for k in ("image_paths", "depth_paths", "intrinsics", "poses", "overlap_matrix")
+                }
             except (OSError, KeyError, ValueError) as e:
-                raise DatasetError(f"{path}: not a MegaDepth scene_info file ({str(e).splitlines()[0]})") from None
+                raise DatasetError(
+                    f"{path}: not a MegaDepth scene_info file ({str(e).splitlines()[0]})"
+                ) from None
             usable = np.array(
-                [d["image_paths"][k] is not None and d["poses"][k] is not None
-                 and (d["depth_paths"][k] is not None or not self.conf.read_depth)
-                 for k in range(len(d["image_paths"]))]
+                [
+                    d["image_paths"][k] is not None
+                    and d["poses"][k] is not None
+                    and (d["depth_paths"][k] is not None or not self.conf.read_depth)
+                    for k in range(len(d["image_paths"]))
+                ]
             )
             ov = np.asarray(d["overlap_matrix"], np.float64)
             ii, jj = np.triu_indices(len(ov), k=1)
-            keep = usable[ii] & usable[jj] & (ov[ii, jj] > self.conf.min_overlap) & (ov[ii, jj] <= self.conf.max_overlap)
+            keep = (
+                usable[ii]
+                & usable[jj]
+                & (ov[ii, jj] > self.conf.min_overlap)
+                & (ov[ii, jj] <= self.conf.max_overlap)
+            )
             d["pairs"] = (ii[keep], jj[keep], ov[ii, jj][keep])
             K = []
             for k in range(len(d["intrinsics"])):
@@ -174,7 +190,11 @@ class MegaDepth(BaseDataset):
 
     def image_path(self, scene: str, stored: str) -> Path:
         p = self.root / stored
-        return p if p.exists() else self.root / self.conf.image_subpath / scene / "images" / Path(stored).name
+        return (
+            p
+            if p.exists()
+            else self.root / self.conf.image_subpath / scene / "images" / Path(stored).name
+        )
 
     def depth_path(self, scene: str, stored: str) -> Path:
         p = self.root / stored

@@ -1,4 +1,4 @@
-"""Image pairs with known intrinsics and relative pose (optionally depth): the generic posed dataset.
+"""Image pairs with known intrinsics and relative pose (optionally depth): generic posed data.
 
 Format — a manifest, one pair per line (the format of `../shared/data/pose/pairs.txt`):
     img0 img1 fx0 fy0 cx0 cy0 fx1 fy1 cx1 cy1 r00 r01 r02 r10 r11 r12 r20 r21 r22 t0 t1 t2
@@ -108,7 +108,9 @@ def parse_pairs_manifest(path: Path) -> list[dict]:
             continue
         f = line.split()
         if len(f) != 22:
-            raise DatasetError(f"{path}:{n}: expected 22 fields (img0 img1 K0(4) K1(4) R(9) t(3)), got {len(f)}")
+            raise DatasetError(
+                f"{path}:{n}: expected 22 fields (img0 img1 K0(4) K1(4) R(9) t(3)), got {len(f)}"
+            )
         try:
             v = np.array(f[2:], np.float64)
         except ValueError:
@@ -125,7 +127,7 @@ def parse_pairs_manifest(path: Path) -> list[dict]:
 
 
 class _PosedPairs(Dataset):
-    def __init__(self, owner: "PosedImages", pairs: list[dict]):
+    def __init__(self, owner: PosedImages, pairs: list[dict]):
         self.owner, self.pairs = owner, pairs
 
     def __len__(self) -> int:
@@ -147,7 +149,12 @@ class _PosedPairs(Dataset):
         for v in range(2):
             img = p[f"image{v}"]
             views[f"view{v}"] = load_view(
-                self.owner.root / img, p[f"K{v}"], self._depth_path(img), c.resize, c.square_pad, c.grayscale
+                self.owner.root / img,
+                p[f"K{v}"],
+                self._depth_path(img),
+                c.resize,
+                c.square_pad,
+                c.grayscale,
             )
         if any("depth" in views[k] for k in views) and not all("depth" in views[k] for k in views):
             for k in views:  # both or neither, so batches stack
@@ -181,7 +188,10 @@ class PosedImages(BaseDataset):
         self.root = path.parent
         pairs = parse_pairs_manifest(path)
         if conf.val_pairs:
-            self.split_pairs = {"train": pairs, "val": parse_pairs_manifest(Path(conf.val_pairs).expanduser())}
+            self.split_pairs = {
+                "train": pairs,
+                "val": parse_pairs_manifest(Path(conf.val_pairs).expanduser()),
+            }
         else:
             order = np.random.default_rng(conf.shuffle_seed).permutation(len(pairs))
             n_val = int(round(conf.val_fraction * len(pairs)))
@@ -190,11 +200,16 @@ class PosedImages(BaseDataset):
                 "train": [pairs[i] for i in order[n_val:]],
             }
         missing = [
-            p[k] for ps in self.split_pairs.values() for p in ps for k in ("image0", "image1")
+            p[k]
+            for ps in self.split_pairs.values()
+            for p in ps
+            for k in ("image0", "image1")
             if not (self.root / p[k]).exists()
         ]
         if missing:
-            raise DatasetError(f"{len(missing)} images of {path} are missing, e.g. {self.root / missing[0]}")
+            raise DatasetError(
+                f"{len(missing)} images of {path} are missing, e.g. {self.root / missing[0]}"
+            )
 
     def get_dataset(self, split: str) -> Dataset:
         if split not in self.split_pairs:

@@ -26,7 +26,12 @@ def sample_depth(points: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Tenso
     stacked = torch.stack([d, known.to(d.dtype)], 1)  # (B,2,H,W)
     s = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     num, den = s[:, 0, 0], s[:, 1, 0]
-    inside = (points[..., 0] >= 0) & (points[..., 0] <= w - 1) & (points[..., 1] >= 0) & (points[..., 1] <= h - 1)
+    inside = (
+        (points[..., 0] >= 0)
+        & (points[..., 0] <= w - 1)
+        & (points[..., 1] >= 0)
+        & (points[..., 1] <= h - 1)
+    )
     valid = inside & (den > 1 - 1e-4)
     out = torch.where(valid, num / den.clamp(min=1e-8), torch.zeros_like(num))
     return out, valid
@@ -39,7 +44,9 @@ def unproject(points: torch.Tensor, z: torch.Tensor, K: torch.Tensor) -> torch.T
     return rays * z[..., None]
 
 
-def project(X: torch.Tensor, K: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def project(
+    X: torch.Tensor, K: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Camera-frame points (B,N,3) → pixels (B,N,2) and whether they lie in front of the camera."""
     z = X[..., 2]
     in_front = z > eps

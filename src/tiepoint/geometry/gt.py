@@ -2,9 +2,11 @@
 
 Labels per keypoint (`matches0` (B,M), `matches1` (B,N)):
   j ≥ 0  matched to keypoint j of the other view (mutual nearest reprojection, within `pos_th` px);
-  −1     UNMATCHED: its reprojection is farther than `neg_th` px from every keypoint of the other view
+  −1     UNMATCHED: its reprojection is farther than `neg_th` px from every keypoint of the other
+         view
          (or it is known to be invisible there) — the matcher must send it to the dustbin;
-  −2     IGNORE: neither (between the thresholds, or no depth to decide) — excluded from loss and metrics.
+  −2     IGNORE: neither (between the thresholds, or no depth to decide) — excluded from loss and
+         metrics.
 Thresholds are in pixels of the images the keypoints live in. Padding keypoints (mask False) are −1.
 """
 
@@ -23,7 +25,9 @@ def warp_points_h(H: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     p = torch.cat([points, torch.ones_like(points[..., :1])], -1) @ H.transpose(-1, -2)
     z = p[..., 2:]
     inf = torch.full_like(p[..., :2], float("inf"))
-    return torch.where(z.abs() > 1e-12, p[..., :2] / torch.where(z.abs() > 1e-12, z, torch.ones_like(z)), inf)
+    return torch.where(
+        z.abs() > 1e-12, p[..., :2] / torch.where(z.abs() > 1e-12, z, torch.ones_like(z)), inf
+    )
 
 
 def _sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -46,9 +50,10 @@ def labels_from_distances(
     """Turn reprojection distances into labels.
 
     dist (B,M,N): squared pair distance used for positives (both directions must agree);
-    dist0: squared distance of keypoint i reprojected into view 1 to keypoint j (decides −1 in view 0);
-    dist1: squared distance of keypoint j reprojected into view 0 to keypoint i (decides −1 in view 1).
-    decidable*: keypoints whose reprojection is known (no depth → cannot be declared unmatched here).
+    dist0: squared distance from keypoint i reprojected into view 1 to keypoint j (decides −1 in
+        view 0); dist1: the same from keypoint j reprojected into view 0 (decides −1 in view 1).
+    decidable*: keypoints whose reprojection is known (without depth a keypoint cannot be declared
+        unmatched here).
     """
     b, m, n = dist.shape
     dev = dist.device
@@ -110,7 +115,9 @@ def gt_matches_from_homography(
     p10 = warp_points_h(torch.linalg.inv(H), kp1.to(torch.float64))
     d0 = _sqdist(p01, kp1.to(torch.float64))
     d1 = _sqdist(kp0.to(torch.float64), p10)
-    out = labels_from_distances(torch.maximum(d0, d1), d0, d1, pos_th, neg_th, mask0=mask0, mask1=mask1)
+    out = labels_from_distances(
+        torch.maximum(d0, d1), d0, d1, pos_th, neg_th, mask0=mask0, mask1=mask1
+    )
     out["proj_0to1"], out["proj_1to0"] = p01.to(kp0.dtype), p10.to(kp1.dtype)
     return out
 
@@ -118,8 +125,12 @@ def gt_matches_from_homography(
 def _skew(t: torch.Tensor) -> torch.Tensor:
     z = torch.zeros_like(t[:, 0])
     return torch.stack(
-        [torch.stack([z, -t[:, 2], t[:, 1]], -1), torch.stack([t[:, 2], z, -t[:, 0]], -1),
-         torch.stack([-t[:, 1], t[:, 0], z], -1)], 1
+        [
+            torch.stack([z, -t[:, 2], t[:, 1]], -1),
+            torch.stack([t[:, 2], z, -t[:, 0]], -1),
+            torch.stack([-t[:, 1], t[:, 0], z], -1),
+        ],
+        1,
     )
 
 
@@ -130,7 +141,7 @@ def fundamental_matrix(T_0to1: torch.Tensor, K0: torch.Tensor, K1: torch.Tensor)
 
 
 def epipolar_distances(kp0: torch.Tensor, kp1: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
-    """(B,M,N) pixel distance of each pair to each other's epipolar line (the smaller of the two)."""
+    """(B,M,N) pixel distance of each pair to each other's epipolar line (the smaller one)."""
     h0 = torch.cat([kp0, torch.ones_like(kp0[..., :1])], -1)
     h1 = torch.cat([kp1, torch.ones_like(kp1[..., :1])], -1)
     l1 = h0 @ F.transpose(-1, -2)  # (B,M,3) lines in image 1
@@ -183,14 +194,23 @@ def gt_matches_from_pose_depth(
     d1map = depth1.to(torch.float64) if depth1 is not None else None
     d0map = depth0.to(torch.float64) if depth0 is not None else None
     p01, vis0 = warp_with_depth(kp0d, z0, valid0, T, K0, K1, d1map, rel_depth_tol=rel_depth_tol)
-    p10, vis1 = warp_with_depth(kp1d, z1, valid1, torch.linalg.inv(T), K1, K0, d0map, rel_depth_tol=rel_depth_tol)
+    p10, vis1 = warp_with_depth(
+        kp1d, z1, valid1, torch.linalg.inv(T), K1, K0, d0map, rel_depth_tol=rel_depth_tol
+    )
 
     inf = torch.tensor(float("inf"), dtype=torch.float64, device=kp0.device)
     d0 = torch.where(vis0[:, :, None], _sqdist(p01, kp1d), inf)
     d1 = torch.where(vis1[:, None, :], _sqdist(kp0d, p10), inf)
     out = labels_from_distances(
-        torch.maximum(d0, d1), d0, d1, pos_th, neg_th, decidable0=valid0, decidable1=valid1,
-        mask0=mask0, mask1=mask1,
+        torch.maximum(d0, d1),
+        d0,
+        d1,
+        pos_th,
+        neg_th,
+        decidable0=valid0,
+        decidable1=valid1,
+        mask0=mask0,
+        mask1=mask1,
     )
     if epi_th is not None and kp0.shape[1] and kp1.shape[1]:
         epi = epipolar_distances(kp0d, kp1d, fundamental_matrix(T, K0, K1))
@@ -200,8 +220,12 @@ def gt_matches_from_pose_depth(
         free0 = (m0 < 0)[:, :, None] & (~valid0[:, :, None] | (d0 <= neg_th**2))
         near0 = ((epi < epi_th) & free1).any(2)
         near1 = ((epi < epi_th) & free0).any(1)
-        out["matches0"] = torch.where((m0 == IGNORE) & ~valid0 & ~near0, torch.full_like(m0, UNMATCHED), m0)
-        out["matches1"] = torch.where((m1 == IGNORE) & ~valid1 & ~near1, torch.full_like(m1, UNMATCHED), m1)
+        out["matches0"] = torch.where(
+            (m0 == IGNORE) & ~valid0 & ~near0, torch.full_like(m0, UNMATCHED), m0
+        )
+        out["matches1"] = torch.where(
+            (m1 == IGNORE) & ~valid1 & ~near1, torch.full_like(m1, UNMATCHED), m1
+        )
     out["proj_0to1"], out["proj_1to0"] = p01.to(kp0.dtype), p10.to(kp1.dtype)
     out["visible0"], out["visible1"] = vis0, vis1
     return out

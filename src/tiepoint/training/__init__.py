@@ -2,4 +2,4 @@
 
 from .trainer import DEFAULT_TRAIN_CONF, build_conf, load_experiment, train
 
-__all__ = ["train", "load_experiment", "build_conf", "DEFAULT_TRAIN_CONF"]
+__all__ = ["DEFAULT_TRAIN_CONF", "build_conf", "load_experiment", "train"]

@@ -74,7 +74,7 @@ def latest_checkpoint(exp_dir: Path) -> Path | None:
 
 
 def prune_checkpoints(exp_dir: Path, keep: int) -> None:
-    """Delete all but the `keep` most recent numbered checkpoints (the best one is never touched)."""
+    """Delete all but the `keep` most recent numbered checkpoints (never the best one)."""
     if keep is None or keep <= 0:
         return
     for _, p in list_checkpoints(exp_dir)[:-keep]:
@@ -88,7 +88,10 @@ def load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one-line report)
-        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise WeightsError(
+            f"{path}: not a readable checkpoint "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise WeightsError(f"{path}: not a tiepoint training checkpoint (no 'model' entry)")
     return ckpt
@@ -103,7 +106,14 @@ def _conf_diff(a, b, prefix: str = "") -> list[str]:
     out = []
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
-            if k in ("weights", "pretrained", "loss", "filter_threshold", "depth_confidence", "width_confidence"):
+            if k in (
+                "weights",
+                "pretrained",
+                "loss",
+                "filter_threshold",
+                "depth_confidence",
+                "width_confidence",
+            ):
                 continue  # do not change which weights fit
             out += _conf_diff(a.get(k), b.get(k), f"{prefix}{k}.")
     elif a != b:
@@ -111,8 +121,13 @@ def _conf_diff(a, b, prefix: str = "") -> list[str]:
     return out
 
 
-def check_compatible(model_state: dict, state: dict, source: str, ckpt_conf: dict | None = None,
-                     model_conf: dict | None = None) -> None:
+def check_compatible(
+    model_state: dict,
+    state: dict,
+    source: str,
+    ckpt_conf: dict | None = None,
+    model_conf: dict | None = None,
+) -> None:
     """Raise a one-line WeightsError naming what differs when `state` does not fit the model."""
     own = {k: v for k, v in model_state.items() if k.startswith("matcher.")}
     theirs = {k: v for k, v in state.items() if k.startswith("matcher.")}
@@ -126,7 +141,10 @@ def check_compatible(model_state: dict, state: dict, source: str, ckpt_conf: dic
     parts = []
     if wrong:
         k = wrong[0]
-        parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: checkpoint {tuple(theirs[k].shape)} vs model {tuple(own[k].shape)})")
+        parts.append(
+            f"{len(wrong)} shape mismatches (e.g. {k}: checkpoint {tuple(theirs[k].shape)} "
+            f"vs model {tuple(own[k].shape)})"
+        )
     if missing:
         parts.append(f"{len(missing)} parameters missing from the checkpoint (e.g. {missing[0]})")
     if unexpected:
@@ -143,7 +161,11 @@ def rng_state() -> dict:
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *[float(x) if isinstance(x, float) else int(x) for x in np_state[2:]]],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            *[float(x) if isinstance(x, float) else int(x) for x in np_state[2:]],
+        ],
         "python": random.getstate(),
     }
 
@@ -167,7 +189,9 @@ def matcher_overrides(path: str | os.PathLike) -> list[str]:
     if "pretrained" in conf or conf.get("features"):
         out.append("matcher.pretrained=false")
     for k, v in conf.items():
-        if k in ("name", "weights", "pretrained", "loss", "features") or isinstance(v, (dict, list)):
+        if k in ("name", "weights", "pretrained", "loss", "features") or isinstance(
+            v, (dict, list)
+        ):
             continue
         if k in ("depth_confidence", "width_confidence"):
             continue  # training turns adaptivity off; inference keeps the preset's

@@ -7,8 +7,11 @@ import os
 from pathlib import Path
 
 
-def plot_validation_curves(experiments: dict[str, str | os.PathLike], out: str | os.PathLike,
-                           keys=("match_recall", "match_precision")) -> Path:
+def plot_validation_curves(
+    experiments: dict[str, str | os.PathLike],
+    out: str | os.PathLike,
+    keys=("match_recall", "match_precision", "average_precision"),
+) -> Path:
     """`experiments`: label → experiment folder. Writes a PNG with one panel per metric."""
     import matplotlib
 

@@ -6,6 +6,7 @@ budget) so no rank waits forever for a collective the others skipped.
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 
@@ -29,7 +30,14 @@ def setup(rank_: int, world: int, init_file: Path, backend: str) -> None:
     """Join the process group through a rendezvous file (no free TCP port needed)."""
     if backend == "nccl":
         torch.cuda.set_device(rank_)
-    dist.init_process_group(backend, init_method=f"file://{Path(init_file).resolve()}", rank=rank_, world_size=world)
+    # long timeout: rank 0 alone exports the feature cache or runs benchmarks while the others wait
+    dist.init_process_group(
+        backend,
+        init_method=f"file://{Path(init_file).resolve()}",
+        rank=rank_,
+        world_size=world,
+        timeout=datetime.timedelta(hours=6),
+    )
 
 
 def cleanup() -> None:

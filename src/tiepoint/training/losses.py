@@ -1,9 +1,9 @@
 """Matcher losses and metrics: balanced NLL on a log-assignment, deep supervision, confidence loss.
 
 Labels follow `geometry.gt`: `gt_matches0/1` hold an index (match), −1 (unmatched: should go to the
-dustbin) or −2 (ignored: no term in the loss, no count in the metrics); `gt_assignment` (B,M,N) marks
-the positive pairs. Every function returns per-pair values of shape (B,) so the trainer can average,
-skip or weight them.
+dustbin) or −2 (ignored: no term in the loss, no count in the metrics); `gt_assignment` (B,M,N)
+marks the positive pairs. Every function returns per-pair values of shape (B,) so the trainer can
+average, skip or weight them.
 """
 
 from __future__ import annotations
@@ -32,9 +32,16 @@ def nll_loss(
     num_pos = pos.sum((-1, -2))
     num_neg = neg0.sum(-1) + neg1.sum(-1)
     nll_pos = -(la[:, :m, :n] * pos).sum((-1, -2)) / num_pos.clamp(min=1)
-    nll_neg = -((la[:, :m, n] * neg0).sum(-1) + (la[:, m, :n] * neg1).sum(-1)) / num_neg.clamp(min=1)
+    nll_neg = -((la[:, :m, n] * neg0).sum(-1) + (la[:, m, :n] * neg1).sum(-1)) / num_neg.clamp(
+        min=1
+    )
     nll = balancing * nll_pos + (1 - balancing) * nll_neg
-    return nll, {"nll_pos": nll_pos, "nll_neg": nll_neg, "num_matchable": num_pos, "num_unmatchable": num_neg}
+    return nll, {
+        "nll_pos": nll_pos,
+        "nll_neg": nll_neg,
+        "num_matchable": num_pos,
+        "num_unmatchable": num_neg,
+    }
 
 
 def layer_weights(num_layers: int, gamma: float) -> list[float]:
@@ -60,14 +67,19 @@ def deep_supervision_loss(
 
 
 @torch.no_grad()
-def confidence_targets(layer_la: torch.Tensor, final_la: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def confidence_targets(
+    layer_la: torch.Tensor, final_la: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """1 where a layer's best candidate (dustbin excluded) already equals the final layer's."""
     a, b = layer_la[:, :-1, :-1], final_la[:, :-1, :-1]
     return (a.argmax(2) == b.argmax(2)).float(), (a.argmax(1) == b.argmax(1)).float()
 
 
 def confidence_loss(
-    logits0: list[torch.Tensor], logits1: list[torch.Tensor], layer_la: list[torch.Tensor], final_la: torch.Tensor
+    logits0: list[torch.Tensor],
+    logits1: list[torch.Tensor],
+    layer_la: list[torch.Tensor],
+    final_la: torch.Tensor,
 ) -> torch.Tensor:
     """BCE between each intermediate layer's token confidence and "its prediction is already final".
 
@@ -80,8 +92,11 @@ def confidence_loss(
     for l0, l1, la in zip(logits0, logits1, layer_la):
         t0, t1 = confidence_targets(la, final_la)
         bce = torch.cat(
-            [F.binary_cross_entropy_with_logits(l0.float(), t0, reduction="none"),
-             F.binary_cross_entropy_with_logits(l1.float(), t1, reduction="none")], -1
+            [
+                F.binary_cross_entropy_with_logits(l0.float(), t0, reduction="none"),
+                F.binary_cross_entropy_with_logits(l1.float(), t1, reduction="none"),
+            ],
+            -1,
         )
         total = total + bce.mean(-1)
     return total / len(logits0)
@@ -119,7 +134,9 @@ def matcher_metrics(pred: dict, data: dict) -> dict[str, torch.Tensor]:
         c = correct.gather(-1, order).float() * predicted.gather(-1, order).float()
         p_at_k = c.cumsum(-1) / torch.arange(1, c.shape[-1] + 1, device=c.device)
         n_pos = gt_pos.float().sum(-1)
-        out["average_precision"] = torch.where(n_pos > 0, (p_at_k * c).sum(-1) / n_pos.clamp(min=1), nan)
+        out["average_precision"] = torch.where(
+            n_pos > 0, (p_at_k * c).sum(-1) / n_pos.clamp(min=1), nan
+        )
     return out
 
 

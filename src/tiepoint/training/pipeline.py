@@ -43,7 +43,12 @@ def pad_features(feats: dict, n: int, image_size: torch.Tensor) -> dict:
         "oris": torch.zeros(extra, device=dev),
     }
     out = {key: torch.cat([v, pad[key].to(v.dtype)], 0) for key, v in feats.items()}
-    out["mask"] = torch.cat([torch.ones(k, dtype=torch.bool, device=dev), torch.zeros(extra, dtype=torch.bool, device=dev)])
+    out["mask"] = torch.cat(
+        [
+            torch.ones(k, dtype=torch.bool, device=dev),
+            torch.zeros(extra, dtype=torch.bool, device=dev),
+        ]
+    )
     return out
 
 
@@ -70,7 +75,9 @@ class TwoViewPipeline(BaseModel):
         self.matcher = get_model("matcher", conf.matcher)
         n = conf.num_keypoints or (conf.extractor or {}).get("max_num_keypoints")
         if not n or n <= 0:
-            raise ConfigError("model.num_keypoints (or extractor.max_num_keypoints) must be a positive number")
+            raise ConfigError(
+                "model.num_keypoints (or extractor.max_num_keypoints) must be a positive number"
+            )
         self.num_keypoints = int(n)
 
     def train(self, mode: bool = True):
@@ -92,7 +99,9 @@ class TwoViewPipeline(BaseModel):
             img = rgb_to_gray(img) if self.extractor.grayscale else gray_to_rgb(img)
             size = sizes[b] if sizes is not None else torch.tensor([img.shape[-1], img.shape[-2]])
             w, h = int(size[0]), int(size[1])
-            pred = self.extractor({"image": img[..., :h, :w]})  # square padding is not image content
+            pred = self.extractor(
+                {"image": img[..., :h, :w]}
+            )  # square padding is not image content
             feats = {k: pred[k][0].float() for k in FEATURE_KEYS if k in pred}
             out.append(pad_features(feats, self.num_keypoints, size))
         return {k: torch.stack([o[k] for o in out]) for k in out[0]}
@@ -103,7 +112,9 @@ class TwoViewPipeline(BaseModel):
         kp0, kp1 = f0["keypoints"], f1["keypoints"]
         m0, m1 = f0.get("mask"), f1.get("mask")
         if "H_0to1" in data:
-            gt = gt_matches_from_homography(kp0, kp1, data["H_0to1"], g.th_positive, g.th_negative, m0, m1)
+            gt = gt_matches_from_homography(
+                kp0, kp1, data["H_0to1"], g.th_positive, g.th_negative, m0, m1
+            )
         elif "T_0to1" in data:
             v0, v1 = data.get("view0", {}), data.get("view1", {})
             K0 = data["K0"] if "K0" in data else v0["K"]
@@ -113,8 +124,21 @@ class TwoViewPipeline(BaseModel):
             if dk0 is None and d0 is None:  # no depth at all: every keypoint is undecided
                 dk0, dk1 = torch.zeros_like(kp0[..., 0]), torch.zeros_like(kp1[..., 0])
             gt = gt_matches_from_pose_depth(
-                kp0, kp1, data["T_0to1"], K0, K1, d0, d1, dk0, dk1, g.th_positive, g.th_negative,
-                g.th_epipolar, g.rel_depth_tol, m0, m1,
+                kp0,
+                kp1,
+                data["T_0to1"],
+                K0,
+                K1,
+                d0,
+                d1,
+                dk0,
+                dk1,
+                g.th_positive,
+                g.th_negative,
+                g.th_epipolar,
+                g.rel_depth_tol,
+                m0,
+                m1,
             )
         else:
             raise ConfigError("batch has neither H_0to1 nor T_0to1: cannot compute ground truth")
@@ -133,7 +157,11 @@ class TwoViewPipeline(BaseModel):
         if "image_size" in view:
             return view["image_size"]
         img = view["image"]
-        return torch.tensor([img.shape[-1], img.shape[-2]], device=img.device).float().expand(img.shape[0], 2)
+        return (
+            torch.tensor([img.shape[-1], img.shape[-2]], device=img.device)
+            .float()
+            .expand(img.shape[0], 2)
+        )
 
     def _forward(self, data: dict) -> dict:
         f0, f1 = self._features(data, "0"), self._features(data, "1")

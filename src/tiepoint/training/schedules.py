@@ -1,8 +1,8 @@
 """Optimizers and learning-rate schedules from the `train` config.
 
 A schedule is a multiplier of the base lr as a function of a counter that advances per epoch
-(`on_epoch: true`, the Glue Factory recipe) or per iteration. It is a LambdaLR built from the config,
-so a checkpoint only needs the counter (the scheduler's state dict) to resume exactly.
+(`on_epoch: true`, the Glue Factory recipe) or per iteration. It is a LambdaLR built from the
+config, so a checkpoint only needs the counter (the scheduler's state dict) to resume exactly.
 - `null`: constant;
 - `exp`: constant until `start`, then ×10^(−1/exp_div_10) per unit (÷10 every `exp_div_10` units);
 - `step`: ×`gamma` every `step_size` units after `start`;
@@ -33,13 +33,17 @@ def build_optimizer(model: torch.nn.Module, conf: DictConfig) -> torch.optim.Opt
     """Optimizer over the trainable parameters (optionally only those matching `opt_regexp`)."""
     name = str(conf.optimizer).lower()
     if name not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer: unknown '{conf.optimizer}' (valid: {', '.join(OPTIMIZERS)})")
+        raise ConfigError(
+            f"train.optimizer: unknown '{conf.optimizer}' (valid: {', '.join(OPTIMIZERS)})"
+        )
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if conf.get("opt_regexp"):
         rx = re.compile(conf.opt_regexp)
         params = [(n, p) for n, p in params if rx.search(n)]
     if not params:
-        raise ConfigError("no trainable parameters (check train.opt_regexp and the model's trainable flags)")
+        raise ConfigError(
+            "no trainable parameters (check train.opt_regexp and the model's trainable flags)"
+        )
     options = dict(conf.get("optimizer_options") or {})
     return OPTIMIZERS[name]([p for _, p in params], lr=conf.lr, **options)
 
@@ -48,7 +52,9 @@ def lr_factor(conf: DictConfig, total: int):
     """The multiplier function of the counter for `conf` (the `lr_schedule` section)."""
     kind = conf.get("type")
     if kind not in SCHEDULES:
-        raise ConfigError(f"train.lr_schedule.type: unknown '{kind}' (valid: exp, step, cosine or null)")
+        raise ConfigError(
+            f"train.lr_schedule.type: unknown '{kind}' (valid: exp, step, cosine or null)"
+        )
     start = int(conf.get("start", 0) or 0)
     warmup = int(conf.get("warmup", 0) or 0)
     div10 = float(conf.get("exp_div_10", 10) or 10)
@@ -67,7 +73,9 @@ def lr_factor(conf: DictConfig, total: int):
         if kind == "step":
             return w * gamma ** (k // step_size)
         span = max(1, end - start)
-        return w * (min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(k, span) / span)))
+        return w * (
+            min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(k, span) / span))
+        )
 
     return f
 

@@ -69,11 +69,22 @@ DEFAULT_TRAIN_CONF = {
     "best_key": "loss/total",
     "best_mode": "min",  # min | max
     "load_experiment": None,  # experiment name, checkpoint path or official weights name
-    "feature_cache": {"enabled": False, "path": None, "num_epochs": 1, "batch_size": 8},  # path: folder
+    "feature_cache": {
+        "enabled": False,
+        "path": None,
+        "num_epochs": 1,
+        "batch_size": 8,
+    },  # path: folder
     "num_workers": None,  # overrides data.num_workers when set
     "find_unused_parameters": False,  # DDP: set when some trainable parameters get no gradient
 }
-EXPERIMENT_DEFAULTS = {"data": None, "data_val": None, "model": None, "train": DEFAULT_TRAIN_CONF, "benchmarks": None}
+EXPERIMENT_DEFAULTS = {
+    "data": None,
+    "data_val": None,
+    "model": None,
+    "train": DEFAULT_TRAIN_CONF,
+    "benchmarks": None,
+}
 
 
 def training_root(output_dir: str | os.PathLike | None = None) -> Path:
@@ -81,8 +92,11 @@ def training_root(output_dir: str | os.PathLike | None = None) -> Path:
     return Path(output_dir or os.environ.get("TIEPOINT_OUTPUTS") or "outputs") / "training"
 
 
-def build_conf(conf: str | os.PathLike | dict | DictConfig | None, overrides: DictConfig | dict | None = None,
-               base: DictConfig | dict | None = None) -> DictConfig:
+def build_conf(
+    conf: str | os.PathLike | dict | DictConfig | None,
+    overrides: DictConfig | dict | None = None,
+    base: DictConfig | dict | None = None,
+) -> DictConfig:
     """Experiment config = defaults ⊕ (saved config) ⊕ preset/YAML ⊕ dotted overrides, strictly."""
     if isinstance(conf, (str, os.PathLike)):
         conf = load_preset("training", str(conf))
@@ -170,7 +184,9 @@ def resolve_experiment(spec: str, root: Path) -> Path:
         return p
     d = p if p.is_dir() else root / spec
     if not d.is_dir():
-        raise WeightsError(f"train.load_experiment: no experiment or checkpoint '{spec}' (looked in {root})")
+        raise WeightsError(
+            f"train.load_experiment: no experiment or checkpoint '{spec}' (looked in {root})"
+        )
     best = d / "checkpoint_best.tar"
     found = best if best.exists() else ckpt_lib.latest_checkpoint(d)
     if found is None:
@@ -195,8 +211,16 @@ def load_experiment(spec: str, overrides: dict | None = None, output_dir=None):
 
 
 class Trainer:
-    def __init__(self, exp_dir: Path, conf: DictConfig, restore: bool = False, run_benchmarks: bool = False,
-                 rank: int = 0, world_size: int = 1, progress: bool = True):
+    def __init__(
+        self,
+        exp_dir: Path,
+        conf: DictConfig,
+        restore: bool = False,
+        run_benchmarks: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        progress: bool = True,
+    ):
         self.exp_dir, self.conf, self.tc = Path(exp_dir), conf, conf.train
         self.rank, self.world = rank, world_size
         self.main = rank == 0
@@ -241,12 +265,21 @@ class Trainer:
 
         gbs = self.data.batch_size("train")
         if gbs % self.world:
-            raise ConfigError(f"data.train_batch_size={gbs} is not divisible by {self.world} processes")
-        self.train_loader = self.data.get_data_loader("train", rank=self.rank, world_size=self.world,
-                                                      dataset=self.train_set, batch_size=gbs // self.world)
+            raise ConfigError(
+                f"data.train_batch_size={gbs} is not divisible by {self.world} processes"
+            )
+        self.train_loader = self.data.get_data_loader(
+            "train",
+            rank=self.rank,
+            world_size=self.world,
+            dataset=self.train_set,
+            batch_size=gbs // self.world,
+        )
         self.val_loader = self.val_data.get_data_loader("val", dataset=self.val_set)
         if len(self.train_loader) == 0:
-            raise ConfigError(f"the training set ({len(self.train_set)} items) is smaller than one batch ({gbs})")
+            raise ConfigError(
+                f"the training set ({len(self.train_set)} items) is smaller than one batch ({gbs})"
+            )
 
         if tc.load_experiment and not self._restore:
             self._load_initial_weights(tc.load_experiment)
@@ -258,13 +291,18 @@ class Trainer:
 
         if self._restore:
             self._restore_latest()
-        torch.manual_seed(tc.seed + self.rank) if not self._restore else None
+        if not self._restore:  # ranks share the initial weights, not the later randomness (padding)
+            torch.manual_seed(tc.seed + self.rank)
 
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = DDP(_LossModule(self.model), device_ids=ids, find_unused_parameters=bool(tc.find_unused_parameters))
+            self.step_module = DDP(
+                _LossModule(self.model),
+                device_ids=ids,
+                find_unused_parameters=bool(tc.find_unused_parameters),
+            )
         else:
             self.step_module = _LossModule(self.model)
 
@@ -279,7 +317,10 @@ class Trainer:
 
                 self.writer = SummaryWriter(str(self.exp_dir))
             except ImportError:
-                logger.warning("tensorboard is not installed (pip install tiepoint[train]): no TensorBoard logs")
+                logger.warning(
+                    "tensorboard is not installed (pip install tiepoint[train]): "
+                    "no TensorBoard logs"
+                )
             hist = self.exp_dir / "val_history.json"
             if self._restore and hist.exists():
                 self.history = [h for h in json.loads(hist.read_text()) if h["step"] <= self.step]
@@ -290,20 +331,50 @@ class Trainer:
         root = (self.exp_dir.parent / fc.path) if fc.path else self.exp_dir / "feature_cache"
         paths = {"train": root / "train.h5", "val": root / "val.h5"}
         if self.main:
-            loader_keys = {"batch_size", "train_batch_size", "val_batch_size", "test_batch_size", "num_workers",
-                           "num_threads", "prefetch_factor", "shuffle_training"}
+            loader_keys = {
+                "batch_size",
+                "train_batch_size",
+                "val_batch_size",
+                "test_batch_size",
+                "num_workers",
+                "num_threads",
+                "prefetch_factor",
+                "shuffle_training",
+            }
 
             def fingerprint(data_conf, split):
                 data = {k: v for k, v in to_container(data_conf).items() if k not in loader_keys}
-                return json.dumps({"data": data, "split": split, "num_epochs": fc.num_epochs,
-                                   "extractor": to_container(self.conf.model.extractor),
-                                   "num_keypoints": self.model.num_keypoints}, sort_keys=True)
+                return json.dumps(
+                    {
+                        "data": data,
+                        "split": split,
+                        "num_epochs": fc.num_epochs,
+                        "extractor": to_container(self.conf.model.extractor),
+                        "num_keypoints": self.model.num_keypoints,
+                    },
+                    sort_keys=True,
+                )
 
-            export_features(self.train_set, self.model, paths["train"], fc.num_epochs, fc.batch_size,
-                            device=self.device, progress=self.progress,
-                            fingerprint=fingerprint(self.conf.data, "train"))
-            export_features(self.val_set, self.model, paths["val"], 1, fc.batch_size, device=self.device,
-                            progress=self.progress, fingerprint=fingerprint(self.conf.data_val or self.conf.data, "val"))
+            export_features(
+                self.train_set,
+                self.model,
+                paths["train"],
+                fc.num_epochs,
+                fc.batch_size,
+                device=self.device,
+                progress=self.progress,
+                fingerprint=fingerprint(self.conf.data, "train"),
+            )
+            export_features(
+                self.val_set,
+                self.model,
+                paths["val"],
+                1,
+                fc.batch_size,
+                device=self.device,
+                progress=self.progress,
+                fingerprint=fingerprint(self.conf.data_val or self.conf.data, "val"),
+            )
         dist_lib.barrier()
         self.train_set, self.val_set = CachedPairs(paths["train"]), CachedPairs(paths["val"])
 
@@ -315,12 +386,18 @@ class Trainer:
             return
         dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
         if mp not in dtypes:
-            raise ConfigError(f"train.mixed_precision must be float16, bfloat16 or null, not '{mp}'")
+            raise ConfigError(
+                f"train.mixed_precision must be float16, bfloat16 or null, not '{mp}'"
+            )
         dtype = dtypes[mp]
         if self.device.type == "cpu" and dtype == torch.float16:
             logger.warning("float16 autocast is not available on CPU; using bfloat16")
             dtype = torch.bfloat16
-        if self.device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        if (
+            self.device.type == "cuda"
+            and dtype == torch.bfloat16
+            and not torch.cuda.is_bf16_supported()
+        ):
             logger.warning("this GPU has no bfloat16; using float16")
             dtype = torch.float16
         self.autocast = lambda: torch.autocast(self.device.type, dtype=dtype)
@@ -336,20 +413,30 @@ class Trainer:
             return
         path = resolve_experiment(spec, self.exp_dir.parent)
         ck = ckpt_lib.load_checkpoint(path)
-        ckpt_lib.check_compatible(self.model.state_dict(), ck["model"], str(path),
-                                  (ck.get("conf") or {}).get("model", {}).get("matcher"),
-                                  to_container(self.conf.model.matcher))
+        ckpt_lib.check_compatible(
+            self.model.state_dict(),
+            ck["model"],
+            str(path),
+            (ck.get("conf") or {}).get("model", {}).get("matcher"),
+            to_container(self.conf.model.matcher),
+        )
         self.model.load_state_dict(ck["model"], strict=False)
         logger.info("matcher initialised from %s", path)
 
     def _restore_latest(self) -> None:
         path = ckpt_lib.latest_checkpoint(self.exp_dir)
         if path is None:
-            raise ConfigError(f"--restore: experiment {self.exp_dir} has no checkpoint to resume from")
+            raise ConfigError(
+                f"--restore: experiment {self.exp_dir} has no checkpoint to resume from"
+            )
         ck = ckpt_lib.load_checkpoint(path)
-        ckpt_lib.check_compatible(self.model.state_dict(), ck["model"], str(path),
-                                  (ck.get("conf") or {}).get("model", {}).get("matcher"),
-                                  to_container(self.conf.model.matcher))
+        ckpt_lib.check_compatible(
+            self.model.state_dict(),
+            ck["model"],
+            str(path),
+            (ck.get("conf") or {}).get("model", {}).get("matcher"),
+            to_container(self.conf.model.matcher),
+        )
         self.model.load_state_dict(ck["model"], strict=False)
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["lr_scheduler"])
@@ -362,7 +449,13 @@ class Trainer:
             ckpt_lib.set_rng_state(ck["rng"])
             if self.rank:
                 torch.manual_seed(self.tc.seed + self.rank + self.step)
-        logger.info("resuming %s at epoch %d, iteration %d (step %d)", path.name, self.epoch, self.iter, self.step)
+        logger.info(
+            "resuming %s at epoch %d, iteration %d (step %d)",
+            path.name,
+            self.epoch,
+            self.iter,
+            self.step,
+        )
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self, epoch: int, it: int) -> dict:
@@ -424,9 +517,14 @@ class Trainer:
         self._plot_curves()
         key = self.tc.best_key
         if key not in results:
-            raise ConfigError(f"train.best_key '{key}' is not a validation metric; available: {', '.join(sorted(results))}")
+            raise ConfigError(
+                f"train.best_key '{key}' is not a validation metric; "
+                f"available: {', '.join(sorted(results))}"
+            )
         v = results[key]
-        better = self.best is None or (v < self.best if self.tc.best_mode == "min" else v > self.best)
+        better = self.best is None or (
+            v < self.best if self.tc.best_mode == "min" else v > self.best
+        )
         if math.isfinite(v) and better:
             self.best = v
             ckpt_lib.save_checkpoint(self.exp_dir / "checkpoint_best.tar", self._state(epoch, it))
@@ -447,11 +545,24 @@ class Trainer:
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
         for k in ("match_recall", "match_precision", "average_precision"):
             if any(k in h for h in self.history):
-                ax[0].plot(steps, [h.get(k, np.nan) for h in self.history], marker="o", ms=3, label=k)
-        ax[0].set_xlabel("training step"), ax[0].set_ylim(0, 1), ax[0].legend(), ax[0].grid(alpha=0.3)
+                ax[0].plot(
+                    steps, [h.get(k, np.nan) for h in self.history], marker="o", ms=3, label=k
+                )
+        (
+            ax[0].set_xlabel("training step"),
+            ax[0].set_ylim(0, 1),
+            ax[0].legend(),
+            ax[0].grid(alpha=0.3),
+        )
         ax[0].set_title(f"validation: {self.exp_dir.name}")
-        ax[1].plot(steps, [h.get("loss/total", np.nan) for h in self.history], marker="o", ms=3, color="k")
-        ax[1].set_xlabel("training step"), ax[1].set_ylabel("validation loss"), ax[1].grid(alpha=0.3)
+        ax[1].plot(
+            steps, [h.get("loss/total", np.nan) for h in self.history], marker="o", ms=3, color="k"
+        )
+        (
+            ax[1].set_xlabel("training step"),
+            ax[1].set_ylabel("validation loss"),
+            ax[1].grid(alpha=0.3),
+        )
         fig.tight_layout()
         tmp = self.exp_dir / ".val_curves.tmp.png"
         fig.savefig(tmp, dpi=110)
@@ -476,15 +587,24 @@ class Trainer:
                 matcher["pretrained"] = False
             pipeline = {
                 "preprocessing": to_container(bconf.get("preprocessing")) or {"resize": 1024},
-                "extractor": to_container(bconf.get("extractor")) or to_container(self.conf.model.extractor),
+                "extractor": to_container(bconf.get("extractor"))
+                or to_container(self.conf.model.extractor),
                 "matcher": matcher,
             }
             try:
-                summaries, out = runner.run(name, pipeline, tag=f"{self.exp_dir.name}/{epoch}", overwrite=True,
-                                            weights=str(path), overrides=list(bconf.get("overrides") or []),
-                                            estimator=bconf.get("estimator"), ransac_th=bconf.get("ransac_th"),
-                                            device=self.device, progress=False,
-                                            output_dir=self.exp_dir.parent.parent)
+                summaries, out = runner.run(
+                    name,
+                    pipeline,
+                    tag=f"{self.exp_dir.name}/{epoch}",
+                    overwrite=True,
+                    weights=str(path),
+                    overrides=list(bconf.get("overrides") or []),
+                    estimator=bconf.get("estimator"),
+                    ransac_th=bconf.get("ransac_th"),
+                    device=self.device,
+                    progress=False,
+                    output_dir=self.exp_dir.parent.parent,
+                )
             except TiepointError as e:
                 logger.warning("benchmark %s failed: %s", name, e)
                 continue
@@ -498,7 +618,9 @@ class Trainer:
         if self.stop_requested:
             raise KeyboardInterrupt
         self.stop_requested = self.interrupted = True
-        logger.warning("Ctrl-C: finishing this step, then validating and saving (press again to abort)")
+        logger.warning(
+            "Ctrl-C: finishing this step, then validating and saving (press again to abort)"
+        )
 
     def train_step(self, batch) -> dict | None:
         batch = _to_device(batch, self.device)
@@ -508,8 +630,12 @@ class Trainer:
         (bad,) = dist_lib.any_flags([not bool(torch.isfinite(loss))], self.device)
         if bad:
             self.skipped += 1
-            logger.warning("non-finite loss at step %d: skipped (%d so far)", self.step, self.skipped)
-            self.optimizer.zero_grad(set_to_none=True)  # all ranks skip together: no collective is left waiting
+            logger.warning(
+                "non-finite loss at step %d: skipped (%d so far)", self.step, self.skipped
+            )
+            self.optimizer.zero_grad(
+                set_to_none=True
+            )  # all ranks skip together: no collective is left waiting
             return None
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -546,9 +672,15 @@ class Trainer:
             old_handler = signal.signal(signal.SIGINT, self._sigint)
         try:
             if self.main:
-                logger.info("training %s: %d pairs/epoch, %d iterations/epoch, %d epochs, device %s%s",
-                            self.exp_dir.name, len(self.train_set), len(self.train_loader), tc.epochs,
-                            self.device, f", {self.world} processes" if self.world > 1 else "")
+                logger.info(
+                    "training %s: %d pairs/epoch, %d iterations/epoch, %d epochs, device %s%s",
+                    self.exp_dir.name,
+                    len(self.train_set),
+                    len(self.train_loader),
+                    tc.epochs,
+                    self.device,
+                    f", {self.world} processes" if self.world > 1 else "",
+                )
             if tc.eval_at_start and self.step == 0 and not self.history:
                 self.validate(self.epoch, self.iter)
             dist_lib.barrier()
@@ -564,8 +696,14 @@ class Trainer:
                 sampler.set_epoch(epoch)
                 sampler.set_start(start_it * self.train_loader.batch_size)
                 it = start_it
-                bar = tqdm(self.train_loader, desc=f"epoch {epoch}", initial=start_it,
-                           total=start_it + len(self.train_loader), disable=not self.progress, unit="it")
+                bar = tqdm(
+                    self.train_loader,
+                    desc=f"epoch {epoch}",
+                    initial=start_it,
+                    total=start_it + len(self.train_loader),
+                    disable=not self.progress,
+                    unit="it",
+                )
                 for batch in bar:
                     out = self.train_step(batch)
                     it += 1
@@ -574,15 +712,29 @@ class Trainer:
                         if self.step % max(1, tc.log_every_iter) == 0 or self.step == 1:
                             for k, v in out.items():
                                 self.writer.add_scalar(f"training/{k}", v, self.step)
-                            self.writer.add_scalar("training/lr", self.optimizer.param_groups[0]["lr"], self.step)
+                            self.writer.add_scalar(
+                                "training/lr", self.optimizer.param_groups[0]["lr"], self.step
+                            )
                             bar.set_postfix(loss=f"{out['loss/total']:.3f}")
-                    budget = (tc.max_minutes is not None and time.time() - start_time > 60 * tc.max_minutes) or (
-                        tc.max_iterations is not None and self.step >= tc.max_iterations)
+                    budget = (
+                        tc.max_minutes is not None
+                        and time.time() - start_time > 60 * tc.max_minutes
+                    ) or (tc.max_iterations is not None and self.step >= tc.max_iterations)
                     (stop,) = dist_lib.any_flags([self.stop_requested or budget], self.device)
                     epoch_done = it >= start_it + len(self.train_loader)
-                    if out is not None and tc.eval_every_iter and self.step % tc.eval_every_iter == 0 and not (stop or epoch_done):
+                    if (
+                        out is not None
+                        and tc.eval_every_iter
+                        and self.step % tc.eval_every_iter == 0
+                        and not (stop or epoch_done)
+                    ):
                         self.validate(epoch, it)
-                    if out is not None and tc.save_every_iter and self.step % tc.save_every_iter == 0 and not (stop or epoch_done):
+                    if (
+                        out is not None
+                        and tc.save_every_iter
+                        and self.step % tc.save_every_iter == 0
+                        and not (stop or epoch_done)
+                    ):
                         self.save(epoch, it)
                     if stop:
                         break
@@ -601,8 +753,13 @@ class Trainer:
                     break
                 dist_lib.barrier()
             if self.main:
-                logger.info("done: %d steps (%d skipped) in %.1f min → %s", self.step, self.skipped,
-                            (time.time() - start_time) / 60, self.exp_dir)
+                logger.info(
+                    "done: %d steps (%d skipped) in %.1f min → %s",
+                    self.step,
+                    self.skipped,
+                    (time.time() - start_time) / 60,
+                    self.exp_dir,
+                )
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
@@ -614,17 +771,37 @@ class Trainer:
         return self.exp_dir
 
 
-def _worker(rank: int, world: int, backend: str, init_file: str, exp_dir: str, conf: dict, restore: bool,
-            run_benchmarks: bool, progress: bool) -> None:
+def _worker(
+    rank: int,
+    world: int,
+    backend: str,
+    init_file: str,
+    exp_dir: str,
+    conf: dict,
+    restore: bool,
+    run_benchmarks: bool,
+    progress: bool,
+) -> None:
     dist_lib.setup(rank, world, Path(init_file), backend)
     try:
-        Trainer(Path(exp_dir), OmegaConf.create(conf), restore, run_benchmarks, rank, world, progress).run()
+        Trainer(
+            Path(exp_dir), OmegaConf.create(conf), restore, run_benchmarks, rank, world, progress
+        ).run()
     finally:
         dist_lib.cleanup()
 
 
-def train(exp: str, conf=None, overrides=None, restore: bool = False, output_dir=None, distributed: bool = False,
-          num_processes: int | None = None, run_benchmarks: bool = False, progress: bool = True) -> Path:
+def train(
+    exp: str,
+    conf=None,
+    overrides=None,
+    restore: bool = False,
+    output_dir=None,
+    distributed: bool = False,
+    num_processes: int | None = None,
+    run_benchmarks: bool = False,
+    progress: bool = True,
+) -> Path:
     """Run (or with `restore`, resume) experiment `exp`; returns its directory."""
     exp_dir = training_root(output_dir) / exp
     saved = exp_dir / "config.yaml"
@@ -636,7 +813,9 @@ def train(exp: str, conf=None, overrides=None, restore: bool = False, output_dir
         if conf is None:
             raise ConfigError("--conf is required (a packaged training preset or a YAML file)")
         if ckpt_lib.list_checkpoints(exp_dir) or (exp_dir / "checkpoint_best.tar").exists():
-            raise ConfigError(f"experiment {exp_dir} already has checkpoints: use --restore or another name")
+            raise ConfigError(
+                f"experiment {exp_dir} already has checkpoints: use --restore or another name"
+            )
         conf = build_conf(conf, overrides)
     exp_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(saved, OmegaConf.to_yaml(conf))
@@ -649,8 +828,21 @@ def train(exp: str, conf=None, overrides=None, restore: bool = False, output_dir
     init_file = exp_dir / f".ddp_rendezvous_{os.getpid()}"
     init_file.unlink(missing_ok=True)
     try:
-        mp.spawn(_worker, args=(world, backend, str(init_file), str(exp_dir), to_container(conf), restore,
-                                run_benchmarks, progress), nprocs=world, join=True)
+        mp.spawn(
+            _worker,
+            args=(
+                world,
+                backend,
+                str(init_file),
+                str(exp_dir),
+                to_container(conf),
+                restore,
+                run_benchmarks,
+                progress,
+            ),
+            nprocs=world,
+            join=True,
+        )
     except mp.ProcessRaisedException as e:
         last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
         raise TiepointError(f"distributed training failed: {last}") from None
