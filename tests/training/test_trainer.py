@@ -189,14 +189,33 @@ def test_checkpoints_best_pruning_and_matcher_layout(images, tmp_path):
         train("exp", tiny_conf(images), output_dir=tmp_path, progress=False)
 
 
-def test_fine_tune_from_other_architecture_is_a_clear_error(images, tmp_path):
+def test_fine_tune_from_an_experiment(images, tmp_path):
+    from tiepoint.training import load_experiment
+
     train("small", tiny_conf(images, max_iterations=1), output_dir=tmp_path, progress=False)
+    best = load_checkpoint(tmp_path / "training" / "small" / "checkpoint_best.tar")["model"]
+    # same architecture: the new run starts from the old weights
+    t = Trainer(tmp_path / "training" / "ft", build_conf(tiny_conf(images, load_experiment="small")),
+                progress=False)
+    for k, v in t.model.matcher.state_dict().items():
+        assert torch.equal(v, best[f"matcher.{k}"]), k
+    # the experiment can also be rebuilt as a model for inference
+    model = load_experiment("small", output_dir=tmp_path)
+    assert model.matcher.conf.n_layers == 2 and not model.training
+    # another architecture: a clear report of what differs
     conf = tiny_conf(images, load_experiment="small")
     conf.model.matcher.n_layers = 3
     with pytest.raises(
         WeightsError, match=r"different matcher architecture.*n_layers: checkpoint 2, model 3"
     ):
         train("big", conf, output_dir=tmp_path, progress=False)
+
+
+def test_mixed_precision_and_clipping_run(images, tmp_path):
+    conf = tiny_conf(images, max_iterations=2, mixed_precision="bfloat16", clip_grad=0.5)
+    t = Trainer(tmp_path / "exp", build_conf(conf), progress=False)
+    t.run()
+    assert t.step == 2 and all(math.isfinite(v) for _, v in t.loss_history)
 
 
 def test_cli_bad_inputs_are_one_line_errors(images, tmp_path, capsys):
