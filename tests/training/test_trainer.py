@@ -165,7 +165,13 @@ def test_checkpoints_best_pruning_and_matcher_layout(images, tmp_path):
     assert ck["conf"]["model"]["matcher"]["n_layers"] == 2
     hist = OmegaConf.load(exp / "config.yaml")
     assert hist.model.matcher.descriptor_dim == 32
-    assert (exp / "val_curves.png").exists() and list(exp.glob("events.out.tfevents*"))
+    assert (exp / "val_curves.png").exists()
+    try:
+        import tensorboard  # noqa: F401  (the `train` extra)
+    except ImportError:
+        pass
+    else:
+        assert list(exp.glob("events.out.tfevents*"))
     # the checkpoint is directly usable by the matching API (architecture given as overrides)
     from tiepoint import Matcher
 
