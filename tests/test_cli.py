@@ -43,3 +43,13 @@ def test_models_lists_pipelines(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "aliked+lightglue" in out and "sift+nn" in out and "no weights needed" in out
+
+
+def test_dotted_overrides_may_follow_options(tmp_path):
+    def n_matches(*extra):
+        out = tmp_path / str(len(extra))
+        assert main(["match", str(PAIR / "box.png"), str(PAIR / "box_in_scene.png"), "--pipeline", "sift+nn", "--out", str(out), *extra]) == 0
+        with h5py.File(out / "box_box_in_scene_matches.h5") as f:
+            return len(f["matches"])
+
+    assert n_matches("matcher.ratio_thresh=0.6") < n_matches()

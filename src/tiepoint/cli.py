@@ -24,6 +24,25 @@ COMMAND_MODULES = [
 ]
 
 
+class SubcommandParser(argparse.ArgumentParser):
+    """Lets dotted overrides (positionals) follow options: `match A B --pipeline P matcher.x=1`.
+
+    Plain argparse stops filling positionals at the first option; a sub-parser can parse
+    intermixed even though the top-level parser (which holds the sub-parsers) cannot.
+    """
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def write_matches_h5(path: Path, result, meta: dict) -> None:
     """Keypoints, matches and scores of one pair, written to a temporary file then renamed."""
     import h5py
@@ -106,7 +125,7 @@ def cmd_weights(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tiepoint", description="Local image feature matching.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=SubcommandParser)
 
     p = sub.add_parser("match", help="match two images, write matches (h5) and pictures")
     p.add_argument("image0")

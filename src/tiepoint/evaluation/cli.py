@@ -44,36 +44,8 @@ def cmd_download(args) -> int:
     return 0
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets dotted overrides (positionals) come after options: `eval pairs --pipeline P a.b=1`.
-
-    Plain argparse stops filling positionals at the first option, so the overrides would be
-    "unrecognized"; a sub-parser can parse intermixed although the top-level parser cannot.
-    """
-
-    _inside = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inside:
-            return super().parse_known_args(args, namespace)
-        self._inside = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inside = False
-
-
 def register(subparsers) -> None:
     names = ", ".join(BENCHMARKS)
-    default_class = subparsers._parser_class
-    subparsers._parser_class = _IntermixedParser
-    try:
-        _register(subparsers, names)
-    finally:
-        subparsers._parser_class = default_class
-
-
-def _register(subparsers, names: str) -> None:
     p = subparsers.add_parser("eval", help=f"evaluate a pipeline on a benchmark ({names})",
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               description="Evaluate a pipeline; results go to "
