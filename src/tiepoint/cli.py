@@ -9,9 +9,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .errors import TiepointError
@@ -47,23 +45,17 @@ def write_matches_h5(path: Path, result, meta: dict) -> None:
     """Keypoints, matches and scores of one pair, written to a temporary file then renamed."""
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("keypoints0", data=result.keypoints0)
-            f.create_dataset("keypoints1", data=result.keypoints1)
-            f.create_dataset("matches", data=result.matches)
-            f.create_dataset("scores", data=result.scores)
-            f.attrs["image_size0"] = result.image_size0
-            f.attrs["image_size1"] = result.image_size1
-            for k, v in meta.items():
-                f.attrs[k] = v
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("keypoints0", data=result.keypoints0)
+        f.create_dataset("keypoints1", data=result.keypoints1)
+        f.create_dataset("matches", data=result.matches)
+        f.create_dataset("scores", data=result.scores)
+        f.attrs["image_size0"] = result.image_size0
+        f.attrs["image_size1"] = result.image_size1
+        for k, v in meta.items():
+            f.attrs[k] = v
 
 
 def cmd_match(args) -> int:

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -35,6 +34,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ..config import merge_strict, parse_dotlist, to_container
+from ..atomic import atomic_path, atomic_write_text
 from ..errors import ConfigError, DatasetError, ImageError, TiepointError
 from ..estimators import DEFAULT_THRESHOLDS, ESTIMATORS
 from ..geometry.homography import scale_homography
@@ -61,16 +61,6 @@ def results_dir(benchmark: str, tag: str, output_dir=None) -> Path:
 
 
 # ------------------------------------------------------------------ small I/O helpers
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _json_safe(v):
@@ -212,10 +202,8 @@ def reuse_sibling_predictions(out: Path, conf: RunConf) -> None:
                "model": saved.get("model")}
         if _diff(old, want) is None:
             logger.info("reusing the predictions of tag '%s'", sib.name)
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=".predictions.h5.", suffix=".tmp")
-            os.close(fd)
-            shutil.copyfile(sib / "predictions.h5", tmp)
-            os.replace(tmp, out / "predictions.h5")
+            with atomic_path(out / "predictions.h5") as tmp:
+                shutil.copyfile(sib / "predictions.h5", tmp)
             return
 
 
@@ -398,21 +386,14 @@ def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, 
 
 
 def write_results(path: Path, results: dict[str, dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for task, res in results.items():
-                g = f.create_group(TASK_PREFIX[task])
-                for k, v in res.items():
-                    if k in ("names", "groups"):
-                        g.create_dataset(k, data=np.array(v, dtype=h5py.string_dtype()))
-                    else:
-                        g.create_dataset(k, data=np.asarray(v, np.float64))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for task, res in results.items():
+            g = f.create_group(TASK_PREFIX[task])
+            for k, v in res.items():
+                if k in ("names", "groups"):
+                    g.create_dataset(k, data=np.array(v, dtype=h5py.string_dtype()))
+                else:
+                    g.create_dataset(k, data=np.asarray(v, np.float64))
 
 
 def read_results(path: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError, DatasetError
-from .atomic import atomic_dir, atomic_path
+from ..atomic import atomic_dir, atomic_path
 from .features_io import arrays_to_matches, find_pair, read_group
 
 log = logging.getLogger("tiepoint")

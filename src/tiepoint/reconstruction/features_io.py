@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError
 from . import records
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 log = logging.getLogger("tiepoint")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 
 Pair = tuple[str, str]
 

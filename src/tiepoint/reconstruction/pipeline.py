@@ -25,7 +25,7 @@ from ..errors import DatasetError
 from . import colmap, retrieval
 from . import features_io as fio
 from . import pairs as pairs_mod
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 from .executors import WorkerSpec, make_executor, part_dirs, shard_slice
 from .inputs import ImageSet, list_images, require_images
 from .pairs import PairSpec

@@ -17,7 +17,7 @@ import os
 import h5py
 import numpy as np
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .matches import save_figure  # noqa: E402
+
 
 def cumulative_curve(errors: Sequence[float], x_max: float, num: int = 400):
     """(x, recall(x)) with recall(x) = fraction of pairs whose error is ≤ x; failures never count."""
@@ -40,10 +42,5 @@ def save_cumulative(panels: Sequence[dict], path: str | os.PathLike, dpi: int = 
     for ax, panel in zip(axes[0], panels):
         plot_cumulative(ax, **panel)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    save_figure(fig, path, dpi=dpi, tight=False)
+    return Path(path)

@@ -11,14 +11,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..atomic import atomic_path  # noqa: E402
 
-def _atomic_savefig(fig, path: Path, dpi: int) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", pad_inches=0.05)
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100, tight: bool = True) -> None:
+    """Save and close a figure; written atomically (matplotlib picks the format from the suffix)."""
+    with atomic_path(path) as tmp:
+        kw = {"bbox_inches": "tight", "pad_inches": 0.05} if tight else {}
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png", **kw)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def side_by_side(img0: np.ndarray, img1: np.ndarray, gap: int = 10) -> tuple[np.ndarray, float]:
@@ -65,5 +66,5 @@ def plot_matches(
     if title:
         ax.text(5, 5, title, color="white", fontsize=9, va="top", bbox=dict(facecolor="black", alpha=0.6, lw=0))
     if path is not None:
-        _atomic_savefig(fig, path, dpi)
+        save_figure(fig, path, dpi)
     return fig

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .matches import _atomic_savefig  # noqa: E402
+from .matches import save_figure  # noqa: E402
 
 
 def warp_to_reference(img1: np.ndarray, H_0to1: np.ndarray, size0: tuple[int, int]) -> np.ndarray:
@@ -40,4 +40,4 @@ def plot_warp(img0: np.ndarray, img1: np.ndarray, H_0to1: np.ndarray | None, pat
         ax.text(5 + k * (w0 + 10), 5, lab, color="white", fontsize=8, va="top", bbox=dict(facecolor="black", alpha=0.6, lw=0))
     if title:
         ax.text(5, h0 - 5, title, color="white", fontsize=9, va="bottom", bbox=dict(facecolor="black", alpha=0.6, lw=0))
-    _atomic_savefig(fig, path, dpi)
+    save_figure(fig, path, dpi)
