@@ -166,6 +166,7 @@ def test_checkpoints_best_pruning_and_matcher_layout(images, tmp_path):
     hist = OmegaConf.load(exp / "config.yaml")
     assert hist.model.matcher.descriptor_dim == 32
     assert (exp / "val_curves.png").exists()
+    assert "validation at step" in (exp / "log.txt").read_text()
     try:
         import tensorboard  # noqa: F401  (the `train` extra)
     except ImportError:

@@ -309,6 +309,10 @@ class Trainer:
         self.writer = _NullWriter()
         if self.main:
             self.exp_dir.mkdir(parents=True, exist_ok=True)
+            # log.txt gets INFO records even when the caller's logging is quieter
+            self._old_level = logger.level
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
             self._log_file = logging.FileHandler(self.exp_dir / "log.txt")
             self._log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             logger.addHandler(self._log_file)
@@ -768,6 +772,7 @@ class Trainer:
             if self.main and hasattr(self, "_log_file"):
                 logger.removeHandler(self._log_file)
                 self._log_file.close()
+                logger.setLevel(self._old_level)
         return self.exp_dir
 
 
