@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -110,6 +111,35 @@ def pipeline_conf(pipeline: str | DictConfig | dict, overrides=None) -> DictConf
     return conf
 
 
+def matcher_conf_from_checkpoint(weights, matcher_conf: DictConfig) -> DictConfig:
+    """The matcher config to build before loading `weights`.
+
+    A training checkpoint (tiepoint or Glue Factory: `{"model": ..., "conf": {"model": {"matcher": ...}}}`)
+    carries its architecture: build that (the name may even differ, e.g. a DiffGlue checkpoint), keep the
+    pipeline's inference-time settings (adaptive depth/width, filter threshold) and skip official weights.
+    A plain state dict or a registered name changes nothing.
+    """
+    from . import weights as weights_lib
+    from .models import model_class
+
+    path = Path(weights)
+    if not path.is_file():
+        return matcher_conf
+    state = weights_lib.load_state_dict(path)
+    trained = ((state.get("conf") or {}).get("model") or {}).get("matcher") if isinstance(state, dict) else None
+    if not isinstance(trained, dict):
+        return matcher_conf
+    name = str(trained.get("name") or matcher_conf.name).removeprefix("matchers.")
+    known = model_class("matcher", name).full_default_conf()
+    inference = ("depth_confidence", "width_confidence", "filter_threshold")
+    keep = {k: v for k, v in trained.items() if k in known and k not in ("weights", "pretrained", "loss", *inference)}
+    base = {k: v for k, v in matcher_conf.items() if k in known} if name == matcher_conf.name else {}
+    conf = OmegaConf.merge(base, keep, {"name": name, "weights": None})
+    if "pretrained" in known:
+        conf.pretrained = False
+    return conf
+
+
 class Matcher:
     """Extractor + matcher, loaded once.
 
@@ -131,6 +161,8 @@ class Matcher:
             self.conf.preprocessing.resize = resize if resize > 0 else None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.extractor = get_model("extractor", self.conf.extractor).eval().to(self.device)
+        if weights is not None:
+            self.conf.matcher = matcher_conf_from_checkpoint(weights, self.conf.matcher)
         self.matcher = get_model("matcher", self.conf.matcher).eval().to(self.device)
         if weights is not None:
             self.matcher.load_weights(weights)

@@ -247,7 +247,9 @@ class LightGlue(Matcher):
                 from ...errors import ConfigError
 
                 raise ConfigError(f"unknown LightGlue features '{features}'; valid: {', '.join(FEATURES)}")
-            conf = OmegaConf.merge(FEATURES[features], conf)
+            # the preset's weights name is not merged: `pretrained: false` must mean random weights
+            preset = {k: v for k, v in FEATURES[features].items() if k != "weights"}
+            conf = OmegaConf.merge(preset, conf)
         super().__init__(conf)
 
     def _init(self, conf):
@@ -300,8 +302,8 @@ class LightGlue(Matcher):
         do_prune = self.conf.width_confidence > 0 and not training and b == 1
         ind0 = torch.arange(m, device=device)[None]
         ind1 = torch.arange(n, device=device)[None]
-        prune0 = torch.ones_like(ind0)
-        prune1 = torch.ones_like(ind1)
+        prune0 = torch.ones((b, m), dtype=torch.long, device=device)
+        prune1 = torch.ones((b, n), dtype=torch.long, device=device)
         all_desc0, all_desc1 = [], []
         token0 = token1 = None
         for i in range(self.conf.n_layers):
