@@ -4,8 +4,9 @@ and the official ALIKED LightGlue weights fine-tuned for the same budget.
 
 Images: Debian's opencv-doc sample photographs (fetched with apt-get download + dpkg-deb if not
 unpacked already); the Leuven and Graffiti evaluation scenes are excluded from training.
-Budget: the presets' `train.max_minutes` (12 min each) plus feature caching; set
-TIEPOINT_DEMO_MINUTES to shorten it (the thresholds below assume the full budget).
+Budget: in the test suite 3 minutes from scratch and 1.5 minutes of fine-tuning on 240 cached pairs
+(TIEPOINT_DEMO_MINUTES / TIEPOINT_DEMO_PAIRS change that); the README records the full presets' run
+(12 minutes each, 600 pairs).
 """
 
 import json
@@ -43,7 +44,6 @@ def opencv_doc_images(tmp: Path) -> Path:
 def leuven_corner_error(checkpoint: Path, data_dir: Path) -> float:
     import tiepoint
     from tiepoint.geometry.homography import homography_corner_error
-    from tiepoint.training.checkpoints import matcher_overrides
 
     seq = data_dir / "homography" / "oxford_leuven"
     H_gt = np.loadtxt(seq / "H1to2p")
@@ -52,8 +52,7 @@ def leuven_corner_error(checkpoint: Path, data_dir: Path) -> float:
         seq / "img2.png",
         pipeline="aliked+lightglue",
         device="cpu",
-        weights=str(checkpoint),
-        overrides=matcher_overrides(checkpoint),
+        weights=str(checkpoint),  # the checkpoint carries its (smaller) architecture
     )
     H, _ = r.homography(estimator="opencv", threshold=3.0)
     from PIL import Image
@@ -69,14 +68,14 @@ def test_cpu_demo(tmp_path, data_dir, official_weights):
     official_weights("aliked-n16", "aliked_lightglue")
     images = opencv_doc_images(tmp_path)
     out = Path(os.environ.get("TIEPOINT_DEMO_OUTPUTS", tmp_path / "outputs"))
-    extra = [f"data.data_dir={images}"]
-    if os.environ.get("TIEPOINT_DEMO_MINUTES"):
-        extra.append(f"train.max_minutes={os.environ['TIEPOINT_DEMO_MINUTES']}")
+    minutes = float(os.environ.get("TIEPOINT_DEMO_MINUTES", 3))
+    pairs = int(os.environ.get("TIEPOINT_DEMO_PAIRS", 240))
+    extra = [f"data.data_dir={images}", f"data.train_size={pairs}"]
 
     scratch = train(
         "cpu_demo_scratch",
         "aliked+lightglue_cpu_demo",
-        parse_dotlist(extra),
+        parse_dotlist([*extra, f"train.max_minutes={minutes}"]),
         output_dir=out,
         progress=False,
     )
@@ -84,15 +83,15 @@ def test_cpu_demo(tmp_path, data_dir, official_weights):
     first, last = hist[0], hist[-1]
     # validation recall and precision rise from chance (random init: almost no correct match)
     assert first["match_recall"] < 0.05
-    assert last["match_recall"] > first["match_recall"] + 0.3 and last["match_recall"] > 0.4
-    assert last["match_precision"] > 0.4
+    assert last["match_recall"] > first["match_recall"] + 0.2 and last["match_recall"] > 0.25
+    assert last["match_precision"] > 0.3
     err = leuven_corner_error(scratch / "checkpoint_best.tar", data_dir)
     assert err < 5.0, f"Leuven img1→img2 corner error {err:.2f} px"
 
     fine = train(
         "cpu_demo_finetune",
         "aliked+lightglue_cpu_finetune",
-        parse_dotlist(extra),
+        parse_dotlist([*extra, f"train.max_minutes={minutes / 2}"]),
         output_dir=out,
         progress=False,
     )
