@@ -5,20 +5,6 @@ from __future__ import annotations
 import argparse
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets dotted overrides follow options (`train EXP --conf C a=1`): plain argparse stops
-    collecting positionals at the first option."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        if getattr(self, "_intermixed_busy", False):
-            return super().parse_known_args(args, namespace)
-        self._intermixed_busy = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixed_busy = False
-
-
 def cmd_train(args) -> int:
     from ..config import parse_dotlist
     from .trainer import train
@@ -54,7 +40,6 @@ def register(subparsers) -> None:
         "(usable as `tiepoint match --weights`).\nDotted overrides: data.*, model.*, train.* "
         "(e.g. train.lr=1e-5 data.data_dir=/my/images).",
     )
-    p.__class__ = _IntermixedParser
     p.add_argument("experiment", help="experiment name (a folder under OUTPUT_DIR/training)")
     p.add_argument(
         "--conf",
