@@ -57,7 +57,7 @@ def main() -> None:
     rows.append(("lightglue (9 layers)", t_full, len(r)))
     for k in args.steps:
         dg = tiepoint.Matcher("aliked+diffglue", resize=args.resize, device="cpu", overrides=over + [f"matcher.sampling_steps={k}"])
-        t, r = best_of(lambda: dg.match_features(f0, f1), args.repeats)
+        t, r = best_of(lambda m=dg: m.match_features(f0, f1), args.repeats)
         rows.append((f"diffglue ({k} step{'s' if k > 1 else ''})", t, len(r)))
 
     print(f"{'matcher':22s} {'s/pair':>8s} {'× LG adaptive':>14s} {'× LG 9 layers':>14s} {'matches':>8s}")

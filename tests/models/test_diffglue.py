@@ -20,7 +20,7 @@ from tiepoint.models.matchers.diffusion import (
 )
 from tiepoint.models.matchers.lightglue import LightGlue, TransformerLayer
 
-SMALL = dict(input_dim=16, descriptor_dim=32, num_heads=2, n_layers=3)
+SMALL = {"input_dim": 16, "descriptor_dim": 32, "num_heads": 2, "n_layers": 3}
 
 
 def _pair(b=1, m=12, n=10, dim=16, seed=0, matched=6):
@@ -237,8 +237,8 @@ def test_loss_equals_a_direct_computation():
         neg = -((la[:6, 5] * W[:6, 5]).sum() + (la[6, :5] * W[6, :5]).sum()) / (W[:6, 5].sum() + W[6, :5].sum())
         return 0.5 * pos + 0.5 * neg
 
-    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
-    bce = lambda z, y: -(y * np.log(sig(z)) + (1 - y) * np.log(1 - sig(z))).mean()  # noqa: E731
+    sig = lambda z: 1 / (1 + np.exp(-z))
+    bce = lambda z, y: -(y * np.log(sig(z)) + (1 - y) * np.log(1 - sig(z))).mean()
     with torch.no_grad():
         heads = [model.log_assignment[i](pred["ref_descriptors0"][:, i], pred["ref_descriptors1"][:, i])[0][0].numpy() for i in range(3)]
         final = pred["log_assignment"][0].numpy()
@@ -260,7 +260,7 @@ def test_loss_equals_a_direct_computation():
     assert float(losses["diffusion_mse"][0].detach()) == pytest.approx(mse, rel=1e-5)
     assert float(losses["confidence"][0]) == pytest.approx(conf, rel=1e-5)
     assert float(losses["matcher_total"][0]) == pytest.approx(nll_total + conf, rel=1e-5)
-    assert float(losses["total"][0]) == pytest.approx(nll_total + conf + 7.0 * mse, rel=1e-5)
+    assert float(losses["total"][0].detach()) == pytest.approx(nll_total + conf + 7.0 * mse, rel=1e-5)
     losses["total"].mean().backward()
     assert model.transformers[0].adj_attn[0].to_v.weight.grad.abs().sum() > 0
     assert model.time_embed[0].weight.grad.abs().sum() > 0

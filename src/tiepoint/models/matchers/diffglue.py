@@ -119,7 +119,7 @@ def _load_checkpoint(name_or_path) -> dict:
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one-line report)
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
 
 

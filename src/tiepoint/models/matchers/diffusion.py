@@ -12,8 +12,8 @@ Everything here is network-agnostic: the matcher passes a `denoise(x_t, t) -> xÌ
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -36,7 +36,7 @@ def kept_timesteps(steps: int, count: int) -> list[int]:
     if count == 1:
         return [0]
     stride = (steps - 1) / (count - 1)
-    return sorted({int(round(i * stride)) for i in range(count)}, reverse=True)
+    return sorted({round(i * stride) for i in range(count)}, reverse=True)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
