@@ -275,14 +275,14 @@ def test_a_few_steps_fit_one_pair():
     first = None
     for _ in range(40):
         loss = model.loss(model(data), data)[0]["total"].mean()
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
         m0 = model(data)["matches0"][0]
-    assert float(loss) < 0.5 * first
+    assert float(loss.detach()) < 0.5 * first
     assert (m0[:6] == torch.arange(6)).all() and (m0[6:] == -1).all()
 
 
