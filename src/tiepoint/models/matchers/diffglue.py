@@ -200,7 +200,7 @@ class DiffGlue(Matcher):
         if from_lightglue:
             for layer in self.transformers:
                 layer.make_passthrough()
-            logger.info("DiffGlue initialised from LightGlue weights %s: it matches exactly as that LightGlue until fine-tuned", name_or_path)
+            logger.info("DiffGlue: LightGlue weights %s loaded with pass-through new blocks (matches as that LightGlue)", name_or_path)
 
     @staticmethod
     def _lightglue_key(k: str) -> str:
