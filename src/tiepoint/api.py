@@ -129,13 +129,16 @@ def matcher_conf_from_checkpoint(weights, matcher_conf: DictConfig) -> DictConfi
     from . import weights as weights_lib
     from .models import model_class
 
+    # the given weights replace the preset's: never load those first
+    known = model_class("matcher", matcher_conf.name).full_default_conf()
+    plain = OmegaConf.merge(matcher_conf, {"weights": None}, {"pretrained": False} if "pretrained" in known else {})
     path = Path(weights)
     if not path.is_file():
-        return matcher_conf
+        return plain
     state = weights_lib.load_state_dict(path)
     trained = ((state.get("conf") or {}).get("model") or {}).get("matcher") if isinstance(state, dict) else None
     if not isinstance(trained, dict):
-        return matcher_conf
+        return plain
     name = str(trained.get("name") or matcher_conf.name).removeprefix("matchers.")
     known = model_class("matcher", name).full_default_conf()
     inference = ("depth_confidence", "width_confidence", "filter_threshold")
@@ -250,8 +253,10 @@ def pipeline_weights(pipeline: str) -> list[str]:
     if ex.get("weights"):
         names[-1:] = [ex.weights]
     ma = conf.matcher
-    if ma.name == "lightglue" and (ma.get("weights") or ma.get("features")):
-        names.append(ma.get("weights") or FEATURES[ma.features]["weights"])
+    if ma.get("weights"):
+        names.append(ma.weights)
+    elif ma.name == "lightglue" and ma.get("features"):
+        names.append(FEATURES[ma.features]["weights"])
     return names
 
 
