@@ -57,6 +57,17 @@ def merge_strict(default: DictConfig | dict, *overrides: DictConfig | dict | Non
     return base
 
 
+def class_default_conf(cls: type) -> DictConfig:
+    """`base_default_conf` and `default_conf` of a class and all its parents, parents first."""
+    conf = OmegaConf.create({})
+    for klass in reversed(cls.__mro__):
+        for attr in ("base_default_conf", "default_conf"):
+            d = klass.__dict__.get(attr)
+            if d:
+                conf = OmegaConf.merge(conf, d)
+    return conf
+
+
 def parse_dotlist(items: Iterable[str] | None) -> DictConfig:
     """`["matcher.filter_threshold=0.2", ...]` → nested config (values parsed as YAML)."""
     items = list(items or [])

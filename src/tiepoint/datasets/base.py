@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..config import merge_strict
+from ..config import class_default_conf, merge_strict
 
 logger = logging.getLogger("tiepoint")
 
@@ -131,13 +131,7 @@ class BaseDataset:
 
     @classmethod
     def full_default_conf(cls) -> DictConfig:
-        conf = OmegaConf.create({})
-        for klass in reversed(cls.__mro__):
-            for attr in ("base_default_conf", "default_conf"):
-                d = klass.__dict__.get(attr)
-                if d:
-                    conf = OmegaConf.merge(conf, d)
-        return conf
+        return class_default_conf(cls)
 
     def __init__(self, conf: dict | DictConfig | None = None, **overrides: Any):
         self.conf = merge_strict(

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..config import merge_strict
+from ..config import class_default_conf, merge_strict
 from ..errors import ConfigError, ImageError, WeightsError
 
 
@@ -27,13 +27,7 @@ class BaseModel(nn.Module):
     @classmethod
     def full_default_conf(cls) -> DictConfig:
         """Defaults of this class merged over those of every parent (parents first)."""
-        conf = OmegaConf.create({})
-        for klass in reversed(cls.__mro__):
-            for attr in ("base_default_conf", "default_conf"):
-                d = klass.__dict__.get(attr)
-                if d:
-                    conf = OmegaConf.merge(conf, d)
-        return conf
+        return class_default_conf(cls)
 
     def __init__(self, conf: dict | DictConfig | None = None, **overrides: Any):
         super().__init__()
@@ -67,25 +61,45 @@ class BaseModel(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
 
+def state_mismatch(own: dict, state: dict, expected: set[str] | None = None) -> str | None:
+    """What keeps `state` from loading into a module whose state dict is `own` (None: it fits).
+
+    `expected` are the keys the file must provide (default: all of `own`).
+    """
+    missing = sorted((set(own) if expected is None else expected) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    return "; ".join(parts) or None
+
+
 def load_state_strict(module: nn.Module, state, source, what: str) -> None:
     """Load `state` into `module`, or raise one WeightsError line saying what does not fit."""
     if not isinstance(state, dict):
         raise WeightsError(f"{source}: not a {what} state dict")
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        raise WeightsError(f"{source}: weights do not fit this {what} ({'; '.join(parts)})")
+    problem = state_mismatch(module.state_dict(), state)
+    if problem:
+        raise WeightsError(f"{source}: weights do not fit this {what} ({problem})")
     module.load_state_dict(state, strict=True)
+
+
+def stack_keypoint_sets(per_image: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
+    """Batch per-image (keypoints, scores, descriptors); shorter sets get zero-score padding at (0, 0)."""
+    n = max(k.shape[0] for k, _, _ in per_image)
+    out = {"keypoints": [], "keypoint_scores": [], "descriptors": []}
+    for k, s, d in per_image:
+        pad = n - k.shape[0]
+        out["keypoints"].append(torch.nn.functional.pad(k, (0, 0, 0, pad)))
+        out["keypoint_scores"].append(torch.nn.functional.pad(s, (0, pad)))
+        out["descriptors"].append(torch.nn.functional.pad(d, (0, 0, 0, pad)))
+    return {key: torch.stack(v) for key, v in out.items()}
 
 
 class Extractor(BaseModel):

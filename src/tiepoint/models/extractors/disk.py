@@ -18,23 +18,7 @@ from omegaconf import DictConfig
 from ... import weights as weights_lib
 from ...errors import ImageError
 from ...images import gray_to_rgb
-from ..base import Extractor, load_state_strict
-
-
-def _stack(per_image: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
-    """Stack per-image (kpts, scores, desc); shorter sets get zero-score padding at (0, 0)."""
-    n = max(k.shape[0] for k, _, _ in per_image)
-    kpts, scores, descs = [], [], []
-    for k, s, d in per_image:
-        pad = n - k.shape[0]
-        kpts.append(F.pad(k, (0, 0, 0, pad)))
-        scores.append(F.pad(s, (0, pad)))
-        descs.append(F.pad(d, (0, 0, 0, pad)))
-    return {
-        "keypoints": torch.stack(kpts),
-        "keypoint_scores": torch.stack(scores),
-        "descriptors": torch.stack(descs),
-    }
+from ..base import Extractor, load_state_strict, stack_keypoint_sets
 
 
 class DISK(Extractor):
@@ -91,4 +75,4 @@ class DISK(Extractor):
                     f.descriptors[order].float(),
                 )
             )
-        return _stack(per_image)
+        return stack_keypoint_sets(per_image)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...images import rgb_to_gray
-from ..base import Extractor, load_state_strict
+from ..base import Extractor, load_state_strict, stack_keypoint_sets
 
 
 def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
@@ -132,16 +132,4 @@ class SuperPoint(Extractor):
             kpts = yx[order].flip(-1).to(image.dtype)
             d = F.normalize(sample_descriptors(desc[i : i + 1], kpts[None])[0], dim=-1)
             per_image.append((kpts, s[order], d))
-        return _stack(per_image)
-
-
-def _stack(per_image: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
-    """Stack per-image (kpts, scores, desc); shorter sets get zero-score padding at (0, 0)."""
-    n = max(k.shape[0] for k, _, _ in per_image)
-    out = {"keypoints": [], "keypoint_scores": [], "descriptors": []}
-    for k, s, d in per_image:
-        pad = n - k.shape[0]
-        out["keypoints"].append(F.pad(k, (0, 0, 0, pad)))
-        out["keypoint_scores"].append(F.pad(s, (0, pad)))
-        out["descriptors"].append(F.pad(d, (0, 0, 0, pad)))
-    return {key: torch.stack(v) for key, v in out.items()}
+        return stack_keypoint_sets(per_image)

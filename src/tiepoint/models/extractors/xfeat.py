@@ -28,7 +28,7 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...errors import ConfigError
-from ..base import Extractor, load_state_strict
+from ..base import Extractor, load_state_strict, stack_keypoint_sets
 
 
 class ConvBlock(nn.Module):
@@ -190,16 +190,4 @@ class XFeat(Extractor):
                 scale = torch.tensor([sx, sy], dtype=kpts.dtype, device=kpts.device)
                 kpts = (kpts + 0.5) * scale - 0.5  # pixel-centre convention
             per_image.append((kpts, scores, desc))
-        return _stack(per_image)
-
-
-def _stack(per_image: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
-    """Stack per-image (kpts, scores, desc); shorter sets get zero-score padding at (0, 0)."""
-    n = max(k.shape[0] for k, _, _ in per_image)
-    out = {"keypoints": [], "keypoint_scores": [], "descriptors": []}
-    for k, s, d in per_image:
-        pad = n - k.shape[0]
-        out["keypoints"].append(F.pad(k, (0, 0, 0, pad)))
-        out["keypoint_scores"].append(F.pad(s, (0, pad)))
-        out["descriptors"].append(F.pad(d, (0, 0, 0, pad)))
-    return {key: torch.stack(v) for key, v in out.items()}
+        return stack_keypoint_sets(per_image)

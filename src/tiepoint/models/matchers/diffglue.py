@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ... import weights as weights_lib
 from ...errors import ConfigError, WeightsError
-from ..base import Matcher
+from ..base import Matcher, state_mismatch
 from .diffusion import (
     DiffusionSchedule,
     assignment_to_x0,
@@ -182,20 +182,10 @@ class DiffGlue(Matcher):
             expected -= {k for k in own if k.startswith(f"token_confidence.{self.conf.n_layers - 1}.")}
         else:
             expected = set(own)
-        missing = sorted(expected - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            parts = []
-            if wrong:
-                k = wrong[0]
-                parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
-            if missing:
-                parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        problem = state_mismatch(own, state, expected)
+        if problem:
             kind = "LightGlue weights for this DiffGlue" if from_lightglue else "weights for this DiffGlue"
-            raise WeightsError(f"{name_or_path}: not {kind} ({'; '.join(parts)})")
+            raise WeightsError(f"{name_or_path}: not {kind} ({problem})")
         self.load_state_dict(state, strict=not from_lightglue)
         if from_lightglue:
             for layer in self.transformers:
