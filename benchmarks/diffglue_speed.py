@@ -12,25 +12,13 @@ downloadable): the time does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
 import tiepoint
+from _common import DEFAULT_PAIR, best_of
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_PAIR = [HERE.parent.parent / "shared/data/homography/oxford_bikes/img1.png", HERE.parent.parent / "shared/data/homography/oxford_bikes/img3.png"]
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    fn()  # warm-up
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -23,20 +22,9 @@ import numpy as np
 import torch
 
 import tiepoint
+from _common import DEFAULT_PAIR, HERE, best_of
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_PAIR = [HERE.parent.parent / "shared/data/homography/oxford_bikes/img1.png", HERE.parent.parent / "shared/data/homography/oxford_bikes/img3.png"]
 PIPELINES = ["sift+nn", "aliked+lightglue", "disk+lightglue", "xfeat+lighterglue"]
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    fn()  # warm-up
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def opencv_sift_pair(a: Path, b: Path, resize: int, n: int):

@@ -408,6 +408,19 @@ class Trainer:
         if self.device.type == "cuda" and dtype == torch.float16:
             self.scaler = torch.amp.GradScaler("cuda")
 
+    def _load_model_checkpoint(self, path) -> dict:
+        """Load a checkpoint's matcher weights after checking the architectures agree."""
+        ck = ckpt_lib.load_checkpoint(path)
+        ckpt_lib.check_compatible(
+            self.model.state_dict(),
+            ck["model"],
+            str(path),
+            (ck.get("conf") or {}).get("model", {}).get("matcher"),
+            to_container(self.conf.model.matcher),
+        )
+        self.model.load_state_dict(ck["model"], strict=False)
+        return ck
+
     def _load_initial_weights(self, spec: str) -> None:
         from .. import weights as weights_lib
 
@@ -416,15 +429,7 @@ class Trainer:
             logger.info("matcher initialised from official weights %s", spec)
             return
         path = resolve_experiment(spec, self.exp_dir.parent)
-        ck = ckpt_lib.load_checkpoint(path)
-        ckpt_lib.check_compatible(
-            self.model.state_dict(),
-            ck["model"],
-            str(path),
-            (ck.get("conf") or {}).get("model", {}).get("matcher"),
-            to_container(self.conf.model.matcher),
-        )
-        self.model.load_state_dict(ck["model"], strict=False)
+        self._load_model_checkpoint(path)
         logger.info("matcher initialised from %s", path)
 
     def _restore_latest(self) -> None:
@@ -433,15 +438,7 @@ class Trainer:
             raise ConfigError(
                 f"--restore: experiment {self.exp_dir} has no checkpoint to resume from"
             )
-        ck = ckpt_lib.load_checkpoint(path)
-        ckpt_lib.check_compatible(
-            self.model.state_dict(),
-            ck["model"],
-            str(path),
-            (ck.get("conf") or {}).get("model", {}).get("matcher"),
-            to_container(self.conf.model.matcher),
-        )
-        self.model.load_state_dict(ck["model"], strict=False)
+        ck = self._load_model_checkpoint(path)
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["lr_scheduler"])
         if self.scaler is not None and ck.get("scaler"):
