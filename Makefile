@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 2
 
 .PHONY: demo test test-fast install weights clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
