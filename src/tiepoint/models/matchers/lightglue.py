@@ -318,18 +318,8 @@ class LightGlue(Matcher):
                 if self._check_if_stop(token0, token1, i, m + n):
                     break
             if do_prune:
-                if desc0.shape[1] > self.conf.pruning_min_keypoints:
-                    keep0 = self._pruning_mask(token0, self.log_assignment[i].get_matchability(desc0), i)
-                    keep0 = torch.where(keep0[0])[0]
-                    ind0, desc0 = ind0.index_select(1, keep0), desc0.index_select(1, keep0)
-                    encoding0 = encoding0.index_select(-2, keep0)
-                    prune0[:, ind0] += 1
-                if desc1.shape[1] > self.conf.pruning_min_keypoints:
-                    keep1 = self._pruning_mask(token1, self.log_assignment[i].get_matchability(desc1), i)
-                    keep1 = torch.where(keep1[0])[0]
-                    ind1, desc1 = ind1.index_select(1, keep1), desc1.index_select(1, keep1)
-                    encoding1 = encoding1.index_select(-2, keep1)
-                    prune1[:, ind1] += 1
+                desc0, encoding0, ind0 = self._prune(i, desc0, encoding0, ind0, prune0, token0)
+                desc1, encoding1, ind1 = self._prune(i, desc1, encoding1, ind1, prune1, token1)
                 if desc0.shape[1] == 0 or desc1.shape[1] == 0:
                     return self._empty(b, m, n, device, stop=i + 1)
 
@@ -375,6 +365,17 @@ class LightGlue(Matcher):
         threshold = self.confidence_thresholds[layer_index]
         ratio_confident = 1.0 - (confidences < threshold).float().sum() / num_points
         return bool(ratio_confident > self.conf.depth_confidence)
+
+    def _prune(self, i: int, desc, encoding, ind, prune, token):
+        """Drop the points of one image that layer i deems unmatchable (B = 1); `prune` counts, per
+        input point, the layers it survived."""
+        if desc.shape[1] <= self.conf.pruning_min_keypoints:
+            return desc, encoding, ind
+        keep = self._pruning_mask(token, self.log_assignment[i].get_matchability(desc), i)
+        keep = torch.where(keep[0])[0]
+        ind = ind.index_select(1, keep)
+        prune[:, ind] += 1
+        return desc.index_select(1, keep), encoding.index_select(-2, keep), ind
 
     def _pruning_mask(self, confidences, matchability: torch.Tensor, layer_index: int) -> torch.Tensor:
         """Keep points that may still match; never prune a point whose prediction is still unsure."""
