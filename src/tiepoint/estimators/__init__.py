@@ -150,13 +150,6 @@ def estimate_relative_pose(
     return PoseEstimate(np.asarray(R, np.float64), t / norm, np.asarray(inliers, bool).reshape(-1))
 
 
-def normalize_points(p: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Pixels → normalised image coordinates (x, y) with K⁻¹."""
-    ph = np.concatenate([p, np.ones((len(p), 1))], 1)
-    q = ph @ np.linalg.inv(K).T
-    return q[:, :2] / q[:, 2:]
-
-
 def mean_focal(K0: np.ndarray, K1: np.ndarray) -> float:
     return float(np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]]))
 

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 
 from ..errors import EstimatorError
-from . import mean_focal, normalize_points
+from ..geometry.epipolar import normalize_points
+from . import mean_focal
 
 METHODS = {
     "ransac": cv2.RANSAC,
