@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test test-fast install weights clean
+.PHONY: demo test test-fast lint format install weights clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,7 +23,15 @@ demo: weights
 	$(BIN)/tiepoint match examples/pair/box.png examples/pair/box_in_scene.png --pipeline aliked+lightglue --resize 1024 --out outputs/demo
 	@echo "pictures written to outputs/demo/"
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 test-fast: $(STAMP)
