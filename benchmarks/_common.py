@@ -7,7 +7,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHARED_DATA = HERE.parent.parent / "shared" / "data"
-DEFAULT_PAIR = [SHARED_DATA / "homography/oxford_bikes/img1.png", SHARED_DATA / "homography/oxford_bikes/img3.png"]
+DEFAULT_PAIR = [
+    SHARED_DATA / "homography/oxford_bikes/img1.png",
+    SHARED_DATA / "homography/oxford_bikes/img3.png",
+]
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:

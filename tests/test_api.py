@@ -68,12 +68,28 @@ def test_training_checkpoint_rebuilds_its_architecture(tmp_path):
 
     from tiepoint.models.matchers.lightglue import LightGlue
 
-    trained = {"name": "lightglue", "features": "sift", "n_layers": 2, "descriptor_dim": 64, "num_heads": 2, "pretrained": False, "depth_confidence": -1}
+    trained = {
+        "name": "lightglue",
+        "features": "sift",
+        "n_layers": 2,
+        "descriptor_dim": 64,
+        "num_heads": 2,
+        "pretrained": False,
+        "depth_confidence": -1,
+    }
     lg = LightGlue(trained)
     ckpt = tmp_path / "checkpoint_best.tar"
-    torch.save({"model": {f"matcher.{k}": v for k, v in lg.state_dict().items()}, "conf": {"model": {"matcher": trained}}}, ckpt)
+    torch.save(
+        {
+            "model": {f"matcher.{k}": v for k, v in lg.state_dict().items()},
+            "conf": {"model": {"matcher": trained}},
+        },
+        ckpt,
+    )
     m = tiepoint.Matcher("sift+lightglue", weights=ckpt, resize=320)
-    assert m.matcher.conf.n_layers == 2 and m.matcher.conf.depth_confidence == 0.95  # inference keeps the preset's
+    assert (
+        m.matcher.conf.n_layers == 2 and m.matcher.conf.depth_confidence == 0.95
+    )  # inference keeps the preset's
     for k, v in lg.state_dict().items():
         assert torch.equal(m.matcher.state_dict()[k], v)
     flat = np.random.default_rng(0).integers(0, 255, (240, 320, 3)).astype(np.uint8)
@@ -84,5 +100,7 @@ def test_training_checkpoint_rebuilds_its_architecture(tmp_path):
 def test_pretrained_false_gives_random_weights():
     from tiepoint.models.matchers.lightglue import LightGlue
 
-    lg = LightGlue(features="sift", pretrained=False)  # official sift weights are not reachable: must not be loaded
+    lg = LightGlue(
+        features="sift", pretrained=False
+    )  # official sift weights are not reachable: must not be loaded
     assert lg.conf.input_dim == 128 and lg.conf.add_scale_ori

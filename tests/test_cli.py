@@ -17,7 +17,20 @@ PAIR = REPO / "examples" / "pair"
 
 
 def test_match_writes_h5_and_pictures(tmp_path, capsys):
-    assert main(["match", str(PAIR / "box.png"), str(PAIR / "box_in_scene.png"), "--pipeline", "sift+nn", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "match",
+                str(PAIR / "box.png"),
+                str(PAIR / "box_in_scene.png"),
+                "--pipeline",
+                "sift+nn",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     line = capsys.readouterr().out.strip()
     assert "matches" in line and "\n" not in line
     with h5py.File(tmp_path / "box_box_in_scene_matches.h5") as f:
@@ -26,15 +39,37 @@ def test_match_writes_h5_and_pictures(tmp_path, capsys):
         assert m[:, 0].max() < len(kp0) and m[:, 1].max() < len(kp1)
     for name in ["match", "warp"]:
         img = np.asarray(Image.open(tmp_path / f"box_box_in_scene_{name}.png"))
-        assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 10  # a real picture, not blank
+        assert (
+            img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 10
+        )  # a real picture, not blank
     assert not list(tmp_path.glob(".*"))  # no temporary files left
 
 
 def test_errors_are_one_line(tmp_path):
-    cmd = [sys.executable, "-m", "tiepoint.cli", "match", str(tmp_path / "nope.png"), str(PAIR / "box.png")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tiepoint.cli",
+        "match",
+        str(tmp_path / "nope.png"),
+        str(PAIR / "box.png"),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "nope.png: no such file" in p.stderr
-    cmd = [sys.executable, "-m", "tiepoint.cli", "match", str(PAIR / "box.png"), str(PAIR / "box.png"), "--pipeline", "foo+bar"]
+    assert (
+        p.returncode == 2
+        and p.stderr.strip().count("\n") == 0
+        and "nope.png: no such file" in p.stderr
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "tiepoint.cli",
+        "match",
+        str(PAIR / "box.png"),
+        str(PAIR / "box.png"),
+        "--pipeline",
+        "foo+bar",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "valid:" in p.stderr
 
@@ -48,7 +83,21 @@ def test_models_lists_pipelines(capsys):
 def test_dotted_overrides_may_follow_options(tmp_path):
     def n_matches(*extra):
         out = tmp_path / str(len(extra))
-        assert main(["match", str(PAIR / "box.png"), str(PAIR / "box_in_scene.png"), "--pipeline", "sift+nn", "--out", str(out), *extra]) == 0
+        assert (
+            main(
+                [
+                    "match",
+                    str(PAIR / "box.png"),
+                    str(PAIR / "box_in_scene.png"),
+                    "--pipeline",
+                    "sift+nn",
+                    "--out",
+                    str(out),
+                    *extra,
+                ]
+            )
+            == 0
+        )
         with h5py.File(out / "box_box_in_scene_matches.h5") as f:
             return len(f["matches"])
 

@@ -11,7 +11,9 @@ from tiepoint.models.matchers.nearest_neighbor import NearestNeighborMatcher
 
 
 def test_unknown_key_names_the_closest_valid_one():
-    with pytest.raises(ConfigError, match=r"unknown config key 'ratio_tresh'.*did you mean 'ratio_thresh'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'ratio_tresh'.*did you mean 'ratio_thresh'"
+    ):
         NearestNeighborMatcher({"ratio_tresh": 0.8})
 
 
@@ -22,7 +24,10 @@ def test_dotted_overrides_reach_the_model():
 
 
 def test_unknown_pipeline_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown pipeline 'aliked\+lightgleu'.*did you mean 'aliked\+lightglue'.*valid: .*sift\+nn"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown pipeline 'aliked\+lightgleu'.*did you mean 'aliked\+lightglue'.*valid: .*sift\+nn",
+    ):
         load_preset("pipelines", "aliked+lightgleu")
 
 

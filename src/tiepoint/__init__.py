@@ -1,7 +1,14 @@
 """tiepoint: local image feature matching — match, train, evaluate, reconstruct."""
 
 from .api import Features, Matcher, MatchResult, list_pipelines, match
-from .errors import ConfigError, DatasetError, EstimatorError, ImageError, TiepointError, WeightsError
+from .errors import (
+    ConfigError,
+    DatasetError,
+    EstimatorError,
+    ImageError,
+    TiepointError,
+    WeightsError,
+)
 
 __version__ = "0.1.0"
 __all__ = [

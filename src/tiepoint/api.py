@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +21,11 @@ from .config import load_preset, merge_strict, parse_dotlist
 from .errors import ConfigError
 from .models import get_model
 
-PIPELINE_DEFAULTS = {"preprocessing": {"resize": 1024, "side": "long"}, "extractor": {}, "matcher": {}}
+PIPELINE_DEFAULTS = {
+    "preprocessing": {"resize": 1024, "side": "long"},
+    "extractor": {},
+    "matcher": {},
+}
 
 
 @dataclass
@@ -39,12 +43,14 @@ class Features:
 
     def to_data(self, suffix: str, device: torch.device) -> dict:
         """Matcher input keys with a batch dimension (`keypoints0`, `descriptors0`, `image_size0`, ...)."""
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None].to(device)  # noqa: E731
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None].to(device)
         data = {
             f"keypoints{suffix}": t(self.keypoints).float(),
             f"keypoint_scores{suffix}": t(self.scores).float(),
             f"descriptors{suffix}": t(self.descriptors).float(),
-            f"image_size{suffix}": torch.tensor([self.image_size], dtype=torch.float32, device=device),
+            f"image_size{suffix}": torch.tensor(
+                [self.image_size], dtype=torch.float32, device=device
+            ),
         }
         for k, v in self.extra.items():
             data[f"{k}{suffix}"] = t(v).float()
@@ -85,14 +91,26 @@ class MatchResult:
         if estimator == "opencv":
             options.setdefault("method", "usac_magsac")
 
-        est = estimate_homography(self.points0, self.points1, estimator=estimator, threshold=threshold, **options)
+        est = estimate_homography(
+            self.points0, self.points1, estimator=estimator, threshold=threshold, **options
+        )
         return est.H, est.inliers
 
-    def relative_pose(self, K0, K1, estimator: str = "opencv", threshold: float | None = None, **options):
+    def relative_pose(
+        self, K0, K1, estimator: str = "opencv", threshold: float | None = None, **options
+    ):
         """Robust relative pose X1 = R·X0 + t (t unit length): (R or None, t or None, inlier mask)."""
         from .estimators import estimate_relative_pose
 
-        est = estimate_relative_pose(self.points0, self.points1, np.asarray(K0), np.asarray(K1), estimator=estimator, threshold=threshold, **options)
+        est = estimate_relative_pose(
+            self.points0,
+            self.points1,
+            np.asarray(K0),
+            np.asarray(K1),
+            estimator=estimator,
+            threshold=threshold,
+            **options,
+        )
         return est.R, est.t, est.inliers
 
 
@@ -106,12 +124,20 @@ def _as_overrides(overrides) -> DictConfig | None:
 
 def pipeline_conf(pipeline: str | DictConfig | dict, overrides=None) -> DictConfig:
     """Packaged preset (or YAML path / dict) ⊕ dotted overrides. Model sections are checked by the models."""
-    base = load_preset("pipelines", pipeline) if isinstance(pipeline, str) else OmegaConf.create(pipeline)
+    base = (
+        load_preset("pipelines", pipeline)
+        if isinstance(pipeline, str)
+        else OmegaConf.create(pipeline)
+    )
     conf = OmegaConf.merge(PIPELINE_DEFAULTS, base, _as_overrides(overrides) or {})
     unknown = set(conf) - set(PIPELINE_DEFAULTS)
     if unknown:
-        raise ConfigError(f"unknown pipeline section(s) {sorted(unknown)}; valid: {sorted(PIPELINE_DEFAULTS)}")
-    conf.preprocessing = merge_strict(PIPELINE_DEFAULTS["preprocessing"], conf.preprocessing, where="preprocessing")
+        raise ConfigError(
+            f"unknown pipeline section(s) {sorted(unknown)}; valid: {sorted(PIPELINE_DEFAULTS)}"
+        )
+    conf.preprocessing = merge_strict(
+        PIPELINE_DEFAULTS["preprocessing"], conf.preprocessing, where="preprocessing"
+    )
     for section in ("extractor", "matcher"):
         if not conf[section].get("name"):
             raise ConfigError(f"pipeline has no {section}.name")
@@ -131,19 +157,31 @@ def matcher_conf_from_checkpoint(weights, matcher_conf: DictConfig) -> DictConfi
 
     # the given weights replace the preset's: never load those first
     known = model_class("matcher", matcher_conf.name).full_default_conf()
-    plain = OmegaConf.merge(matcher_conf, {"weights": None}, {"pretrained": False} if "pretrained" in known else {})
+    plain = OmegaConf.merge(
+        matcher_conf, {"weights": None}, {"pretrained": False} if "pretrained" in known else {}
+    )
     path = Path(weights)
     if not path.is_file():
         return plain
     state = weights_lib.load_state_dict(path)
-    trained = ((state.get("conf") or {}).get("model") or {}).get("matcher") if isinstance(state, dict) else None
+    trained = (
+        ((state.get("conf") or {}).get("model") or {}).get("matcher")
+        if isinstance(state, dict)
+        else None
+    )
     if not isinstance(trained, dict):
         return plain
     name = str(trained.get("name") or matcher_conf.name).removeprefix("matchers.")
     known = model_class("matcher", name).full_default_conf()
     inference = ("depth_confidence", "width_confidence", "filter_threshold")
-    keep = {k: v for k, v in trained.items() if k in known and k not in ("weights", "pretrained", "loss", *inference)}
-    base = {k: v for k, v in matcher_conf.items() if k in known} if name == matcher_conf.name else {}
+    keep = {
+        k: v
+        for k, v in trained.items()
+        if k in known and k not in ("weights", "pretrained", "loss", *inference)
+    }
+    base = (
+        {k: v for k, v in matcher_conf.items() if k in known} if name == matcher_conf.name else {}
+    )
     conf = OmegaConf.merge(base, keep, {"name": name, "weights": None})
     if "pretrained" in known:
         conf.pretrained = False
@@ -185,10 +223,14 @@ class Matcher:
         t = img.tensor.to(self.device)
         t = images.rgb_to_gray(t) if self.extractor.grayscale else images.gray_to_rgb(t)
         pred = self.extractor({"image": t})
-        kpts = images.scale_points(pred["keypoints"][0].float().cpu().numpy(), 1.0 / img.scale).astype(np.float32)
+        kpts = images.scale_points(
+            pred["keypoints"][0].float().cpu().numpy(), 1.0 / img.scale
+        ).astype(np.float32)
         extra = {}
         if "scales" in pred:
-            extra["scales"] = (pred["scales"][0].cpu().numpy() / img.scale.mean()).astype(np.float32)
+            extra["scales"] = (pred["scales"][0].cpu().numpy() / img.scale.mean()).astype(
+                np.float32
+            )
         if "oris" in pred:
             extra["oris"] = pred["oris"][0].cpu().numpy().astype(np.float32)
         return Features(
@@ -207,9 +249,13 @@ class Matcher:
         valid = m0 > -1
         matches = np.stack([np.where(valid)[0], m0[valid]], -1).astype(np.int64)
         scores = pred["matching_scores0"][0].cpu().numpy()[valid].astype(np.float32)
-        return MatchResult(f0.keypoints, f1.keypoints, matches.reshape(-1, 2), scores, f0.image_size, f1.image_size)
+        return MatchResult(
+            f0.keypoints, f1.keypoints, matches.reshape(-1, 2), scores, f0.image_size, f1.image_size
+        )
 
-    def match(self, image0: images.ImageLike, image1: images.ImageLike, resize: int | None = None) -> MatchResult:
+    def match(
+        self, image0: images.ImageLike, image1: images.ImageLike, resize: int | None = None
+    ) -> MatchResult:
         t0 = time.perf_counter()
         f0 = self.extract(image0, resize)
         f1 = self.extract(image1, resize)
@@ -222,7 +268,15 @@ class Matcher:
 _CACHE: dict[tuple, Matcher] = {}
 
 
-def match(image0, image1, pipeline: str = "aliked+lightglue", resize: int | None = None, device=None, weights=None, overrides=None) -> MatchResult:
+def match(
+    image0,
+    image1,
+    pipeline: str = "aliked+lightglue",
+    resize: int | None = None,
+    device=None,
+    weights=None,
+    overrides=None,
+) -> MatchResult:
     """One-shot matching; the loaded pipeline is kept for the next call with the same settings."""
     key = (pipeline, str(device), str(weights), repr(overrides))
     if key not in _CACHE:

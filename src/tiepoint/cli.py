@@ -66,18 +66,37 @@ def cmd_match(args) -> int:
 
     for p in (args.image0, args.image1):
         images.read_image(p, max_size=64)  # fail fast with a clear message before loading any model
-    matcher = Matcher(args.pipeline, resize=args.resize, device=args.device, weights=args.weights, overrides=args.overrides)
+    matcher = Matcher(
+        args.pipeline,
+        resize=args.resize,
+        device=args.device,
+        weights=args.weights,
+        overrides=args.overrides,
+    )
     result = matcher.match(args.image0, args.image1)
     H, inliers = result.homography(estimator=args.estimator) if len(result) >= 4 else (None, None)
     out = Path(args.out)
     stem = f"{Path(args.image0).stem}_{Path(args.image1).stem}"
-    write_matches_h5(out / f"{stem}_matches.h5", result, {"pipeline": matcher.name, "image0": str(args.image0), "image1": str(args.image1)})
+    write_matches_h5(
+        out / f"{stem}_matches.h5",
+        result,
+        {"pipeline": matcher.name, "image0": str(args.image0), "image1": str(args.image1)},
+    )
     img0, _ = images.read_image(args.image0)
     img1, _ = images.read_image(args.image1)
     img0, img1 = (a.repeat(3, -1) if a.shape[-1] == 1 else a for a in (img0, img1))
     n_in = int(inliers.sum()) if inliers is not None else 0
     title = f"{matcher.name}: {len(result)} matches, {n_in} homography inliers"
-    plot_matches(img0, img1, result.points0, result.points1, result.scores, inliers, out / f"{stem}_match.png", title=title)
+    plot_matches(
+        img0,
+        img1,
+        result.points0,
+        result.points1,
+        result.scores,
+        inliers,
+        out / f"{stem}_match.png",
+        title=title,
+    )
     plot_warp(img0, img1, H, out / f"{stem}_warp.png")
     t = result.timings
     print(
@@ -93,7 +112,10 @@ def cmd_models(args) -> int:
 
     for name in list_pipelines():
         needed = pipeline_weights(name)
-        state = ", ".join(f"{w} {'✓' if weights.is_cached(w) else '✗'}" for w in needed) or "no weights needed"
+        state = (
+            ", ".join(f"{w} {'✓' if weights.is_cached(w) else '✗'}" for w in needed)
+            or "no weights needed"
+        )
         print(f"{name:24s} {state}")
     return 0
 
@@ -125,10 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", default="aliked+lightglue")
     p.add_argument("--resize", type=int, default=None, help="long side in pixels (0: native)")
     p.add_argument("--out", default="outputs/match")
-    p.add_argument("--weights", default=None, help="matcher weights: registered name, file or training checkpoint")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="matcher weights: registered name, file or training checkpoint",
+    )
     p.add_argument("--estimator", default="opencv")
     p.add_argument("--device", default=None)
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. matcher.filter_threshold=0.2")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. matcher.filter_threshold=0.2"
+    )
     p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("models", help="list pipelines and whether their weights are present")

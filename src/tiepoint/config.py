@@ -6,9 +6,10 @@ Unknown keys are errors that name the closest valid key, so a typo never silentl
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -33,7 +34,9 @@ def closest_key(key: str, conf: DictConfig) -> str | None:
     return match[0] if match else None
 
 
-def merge_strict(default: DictConfig | dict, *overrides: DictConfig | dict | None, where: str = "") -> DictConfig:
+def merge_strict(
+    default: DictConfig | dict, *overrides: DictConfig | dict | None, where: str = ""
+) -> DictConfig:
     """Merge `overrides` into `default`, refusing keys that `default` does not have.
 
     Sub-dicts whose default is an empty dict (or None) are open: anything may go there.
@@ -95,7 +98,9 @@ def load_preset(kind: str, name: str) -> DictConfig:
         valid = packaged_names(kind)
         near = difflib.get_close_matches(name, valid, n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise ConfigError(f"unknown {kind[:-1] if kind.endswith('s') else kind} '{name}'{hint}; valid: {', '.join(valid)}")
+        raise ConfigError(
+            f"unknown {kind[:-1] if kind.endswith('s') else kind} '{name}'{hint}; valid: {', '.join(valid)}"
+        )
     return OmegaConf.create(res.read_text())
 
 

@@ -18,7 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-Image.MAX_IMAGE_PIXELS = 400_000_000  # large aerial images are legitimate; we downscale before decoding to float
+Image.MAX_IMAGE_PIXELS = (
+    400_000_000  # large aerial images are legitimate; we downscale before decoding to float
+)
 
 ImageLike = str | os.PathLike | np.ndarray | torch.Tensor
 
@@ -28,7 +30,9 @@ def _pil_to_array(img: Image.Image, name: str) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)
-        return (arr / (65535.0 if arr.max() > 255 or mode.startswith("I;16") else 255.0))[..., None].clip(0, 1)
+        return (arr / (65535.0 if arr.max() > 255 or mode.startswith("I;16") else 255.0))[
+            ..., None
+        ].clip(0, 1)
     if mode == "F":
         return np.asarray(img, dtype=np.float32)[..., None].clip(0, 1)
     if mode in ("L", "1"):
@@ -38,7 +42,9 @@ def _pil_to_array(img: Image.Image, name: str) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def read_image(path: str | os.PathLike, max_size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def read_image(
+    path: str | os.PathLike, max_size: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Read an image file as float32 H×W×C in [0, 1] with its EXIF orientation applied.
 
     Returns the array and the original (W, H). When `max_size` is given and the image is larger,
@@ -70,7 +76,9 @@ def read_image(path: str | os.PathLike, max_size: int | None = None) -> tuple[np
     return arr, size
 
 
-def to_tensor(image: ImageLike, name: str = "image", max_size: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+def to_tensor(
+    image: ImageLike, name: str = "image", max_size: int | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Any accepted input → (1, C, H, W) float tensor in [0, 1] and the original (W, H).
 
     Arrays may be H×W, H×W×C (uint8, uint16 or float in [0, 1]); tensors C×H×W or 1×C×H×W float.
@@ -102,7 +110,9 @@ def to_tensor(image: ImageLike, name: str = "image", max_size: int | None = None
         if t.ndim == 3:
             t = t[None]
         if t.ndim != 4 or t.shape[0] != 1 or t.shape[1] not in (1, 3):
-            raise ImageError(f"{name}: tensor of shape {tuple(image.shape)} is not (C,H,W) or (1,C,H,W)")
+            raise ImageError(
+                f"{name}: tensor of shape {tuple(image.shape)} is not (C,H,W) or (1,C,H,W)"
+            )
         t = t.float() / 255.0 if not t.is_floating_point() else t.float()
     else:
         raise ImageError(f"{name}: unsupported image type {type(image).__name__}")
@@ -120,7 +130,9 @@ def target_size(size: tuple[int, int], resize: int | None, side: str = "long") -
     return max(1, int(round(w * s))), max(1, int(round(h * s)))
 
 
-def resize_image(image: torch.Tensor, resize: int | None, side: str = "long", size: tuple[int, int] | None = None) -> tuple[torch.Tensor, np.ndarray]:
+def resize_image(
+    image: torch.Tensor, resize: int | None, side: str = "long", size: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
     """Resize (1,C,H,W) so its `side` equals `resize` (or to the exact (W, H) `size`).
 
     Returns the image and the scale (sx, sy) mapping input pixels to output pixels:
@@ -130,7 +142,9 @@ def resize_image(image: torch.Tensor, resize: int | None, side: str = "long", si
     nw, nh = size or target_size((w, h), resize, side)
     if (nh, nw) != (h, w):
         antialias = nh < h or nw < w
-        image = F.interpolate(image, size=(nh, nw), mode="bilinear", align_corners=False, antialias=antialias)
+        image = F.interpolate(
+            image, size=(nh, nw), mode="bilinear", align_corners=False, antialias=antialias
+        )
     return image, np.array([nw / w, nh / h])
 
 
@@ -150,7 +164,9 @@ class LoadedImage:
     scale: np.ndarray  # original → resized (sx, sy)
 
 
-def load(image: ImageLike, resize: int | None = None, side: str = "long", name: str | None = None) -> LoadedImage:
+def load(
+    image: ImageLike, resize: int | None = None, side: str = "long", name: str | None = None
+) -> LoadedImage:
     name = name or (str(image) if isinstance(image, (str, os.PathLike)) else "image")
     t, size = to_tensor(image, name=name, max_size=resize)
     # `t` may already be reduced at decode time: the target and scale come from the original size

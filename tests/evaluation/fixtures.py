@@ -34,8 +34,9 @@ def homographies():
 
 
 def warp(img: np.ndarray, H: np.ndarray) -> np.ndarray:
-    return cv2.warpPerspective(img, H, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpPerspective(
+        img, H, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
 
 
 def fmt(a) -> str:
@@ -51,7 +52,9 @@ def plane_pose_pair(K, deg=3.0, t=(0.1, 0.0, 0.0), depth=5.0):
     """(R, t, H) for a fronto-parallel plane at `depth` in camera 0: H = K (R − t nᵀ/d) K⁻¹."""
     R, t = rot_y(deg), np.asarray(t, float)
     n = np.array([0, 0, 1.0])
-    H = K @ (R + np.outer(t, n) / depth) @ np.linalg.inv(K)  # plane nᵀX = d  →  X1 = (R + t nᵀ/d) X0
+    H = (
+        K @ (R + np.outer(t, n) / depth) @ np.linalg.inv(K)
+    )  # plane nᵀX = d  →  X1 = (R + t nᵀ/d) X0
     return R, t, H / H[2, 2]
 
 

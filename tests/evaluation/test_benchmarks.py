@@ -23,7 +23,11 @@ def test_pairs_reads_both_manifests(tmp_path):
     assert pairs[0].group == "seq0" and pairs[0].image1 == tmp_path / "homography/seq0/b.png"
     K, R, t = gt["pose"][1]
     p = pairs[3]
-    assert np.allclose(p.K0, K) and np.allclose(p.T_0to1[:3, :3], R) and np.allclose(p.T_0to1[:3, 3], t)
+    assert (
+        np.allclose(p.K0, K)
+        and np.allclose(p.T_0to1[:3, :3], R)
+        and np.allclose(p.T_0to1[:3, 3], t)
+    )
     only_h = get_benchmark("pairs", {"root": str(tmp_path), "tasks": ["homography"]}).load_pairs()
     assert len(only_h) == 2
 
@@ -50,7 +54,9 @@ def test_pairs_malformed_line_names_file_and_line(tmp_path):
 def test_pairs_missing_image_names_pair(tmp_path):
     write_pairs_dataset(tmp_path, n_h=1, n_pose=1)
     (tmp_path / "pose" / "scene" / "0_1.png").unlink()
-    with pytest.raises(DatasetError, match=r"pose/pairs.txt:1: image .*0_1.png of pair .* not found"):
+    with pytest.raises(
+        DatasetError, match=r"pose/pairs.txt:1: image .*0_1.png of pair .* not found"
+    ):
         get_benchmark("pairs", {"root": str(tmp_path)}).load_pairs()
 
 
@@ -59,7 +65,9 @@ def test_pairs_bad_values(tmp_path):
     tiny(tmp_path / "pose" / "a.png")
     tiny(tmp_path / "pose" / "b.png")
     bad_R = np.eye(3) * 2
-    (tmp_path / "pose" / "pairs.txt").write_text(f"a.png b.png 100 100 32 24 100 100 32 24 {fmt(bad_R)} 1 0 0\n")
+    (tmp_path / "pose" / "pairs.txt").write_text(
+        f"a.png b.png 100 100 32 24 100 100 32 24 {fmt(bad_R)} 1 0 0\n"
+    )
     with pytest.raises(DatasetError, match="pairs.txt:1: T_0to1 rotation block"):
         get_benchmark("pairs", {"root": str(tmp_path)}).load_pairs()
     with pytest.raises(ConfigError, match="unknown config key"):
@@ -77,7 +85,9 @@ def write_hpatches(root, seqs=("i_ajuntament", "v_graffiti", "v_talent")):
         for k in range(2, 7):
             H = np.array([[1.0, 0, k], [0, 1.0, 2.0 * k], [1e-5 * k, 0, 1.0]])
             # the release writes rows with irregular spacing and a trailing newline
-            (root / s / f"H_1_{k}").write_text("\n".join("  ".join(f"{x:.8e}" for x in r) + " " for r in H) + "\n")
+            (root / s / f"H_1_{k}").write_text(
+                "\n".join("  ".join(f"{x:.8e}" for x in r) + " " for r in H) + "\n"
+            )
             Hs[(s, k)] = H
     return Hs
 
@@ -93,7 +103,14 @@ def test_hpatches_pairs_exclude_large_sequences(tmp_path):
     assert p.name == "v_graffiti/1-4" and p.image0.name == "1.ppm" and p.image1.name == "4.ppm"
     assert np.allclose(p.H_0to1, Hs[("v_graffiti", 4)])
     assert len(get_benchmark("hpatches", {"root": str(root), "subset": "i"}).load_pairs()) == 5
-    assert len(get_benchmark("hpatches", {"root": str(root), "ignore_large_sequences": False}).load_pairs()) == 15
+    assert (
+        len(
+            get_benchmark(
+                "hpatches", {"root": str(root), "ignore_large_sequences": False}
+            ).load_pairs()
+        )
+        == 15
+    )
     # 480 px on the short side: a 96x64 image is scaled by 7.5
     assert np.allclose(b.scale((96, 64)), [7.5, 7.5])
 
@@ -114,7 +131,7 @@ def test_megadepth1500_views_and_pairs(tmp_path):
     rng = np.random.default_rng(0)
     poses = {}
     lines = []
-    for i, name in enumerate(["0015_a.jpg", "0015_b.jpg", "0022_c.jpg"]):
+    for _i, name in enumerate(["0015_a.jpg", "0015_b.jpg", "0022_c.jpg"]):
         tiny(root / "images" / name)
         R = np.linalg.qr(rng.normal(size=(3, 3)))[0]
         R *= np.sign(np.linalg.det(R))
@@ -154,11 +171,14 @@ def test_scannet1500_pairs_calibrated(tmp_path):
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]]), [0.3, -0.2, 1.0]
     (root / "pairs_calibrated.txt").write_text(
-        f"scene0707_00/color/15.jpg scene0707_00/color/585.jpg {fmt(K0)} {fmt(K0)} {fmt(T)}\n")
+        f"scene0707_00/color/15.jpg scene0707_00/color/585.jpg {fmt(K0)} {fmt(K0)} {fmt(T)}\n"
+    )
     (p,) = get_benchmark("scannet1500", {"root": str(root)}).load_pairs()
     assert np.allclose(p.T_0to1, T) and np.allclose(p.K1, K0) and p.group == "scene0707_00"
     (root / "pairs_calibrated.txt").write_text("a b 1 2 3\n")
-    with pytest.raises(DatasetError, match="pairs_calibrated.txt:1: expected 32 or 36 fields, got 5"):
+    with pytest.raises(
+        DatasetError, match="pairs_calibrated.txt:1: expected 32 or 36 fields, got 5"
+    ):
         get_benchmark("scannet1500", {"root": str(root)}).load_pairs()
 
 
@@ -180,11 +200,16 @@ def test_zeb_one_pair_per_file(tmp_path):
             line = "1418236185 1418236199 0.4 0.6"
         scene = "5b2c6ccb" if s == "gl3d" else "night"
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"{scene}_0001.txt").write_text(f"{line} {fmt(K)} {fmt(K)} {fmt(T)}\nignored second line\n")
+        (d / f"{scene}_0001.txt").write_text(
+            f"{line} {fmt(K)} {fmt(K)} {fmt(T)}\nignored second line\n"
+        )
     b = get_benchmark("zeb", {"root": str(root), "sets": ["gl3d", "robotcarnight"]})
     pairs = b.load_pairs()
     assert [p.group for p in pairs] == ["gl3d", "robotcarnight"]
-    assert pairs[0].image0.name == "5b2c6ccb_00000012.png" and pairs[1].image1.name == "night_1418236199.png"
+    assert (
+        pairs[0].image0.name == "5b2c6ccb_00000012.png"
+        and pairs[1].image1.name == "night_1418236199.png"
+    )
     assert pairs[0].extra == {"covisible0": 0.51, "covisible1": 0.47}
     assert np.allclose(pairs[1].T_0to1, T)
     with pytest.raises(DatasetError, match="zeb: set folder .*blendedmvs not found"):

@@ -60,14 +60,18 @@ def sha(b):
 
 
 def test_download_verifies_and_renames(server, tmp_path):
-    dest = download_file(f"{server}/data.bin", tmp_path / "d.bin", len(PAYLOAD), sha(PAYLOAD), progress=False)
+    dest = download_file(
+        f"{server}/data.bin", tmp_path / "d.bin", len(PAYLOAD), sha(PAYLOAD), progress=False
+    )
     assert dest.read_bytes() == PAYLOAD and not (tmp_path / "d.bin.part").exists()
 
 
 def test_download_resumes_with_range(server, tmp_path):
     (tmp_path / "d.bin.part").write_bytes(PAYLOAD[:30000])
     Handler.log.clear()
-    download_file(f"{server}/data.bin", tmp_path / "d.bin", len(PAYLOAD), sha(PAYLOAD), progress=False)
+    download_file(
+        f"{server}/data.bin", tmp_path / "d.bin", len(PAYLOAD), sha(PAYLOAD), progress=False
+    )
     assert Handler.log == [("/data.bin", "bytes=30000-")]
     assert (tmp_path / "d.bin").read_bytes() == PAYLOAD
 
@@ -91,7 +95,9 @@ def test_fetch_dataset_extracts_atomically(server, tmp_path):
 
 def test_unreachable_and_manual_say_where_to_put_files(server, tmp_path):
     res = Resource(f"{server}/missing.zip", "m.zip", "mset")
-    with pytest.raises(DatasetError, match=r"could not download .*extract it so that .*mset exists"):
+    with pytest.raises(
+        DatasetError, match=r"could not download .*extract it so that .*mset exists"
+    ):
         fetch_dataset(res, tmp_path, progress=False)
     manual = Resource(None, "z.zip", "zeb", instructions="ask the authors")
     with pytest.raises(DatasetError, match=r"cannot be downloaded automatically: ask the authors"):

@@ -47,15 +47,28 @@ def test_auc_matches_an_independent_integral():
 
 
 def test_summary_keys_follow_the_field_naming():
-    res = {"H_error_ransac": [0.5, 2.0, math.inf], "num_matches": [10, 20, 30], "prec@3px": [1, 0.5, np.nan]}
+    res = {
+        "H_error_ransac": [0.5, 2.0, math.inf],
+        "num_matches": [10, 20, 30],
+        "prec@3px": [1, 0.5, np.nan],
+    }
     s = summarize(res, ["H_error_ransac"], [1, 3, 5], "px", stat="median")
     assert set(s) == {
-        "mH_error_ransac", "mnum_matches", "mprec@3px",
-        "H_error_ransac@1px", "H_error_ransac@3px", "H_error_ransac@5px", "H_error_ransac_mAA",
+        "mH_error_ransac",
+        "mnum_matches",
+        "mprec@3px",
+        "H_error_ransac@1px",
+        "H_error_ransac@3px",
+        "H_error_ransac@5px",
+        "H_error_ransac_mAA",
     }
     assert s["mnum_matches"] == 20 and s["mprec@3px"] == 0.75  # NaN (no matches) is skipped
-    assert s["H_error_ransac@3px"] == pytest.approx(round(error_auc(res["H_error_ransac"], [3])[0], 4))
-    s = summarize({"rel_pose_error": [1.0, 30.0]}, ["rel_pose_error"], [5, 10, 20], "°", stat="mean")
+    assert s["H_error_ransac@3px"] == pytest.approx(
+        round(error_auc(res["H_error_ransac"], [3])[0], 4)
+    )
+    s = summarize(
+        {"rel_pose_error": [1.0, 30.0]}, ["rel_pose_error"], [5, 10, 20], "°", stat="mean"
+    )
     assert "rel_pose_error@10°" in s and s["mrel_pose_error"] == 15.5
     assert format_threshold(5e-4) == "5e-4" and format_threshold(3.0) == "3"
 

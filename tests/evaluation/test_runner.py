@@ -57,21 +57,38 @@ def _stable(summaries):  # timings differ between runs
 def test_run_writes_all_outputs_with_sensible_numbers(dataset, tmp_path):
     summ, d, made = _run(dataset, tmp_path)
     assert d == tmp_path / "results" / "pairs" / "sift+nn"
-    for name in ("conf.yaml", "predictions.h5", "results.h5", "summaries.json",
-                 "homography_recall.png", "pose_recall.png"):
+    for name in (
+        "conf.yaml",
+        "predictions.h5",
+        "results.h5",
+        "summaries.json",
+        "homography_recall.png",
+        "pose_recall.png",
+    ):
         assert (d / name).exists(), name
     assert made[0].pairs == 5
     # easy synthetic warps: SIFT + RANSAC recovers every homography to well under 3 px
     assert summ["homography/H_error_ransac@3px"] > 0.7
     assert summ["homography/mprec@3px"] > 0.8
-    for k in ("homography/H_error_dlt@5px", "homography/H_error_ransac_mAA", "pose/rel_pose_error@10°",
-              "pose/mepi_prec@1e-4", "pose/mnum_matches", "homography/mtime_ms", "pose/ransac_th",
-              "homography/seq0/H_error_ransac@3px"):
+    for k in (
+        "homography/H_error_dlt@5px",
+        "homography/H_error_ransac_mAA",
+        "pose/rel_pose_error@10°",
+        "pose/mepi_prec@1e-4",
+        "pose/mnum_matches",
+        "homography/mtime_ms",
+        "pose/ransac_th",
+        "homography/seq0/H_error_ransac@3px",
+    ):
         assert k in summ, k
-    assert summ["homography/ransac_th"] == 3.0 and summ["pose/ransac_th"] == 0.5  # estimator defaults
+    assert (
+        summ["homography/ransac_th"] == 3.0 and summ["pose/ransac_th"] == 0.5
+    )  # estimator defaults
     assert json.loads((d / "summaries.json").read_text()) == summ
     res = read_results(d / "results.h5")
-    assert list(res["homography"]["names"]) == [f"homography/seq{i}/a.png seq{i}/b.png" for i in range(3)]
+    assert list(res["homography"]["names"]) == [
+        f"homography/seq{i}/a.png seq{i}/b.png" for i in range(3)
+    ]
     assert len(res["pose"]["rel_pose_error"]) == 2
     with h5py.File(d / "predictions.h5") as f:
         assert len(f) == 5 and all(f[k].attrs["done"] for k in f)
@@ -98,20 +115,32 @@ def test_corrupt_predictions_file_is_set_aside(dataset, tmp_path):
     assert made[0].pairs == 5 and list(d.glob("predictions.h5.corrupt-*"))
 
 
-def test_changed_model_refused_without_overwrite_and_estimator_reuses_predictions(dataset, tmp_path):
+def test_changed_model_refused_without_overwrite_and_estimator_reuses_predictions(
+    dataset, tmp_path
+):
     _run(dataset, tmp_path, tag="t")
     with pytest.raises(ConfigError, match=r"matcher.ratio_thresh: 0.8 → 0.9.*--overwrite"):
         _run(dataset, tmp_path, tag="t", overrides=["matcher.ratio_thresh=0.9"])
-    summ, _, made = _run(dataset, tmp_path, tag="t", overrides=["matcher.ratio_thresh=0.9"], overwrite=True)
+    summ, _, made = _run(
+        dataset, tmp_path, tag="t", overrides=["matcher.ratio_thresh=0.9"], overwrite=True
+    )
     assert made[0].pairs == 5
     # another estimator (and the sweep) on the same tag: evaluation only, no matching
-    summ2, _, made = _run(dataset, tmp_path, tag="t", overrides=["matcher.ratio_thresh=0.9"],
-                          estimator="poselib", ransac_th=-1)
+    summ2, _, made = _run(
+        dataset,
+        tmp_path,
+        tag="t",
+        overrides=["matcher.ratio_thresh=0.9"],
+        estimator="poselib",
+        ransac_th=-1,
+    )
     assert made == []
     assert summ2["homography/ransac_th"] in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
     assert summ2["homography/mnum_matches"] == summ["homography/mnum_matches"]
     # a new tag with the same data+model copies the predictions of the existing one
-    _, d, made = _run(dataset, tmp_path, estimator="pycolmap", overrides=["matcher.ratio_thresh=0.9"])
+    _, d, made = _run(
+        dataset, tmp_path, estimator="pycolmap", overrides=["matcher.ratio_thresh=0.9"]
+    )
     assert made == [] and d.name == "sift+nn_pycolmap_matcher.ratio_thresh=0.9"
 
 
@@ -127,7 +156,9 @@ class FewMatches:
 
     def match_features(self, f0, f1):
         m = np.array([[0, 0], [1, 1]])
-        return MatchResult(f0.keypoints, f1.keypoints, m, np.ones(2, np.float32), f0.image_size, f1.image_size)
+        return MatchResult(
+            f0.keypoints, f1.keypoints, m, np.ones(2, np.float32), f0.image_size, f1.image_size
+        )
 
 
 def test_degenerate_pairs_are_failures_not_crashes(dataset, tmp_path):
@@ -135,7 +166,10 @@ def test_degenerate_pairs_are_failures_not_crashes(dataset, tmp_path):
     assert summ["homography/H_error_ransac@10px"] == 0.0 and summ["pose/rel_pose_error@20°"] == 0.0
     assert summ["homography/mnum_matches"] == 2
     res = read_results(d / "results.h5")
-    assert np.isinf(res["homography"]["H_error_ransac"]).all() and np.isinf(res["pose"]["rel_pose_error"]).all()
+    assert (
+        np.isinf(res["homography"]["H_error_ransac"]).all()
+        and np.isinf(res["pose"]["rel_pose_error"]).all()
+    )
     assert json.loads((d / "summaries.json").read_text())["homography/mH_error_ransac"] == "inf"
 
 
@@ -164,8 +198,21 @@ def test_compare_and_cli(dataset, tmp_path, capsys):
     with pytest.raises(DatasetError, match="no results for tag 'zz'.*runs with results: a, b"):
         compare("pairs", ["a", "zz"], output_dir=tmp_path)
     # the CLI prints bad input as one line with exit code 2
-    assert main(["eval", "pairs", "--pipeline", "sift+nn", "--data-root", str(tmp_path / "none"),
-                 "--output-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "pairs",
+                "--pipeline",
+                "sift+nn",
+                "--data-root",
+                str(tmp_path / "none"),
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: pairs: dataset folder")
     assert main(["compare", "pairs", "a", "b", "--output-dir", str(tmp_path)]) == 0
@@ -186,9 +233,18 @@ def test_hpatches_protocol_evaluates_at_480px_short_side(tmp_path):
         for k in range(2, 7):
             H = homographies()[k % 3]
             Image.fromarray(warp(img, H)).save(root / s / f"{k}.ppm")
-            (root / s / f"H_1_{k}").write_text("\n".join(" ".join(f"{x:.10e}" for x in r) for r in H) + "\n")
-    summ, d = run("hpatches", "sift+nn", output_dir=tmp_path, data_root=root, progress=False,
-                  matcher_factory=lambda c: Counting(c), overrides=["data.max_pairs=6"])
+            (root / s / f"H_1_{k}").write_text(
+                "\n".join(" ".join(f"{x:.10e}" for x in r) for r in H) + "\n"
+            )
+    summ, d = run(
+        "hpatches",
+        "sift+nn",
+        output_dir=tmp_path,
+        data_root=root,
+        progress=False,
+        matcher_factory=lambda c: Counting(c),
+        overrides=["data.max_pairs=6"],
+    )
     assert summ["ransac_th"] == 0.5  # Glue Factory's official HPatches setting
     assert summ["H_error_ransac@5px"] > 0.6 and summ["mprec@3px"] > 0.7
     assert set(summ) >= {"i/H_error_ransac@1px", "v/H_error_dlt@5px", "H_error_dlt_mAA"}
@@ -208,12 +264,18 @@ class Oracle:
 
     def extract(self, image):
         kp = self.table[str(image)]
-        return Features(kp.astype(np.float32), np.ones(len(kp), np.float32), np.zeros((len(kp), 4), np.float32),
-                        (64, 48))
+        return Features(
+            kp.astype(np.float32),
+            np.ones(len(kp), np.float32),
+            np.zeros((len(kp), 4), np.float32),
+            (64, 48),
+        )
 
     def match_features(self, f0, f1):
         m = np.stack([np.arange(len(f0.keypoints))] * 2, 1)
-        return MatchResult(f0.keypoints, f1.keypoints, m, np.ones(len(m), np.float32), f0.image_size, f1.image_size)
+        return MatchResult(
+            f0.keypoints, f1.keypoints, m, np.ones(len(m), np.float32), f0.image_size, f1.image_size
+        )
 
 
 def test_zeb_per_set_auc_and_mean_of_sets(tmp_path):
@@ -233,14 +295,30 @@ def test_zeb_per_set_auc_and_mean_of_sets(tmp_path):
         for name, p in (("a", p0), ("b", p1)):
             Oracle.table[str(save(root / s / f"sc_{name}.png", texture(64, 48)))] = p
         (root / s / "sc_0.txt").write_text(f"a.jpg b.jpg 0.5 0.5 {fmt(K)} {fmt(K)} {fmt(T)}\n")
-    summ, d = run("zeb", "sift+nn", output_dir=tmp_path, data_root=root, progress=False, matcher_factory=Oracle,
-                  overrides=["data.sets=[gl3d,kitti]", "eval.options.method=usac_magsac"])
+    summ, d = run(
+        "zeb",
+        "sift+nn",
+        output_dir=tmp_path,
+        data_root=root,
+        progress=False,
+        matcher_factory=Oracle,
+        overrides=["data.sets=[gl3d,kitti]", "eval.options.method=usac_magsac"],
+    )
     assert summ["gl3d/rel_pose_error@5°"] > 0.95 and summ["kitti/rel_pose_error@5°"] == 0.0
-    assert summ["rel_pose_error@5°_mean_of_sets"] == pytest.approx(summ["gl3d/rel_pose_error@5°"] / 2, abs=1e-4)
+    assert summ["rel_pose_error@5°_mean_of_sets"] == pytest.approx(
+        summ["gl3d/rel_pose_error@5°"] / 2, abs=1e-4
+    )
     assert summ["mrel_pose_error"] <= 180  # ZEB counts a failure as 180°, not inf
     assert "method: usac_magsac" in (d / "conf.yaml").read_text()
     from tiepoint.errors import EstimatorError
 
     with pytest.raises(EstimatorError, match="unknown opencv method 'nope'"):
-        run("zeb", "sift+nn", output_dir=tmp_path, data_root=root, progress=False, matcher_factory=Oracle,
-            overrides=["data.sets=[gl3d]", "eval.options.method=nope"])
+        run(
+            "zeb",
+            "sift+nn",
+            output_dir=tmp_path,
+            data_root=root,
+            progress=False,
+            matcher_factory=Oracle,
+            overrides=["data.sets=[gl3d]", "eval.options.method=nope"],
+        )

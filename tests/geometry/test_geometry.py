@@ -101,7 +101,10 @@ def test_epipolar_distance_zero_for_true_projections():
     x0, x1 = X @ K0.T, (X @ R.T + t) @ K1.T
     p0, p1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:]
     E = essential_from_pose(R, t)
-    assert np.abs(sym_epipolar_distance(normalize_points(p0, K0), normalize_points(p1, K1), E)).max() < 1e-10
+    assert (
+        np.abs(sym_epipolar_distance(normalize_points(p0, K0), normalize_points(p1, K1), E)).max()
+        < 1e-10
+    )
     F = fundamental_from_pose(K0, K1, R, t)
     assert np.abs(sym_epipolar_distance(p0, p1, F)).max() < 1e-7
     # moving a point 2 px perpendicular to its (horizontal-ish) line gives a pixel error of ~2 in F

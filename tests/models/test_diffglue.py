@@ -32,7 +32,14 @@ def _pair(b=1, m=12, n=10, dim=16, seed=0, matched=6):
     d0 = torch.randn(b, m, dim, generator=g)
     d1 = torch.randn(b, n, dim, generator=g)
     d1[:, :matched] = d0[:, :matched] + 0.1 * torch.randn(b, matched, dim, generator=g)
-    return {"keypoints0": k0, "keypoints1": k1, "descriptors0": d0, "descriptors1": d1, "image_size0": size, "image_size1": size}
+    return {
+        "keypoints0": k0,
+        "keypoints1": k1,
+        "descriptors0": d0,
+        "descriptors1": d1,
+        "image_size0": size,
+        "image_size1": size,
+    }
 
 
 def _gt(b, m, n, matched=6, ignore0=(), ignore1=()):
@@ -130,7 +137,9 @@ def test_kept_timesteps_and_ddim_recover_the_forward_trajectory():
     for t, t_prev in ((4095, 2048), (2048, 7), (7, 0)):
         x_t = s.q_sample(x0, torch.tensor([t]), eps)
         x_prev = s.ddim_step(x_t, x0, t, t_prev)
-        torch.testing.assert_close(x_prev, s.q_sample(x0, torch.tensor([t_prev]), eps), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            x_prev, s.q_sample(x0, torch.tensor([t_prev]), eps), atol=1e-5, rtol=1e-5
+        )
     calls = []
 
     def oracle(x_t, t):
@@ -197,7 +206,9 @@ def test_same_seed_same_matches_other_seed_other_assignment():
         other = DiffGlue(**SMALL, filter_threshold=0.0, seed=5).eval()
         other.load_state_dict(model.state_dict())
         c = other(data)
-    assert torch.equal(a["matches0"], b["matches0"]) and torch.equal(a["log_assignment"], b["log_assignment"])
+    assert torch.equal(a["matches0"], b["matches0"]) and torch.equal(
+        a["log_assignment"], b["log_assignment"]
+    )
     assert not torch.allclose(a["log_assignment"], c["log_assignment"])
 
 
@@ -234,18 +245,35 @@ def test_loss_equals_a_direct_computation():
 
     def nll(la):
         pos = -(la[:6, :5] * W[:6, :5]).sum() / W[:6, :5].sum()
-        neg = -((la[:6, 5] * W[:6, 5]).sum() + (la[6, :5] * W[6, :5]).sum()) / (W[:6, 5].sum() + W[6, :5].sum())
+        neg = -((la[:6, 5] * W[:6, 5]).sum() + (la[6, :5] * W[6, :5]).sum()) / (
+            W[:6, 5].sum() + W[6, :5].sum()
+        )
         return 0.5 * pos + 0.5 * neg
 
     sig = lambda z: 1 / (1 + np.exp(-z))
     bce = lambda z, y: -(y * np.log(sig(z)) + (1 - y) * np.log(1 - sig(z))).mean()
     with torch.no_grad():
-        heads = [model.log_assignment[i](pred["ref_descriptors0"][:, i], pred["ref_descriptors1"][:, i])[0][0].numpy() for i in range(3)]
+        heads = [
+            model.log_assignment[i](pred["ref_descriptors0"][:, i], pred["ref_descriptors1"][:, i])[
+                0
+            ][0].numpy()
+            for i in range(3)
+        ]
         final = pred["log_assignment"][0].numpy()
         conf = 0.0
         for i in range(3):
-            z0 = model.token_confidence[i].token[0](pred["ref_descriptors0"][0, i]).squeeze(-1).numpy()
-            z1 = model.token_confidence[i].token[0](pred["ref_descriptors1"][0, i]).squeeze(-1).numpy()
+            z0 = (
+                model.token_confidence[i]
+                .token[0](pred["ref_descriptors0"][0, i])
+                .squeeze(-1)
+                .numpy()
+            )
+            z1 = (
+                model.token_confidence[i]
+                .token[0](pred["ref_descriptors1"][0, i])
+                .squeeze(-1)
+                .numpy()
+            )
             y0 = (heads[i][:-1].argmax(1) == final[:-1].argmax(1)).astype(float)
             y1 = (heads[i][:, :-1].argmax(0) == final[:, :-1].argmax(0)).astype(float)
             conf += (bce(z0, y0) + bce(z1, y1)) / 2 / 3
@@ -260,7 +288,9 @@ def test_loss_equals_a_direct_computation():
     assert float(losses["diffusion_mse"][0].detach()) == pytest.approx(mse, rel=1e-5)
     assert float(losses["confidence"][0]) == pytest.approx(conf, rel=1e-5)
     assert float(losses["matcher_total"][0]) == pytest.approx(nll_total + conf, rel=1e-5)
-    assert float(losses["total"][0].detach()) == pytest.approx(nll_total + conf + 7.0 * mse, rel=1e-5)
+    assert float(losses["total"][0].detach()) == pytest.approx(
+        nll_total + conf + 7.0 * mse, rel=1e-5
+    )
     losses["total"].mean().backward()
     assert model.transformers[0].adj_attn[0].to_v.weight.grad.abs().sum() > 0
     assert model.time_embed[0].weight.grad.abs().sum() > 0
@@ -298,7 +328,14 @@ def test_training_without_ground_truth_is_a_clear_error():
 def _official_keys(n_layers: int, d: int, input_dim: int) -> dict[str, tuple]:
     """The matcher part of SP_DiffGlue.tar / ALIKED_DiffGlue.tar, written out from the reference's
     module tree (not from ours): name → shape."""
-    ffn = {"ffn.0.weight": (2 * d, 2 * d), "ffn.0.bias": (2 * d,), "ffn.1.weight": (2 * d,), "ffn.1.bias": (2 * d,), "ffn.3.weight": (d, 2 * d), "ffn.3.bias": (d,)}
+    ffn = {
+        "ffn.0.weight": (2 * d, 2 * d),
+        "ffn.0.bias": (2 * d,),
+        "ffn.1.weight": (2 * d,),
+        "ffn.1.bias": (2 * d,),
+        "ffn.3.weight": (d, 2 * d),
+        "ffn.3.bias": (d,),
+    }
     keys = {
         "time_embed.0.weight": (4 * d, d), "time_embed.0.bias": (4 * d,),
         "time_embed.2.weight": (4 * d, 4 * d), "time_embed.2.bias": (4 * d,),
@@ -308,20 +345,43 @@ def _official_keys(n_layers: int, d: int, input_dim: int) -> dict[str, tuple]:
         keys.update({"input_proj.weight": (d, input_dim), "input_proj.bias": (d,)})
     for i in range(n_layers):
         p = f"transformers.{i}."
-        keys.update({p + "self_attn.0.Wqkv.weight": (3 * d, d), p + "self_attn.0.Wqkv.bias": (3 * d,)})
-        keys.update({p + "self_attn.0.out_proj.weight": (d, d), p + "self_attn.0.out_proj.bias": (d,)})
+        keys.update(
+            {p + "self_attn.0.Wqkv.weight": (3 * d, d), p + "self_attn.0.Wqkv.bias": (3 * d,)}
+        )
+        keys.update(
+            {p + "self_attn.0.out_proj.weight": (d, d), p + "self_attn.0.out_proj.bias": (d,)}
+        )
         keys.update({p + "self_attn.0." + k: s for k, s in ffn.items()})
         keys.update({p + "embd_layers.0.1.weight": (d, 4 * d), p + "embd_layers.0.1.bias": (d,)})
         for name in ("to_v", "to_out"):
-            keys.update({p + f"adj_attn.0.{name}.weight": (d, d), p + f"adj_attn.0.{name}.bias": (d,)})
+            keys.update(
+                {p + f"adj_attn.0.{name}.weight": (d, d), p + f"adj_attn.0.{name}.bias": (d,)}
+            )
         keys.update({p + "adj_attn.0." + k: s for k, s in ffn.items()})
         keys.update({p + "desc_compact.0.0.weight": (d, 2 * d), p + "desc_compact.0.0.bias": (d,)})
         for name in ("to_qk", "to_v", "to_out"):
-            keys.update({p + f"cross_attn.0.{name}.weight": (d, d), p + f"cross_attn.0.{name}.bias": (d,)})
+            keys.update(
+                {p + f"cross_attn.0.{name}.weight": (d, d), p + f"cross_attn.0.{name}.bias": (d,)}
+            )
         keys.update({p + "cross_attn.0." + k: s for k, s in ffn.items()})
-        keys.update({f"log_assignment.{i}.matchability.weight": (1, d), f"log_assignment.{i}.matchability.bias": (1,)})
-        keys.update({f"log_assignment.{i}.final_proj.weight": (d, d), f"log_assignment.{i}.final_proj.bias": (d,)})
-        keys.update({f"token_confidence.{i}.token.0.weight": (1, d), f"token_confidence.{i}.token.0.bias": (1,)})
+        keys.update(
+            {
+                f"log_assignment.{i}.matchability.weight": (1, d),
+                f"log_assignment.{i}.matchability.bias": (1,),
+            }
+        )
+        keys.update(
+            {
+                f"log_assignment.{i}.final_proj.weight": (d, d),
+                f"log_assignment.{i}.final_proj.bias": (d,),
+            }
+        )
+        keys.update(
+            {
+                f"token_confidence.{i}.token.0.weight": (1, d),
+                f"token_confidence.{i}.token.0.bias": (1,),
+            }
+        )
     return keys
 
 
@@ -330,12 +390,23 @@ def test_official_checkpoint_layout_loads_exactly(tmp_path, features, input_dim)
     keys = _official_keys(9, 256, input_dim)
     g = torch.Generator().manual_seed(0)
     state = {f"matcher.{k}": torch.randn(s, generator=g) for k, s in keys.items()}
-    state["extractor.net.conv.weight"] = torch.randn(3, 3)  # the pipeline file also holds the extractor
+    state["extractor.net.conv.weight"] = torch.randn(
+        3, 3
+    )  # the pipeline file also holds the extractor
     ckpt = {
         "model": state,
         "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0, 1]}]},
         "lr_scheduler": {"last_epoch": 39},
-        "conf": {"model": {"matcher": {"name": "matchers.diffglue", "input_dim": input_dim, "n_layers": 9, "scale": 2}}},
+        "conf": {
+            "model": {
+                "matcher": {
+                    "name": "matchers.diffglue",
+                    "input_dim": input_dim,
+                    "n_layers": 9,
+                    "scale": 2,
+                }
+            }
+        },
         "epoch": 39,
         "losses": {"total": np.float64(0.5)},  # Glue Factory stores NumPy scalars here
         "eval": {"loss/total": np.float64(0.4)},
@@ -351,7 +422,10 @@ def test_official_checkpoint_layout_loads_exactly(tmp_path, features, input_dim)
 
 def test_wrong_checkpoints_are_clear_errors(tmp_path):
     path = tmp_path / "sp.tar"
-    torch.save({"model": {f"matcher.{k}": torch.zeros(s) for k, s in _official_keys(9, 256, 256).items()}}, path)
+    torch.save(
+        {"model": {f"matcher.{k}": torch.zeros(s) for k, s in _official_keys(9, 256, 256).items()}},
+        path,
+    )
     with pytest.raises(WeightsError, match="shape mismatches|missing"):
         DiffGlue(features="aliked", weights=str(path))  # SuperPoint file, ALIKED model
     with pytest.raises(WeightsError, match="does not exist"):
@@ -380,14 +454,21 @@ def test_lightglue_start_copies_every_tensor_and_matches_identically(tmp_path):
 
 
 @pytest.mark.slow
-def test_official_lightglue_start_reproduces_lightglue_on_a_real_pair(official_weights, data_dir, tmp_path):
+def test_official_lightglue_start_reproduces_lightglue_on_a_real_pair(
+    official_weights, data_dir, tmp_path
+):
     """DiffGlue started from the official ALIKED LightGlue gives LightGlue's matches on Oxford boat 1→3."""
     from tiepoint.api import Matcher
 
     official_weights("aliked-n16", "aliked_lightglue")
     over = ["extractor.max_num_keypoints=512"]
     dg = Matcher("aliked+diffglue", resize=480, device="cpu", overrides=over)
-    lg = Matcher("aliked+lightglue", resize=480, device="cpu", overrides=over + ["matcher.depth_confidence=-1", "matcher.width_confidence=-1"])
+    lg = Matcher(
+        "aliked+lightglue",
+        resize=480,
+        device="cpu",
+        overrides=over + ["matcher.depth_confidence=-1", "matcher.width_confidence=-1"],
+    )
     seq = data_dir / "homography" / "oxford_boat"
     f0, f1 = dg.extract(seq / "img1.png"), dg.extract(seq / "img3.png")
     r_dg, r_lg = dg.match_features(f0, f1), lg.match_features(f0, f1)
@@ -401,7 +482,9 @@ def test_official_lightglue_start_reproduces_lightglue_on_a_real_pair(official_w
             layer.desc_compact[0][0].weight[:, 256:].normal_(std=0.02)
     r_changed = dg.match_features(f0, f1)
     path = tmp_path / "checkpoint_best.tar"
-    torch.save({"model": {f"matcher.{k}": v for k, v in dg.matcher.state_dict().items()}, "conf": {}}, path)
+    torch.save(
+        {"model": {f"matcher.{k}": v for k, v in dg.matcher.state_dict().items()}, "conf": {}}, path
+    )
     again = Matcher("aliked+diffglue", resize=480, device="cpu", overrides=over, weights=path)
     r_again = again.match_features(f0, f1)
     assert not np.array_equal(r_changed.matches, r_lg.matches)
@@ -413,7 +496,9 @@ def test_trains_inside_the_two_view_pipeline_with_homography_ground_truth():
     from tiepoint.training.pipeline import TwoViewPipeline
 
     torch.manual_seed(0)
-    pipe = TwoViewPipeline({"extractor": None, "num_keypoints": 12, "matcher": {"name": "diffglue", **SMALL}}).train()
+    pipe = TwoViewPipeline(
+        {"extractor": None, "num_keypoints": 12, "matcher": {"name": "diffglue", **SMALL}}
+    ).train()
     data = _pair(b=2, m=12, n=12, matched=12)
     data["keypoints1"] = data["keypoints0"] + torch.tensor([5.0, -3.0])  # a pure translation
     H = torch.eye(3).repeat(2, 1, 1)

@@ -53,10 +53,12 @@ def test_log_double_softmax_matches_explicit_formula():
     sim, z0, z1 = torch.randn(1, 4, 3), torch.randn(1, 4, 1), torch.randn(1, 3, 1)
     scores = log_double_softmax(sim, z0, z1)[0].exp().numpy()
     s, a, b = sim[0].numpy(), z0[0, :, 0].numpy(), z1[0, :, 0].numpy()
-    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    sig = lambda x: 1 / (1 + np.exp(-x))
     row = np.exp(s) / np.exp(s).sum(1, keepdims=True)
     col = np.exp(s) / np.exp(s).sum(0, keepdims=True)
-    np.testing.assert_allclose(scores[:4, :3], row * col * sig(a)[:, None] * sig(b)[None], rtol=1e-5)
+    np.testing.assert_allclose(
+        scores[:4, :3], row * col * sig(a)[:, None] * sig(b)[None], rtol=1e-5
+    )
     np.testing.assert_allclose(scores[:4, 3], 1 - sig(a), rtol=1e-5)
     np.testing.assert_allclose(scores[4, :3], 1 - sig(b), rtol=1e-5)
     assert scores[4, 3] == pytest.approx(1.0)  # log 0 in the corner
@@ -95,7 +97,9 @@ def _random_pair(m=300, n=280, d=128, seed=0):
     d0 = torch.nn.functional.normalize(torch.randn(1, m, d, generator=g), dim=-1)
     d1 = torch.nn.functional.normalize(torch.randn(1, n, d, generator=g), dim=-1)
     # make a third of the points true correspondences: shared descriptors, nearby positions
-    d1[0, : n // 3] = torch.nn.functional.normalize(d0[0, : n // 3] + 0.1 * torch.randn(n // 3, d, generator=g), dim=-1)
+    d1[0, : n // 3] = torch.nn.functional.normalize(
+        d0[0, : n // 3] + 0.1 * torch.randn(n // 3, d, generator=g), dim=-1
+    )
     k1[0, : n // 3] = k0[0, : n // 3] + 2.0
     return k0, k1, d0, d1, size
 
@@ -104,14 +108,30 @@ def test_official_weights_agree_with_kornia(official_weights):
     kf = pytest.importorskip("kornia.feature")
     official_weights("disk_lightglue")
     ours = LightGlue(features="disk", depth_confidence=-1, width_confidence=-1).eval()
-    ref = kf.LightGlue(None, input_dim=128, depth_confidence=-1, width_confidence=-1, flash=False).eval()
+    ref = kf.LightGlue(
+        None, input_dim=128, depth_confidence=-1, width_confidence=-1, flash=False
+    ).eval()
     state = {k: v for k, v in ours.state_dict().items()}
     missing, unexpected = ref.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) <= {"confidence_thresholds"}
     k0, k1, d0, d1, size = _random_pair()
     with torch.inference_mode():
-        a = ours({"keypoints0": k0, "keypoints1": k1, "descriptors0": d0, "descriptors1": d1, "image_size0": size, "image_size1": size})
-        b = ref({"image0": {"keypoints": k0, "descriptors": d0, "image_size": size}, "image1": {"keypoints": k1, "descriptors": d1, "image_size": size}})
+        a = ours(
+            {
+                "keypoints0": k0,
+                "keypoints1": k1,
+                "descriptors0": d0,
+                "descriptors1": d1,
+                "image_size0": size,
+                "image_size1": size,
+            }
+        )
+        b = ref(
+            {
+                "image0": {"keypoints": k0, "descriptors": d0, "image_size": size},
+                "image1": {"keypoints": k1, "descriptors": d1, "image_size": size},
+            }
+        )
     torch.testing.assert_close(a["log_assignment"], b["log_assignment"], atol=2e-4, rtol=1e-4)
     assert torch.equal(a["matches0"], b["matches0"])
     assert (a["matches0"][0, : 280 // 3] == torch.arange(280 // 3)).float().mean() > 0.9
@@ -122,7 +142,14 @@ def test_adaptive_depth_and_width_keep_the_matches(official_weights):
     full = LightGlue(features="disk", depth_confidence=-1, width_confidence=-1).eval()
     fast = LightGlue(features="disk").eval()
     k0, k1, d0, d1, size = _random_pair(seed=3)
-    data = {"keypoints0": k0, "keypoints1": k1, "descriptors0": d0, "descriptors1": d1, "image_size0": size, "image_size1": size}
+    data = {
+        "keypoints0": k0,
+        "keypoints1": k1,
+        "descriptors0": d0,
+        "descriptors1": d1,
+        "image_size0": size,
+        "image_size1": size,
+    }
     with torch.inference_mode():
         a, b = full(data), fast(data)
     same = (a["matches0"] == b["matches0"]).float().mean()
@@ -149,11 +176,22 @@ def test_weights_of_another_architecture_are_a_clear_error(tmp_path):
     lg = LightGlue(pretrained=False, input_dim=64, descriptor_dim=64, num_heads=2, n_layers=3)
     path = tmp_path / "w.pth"
     torch.save(lg.state_dict(), path)
-    with pytest.raises(WeightsError, match=r"w\.pth: weights do not fit this LightGlue .*(shape|missing)"):
+    with pytest.raises(
+        WeightsError, match=r"w\.pth: weights do not fit this LightGlue .*(shape|missing)"
+    ):
         LightGlue(input_dim=64, descriptor_dim=96, num_heads=2, n_layers=3, weights=str(path))
 
 
 def test_empty_inputs_give_no_matches():
-    lg = LightGlue(pretrained=False, input_dim=32, descriptor_dim=32, num_heads=1, n_layers=2).eval()
-    out = lg({"keypoints0": torch.zeros(1, 0, 2), "keypoints1": torch.rand(1, 5, 2), "descriptors0": torch.zeros(1, 0, 32), "descriptors1": torch.rand(1, 5, 32)})
+    lg = LightGlue(
+        pretrained=False, input_dim=32, descriptor_dim=32, num_heads=1, n_layers=2
+    ).eval()
+    out = lg(
+        {
+            "keypoints0": torch.zeros(1, 0, 2),
+            "keypoints1": torch.rand(1, 5, 2),
+            "descriptors0": torch.zeros(1, 0, 32),
+            "descriptors1": torch.rand(1, 5, 32),
+        }
+    )
     assert out["matches0"].shape == (1, 0) and (out["matches1"] == -1).all()

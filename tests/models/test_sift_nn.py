@@ -29,11 +29,20 @@ def _brute_force(d0, d1, ratio, mutual):
 def test_nn_matches_brute_force(ratio, mutual):
     g = np.random.default_rng(0)
     d0 = g.normal(size=(60, 16)).astype(np.float32)
-    d1 = np.concatenate([d0[:30] + 0.2 * g.normal(size=(30, 16)), g.normal(size=(40, 16))]).astype(np.float32)
+    d1 = np.concatenate([d0[:30] + 0.2 * g.normal(size=(30, 16)), g.normal(size=(40, 16))]).astype(
+        np.float32
+    )
     d0 /= np.linalg.norm(d0, axis=1, keepdims=True)
     d1 /= np.linalg.norm(d1, axis=1, keepdims=True)
     nn = NearestNeighborMatcher(ratio_thresh=ratio, mutual_check=mutual)
-    out = nn({"keypoints0": torch.zeros(1, 60, 2), "keypoints1": torch.zeros(1, 70, 2), "descriptors0": torch.from_numpy(d0)[None], "descriptors1": torch.from_numpy(d1)[None]})
+    out = nn(
+        {
+            "keypoints0": torch.zeros(1, 60, 2),
+            "keypoints1": torch.zeros(1, 70, 2),
+            "descriptors0": torch.from_numpy(d0)[None],
+            "descriptors1": torch.from_numpy(d1)[None],
+        }
+    )
     np.testing.assert_array_equal(out["matches0"][0].numpy(), _brute_force(d0, d1, ratio, mutual))
     m1 = out["matches1"][0].numpy()
     for i, j in enumerate(out["matches0"][0].numpy()):

@@ -179,7 +179,9 @@ def test_missing_official_weights_say_where_to_put_them(tmp_path, monkeypatch):
 def test_wrong_checkpoint_is_a_weights_error(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"backbone.weight": torch.zeros(2)}, bad)
-    with pytest.raises(WeightsError, match=r"do not fit this SuperPoint .*missing keys .*unexpected keys"):
+    with pytest.raises(
+        WeightsError, match=r"do not fit this SuperPoint .*missing keys .*unexpected keys"
+    ):
         get_model("extractor", {"name": "superpoint", "weights": str(bad)})
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")

@@ -36,9 +36,15 @@ def kitti_frames(kitti_dir: Path, step: int = 1, count: int | None = None) -> li
 def sift_options(**kw) -> Options:
     """Fast options: SIFT + NN needs no weights; 1024 px and 2048 keypoints keep each step well
     under a second while leaving KITTI's forward-motion pairs enough matches to map."""
-    mapper = kw.pop("mapper", None) or MapperOptions(camera_model="PINHOLE", camera_params=KITTI_PARAMS)
-    base = {"pipeline": "sift+nn", "resize": 1024, "device": "cpu",
-            "overrides": ["extractor.max_num_keypoints=2048"]}
+    mapper = kw.pop("mapper", None) or MapperOptions(
+        camera_model="PINHOLE", camera_params=KITTI_PARAMS
+    )
+    base = {
+        "pipeline": "sift+nn",
+        "resize": 1024,
+        "device": "cpu",
+        "overrides": ["extractor.max_num_keypoints=2048"],
+    }
     base.update(kw)
     return Options(mapper=mapper, **base)
 

@@ -66,10 +66,13 @@ def synthetic_scene(tmp_path, n_views=6, n_points=400, seed=0):
 @pytest.mark.parametrize("mapper", ["incremental", "global"])
 def test_synthetic_scene_maps_to_the_true_cameras(tmp_path, mapper):
     img_dir, names, pairs, centres, kpts = synthetic_scene(tmp_path)
-    opts = colmap.MapperOptions(mapper=mapper, camera_model="SIMPLE_PINHOLE",
-                                camera_params=f"{F},{W / 2},{H / 2}")
+    opts = colmap.MapperOptions(
+        mapper=mapper, camera_model="SIMPLE_PINHOLE", camera_params=f"{F},{W / 2},{H / 2}"
+    )
     db = tmp_path / "database.db"
-    ids = colmap.build_database(db, img_dir, names, tmp_path / "features.h5", tmp_path / "matches.h5", pairs, opts)
+    ids = colmap.build_database(
+        db, img_dir, names, tmp_path / "features.h5", tmp_path / "matches.h5", pairs, opts
+    )
     with pycolmap.Database.open(db) as d:
         # COLMAP's origin is the pixel corner: stored keypoints are ours + 0.5
         np.testing.assert_allclose(d.read_keypoints(ids["v2.png"])[:, :2], kpts["v2.png"] + 0.5)
@@ -92,12 +95,19 @@ def test_synthetic_scene_maps_to_the_true_cameras(tmp_path, mapper):
 
 def test_unknown_mapper_option_names_the_closest_key():
     with pytest.raises(ConfigError, match="init_min_num_inliers"):
-        colmap.apply_options(pycolmap.IncrementalPipelineOptions(),
-                             {"mapper.init_min_num_inlier": 5}, "IncrementalPipelineOptions")
+        colmap.apply_options(
+            pycolmap.IncrementalPipelineOptions(),
+            {"mapper.init_min_num_inlier": 5},
+            "IncrementalPipelineOptions",
+        )
     # a key hloc's validation refuses is accepted by the class that receives it
-    o = colmap.apply_options(pycolmap.IncrementalPipelineOptions(),
-                             colmap.parse_option_args(["ba_refine_focal_length=False",
-                                                       "mapper.init_min_num_inliers=50"]), "x")
+    o = colmap.apply_options(
+        pycolmap.IncrementalPipelineOptions(),
+        colmap.parse_option_args(
+            ["ba_refine_focal_length=False", "mapper.init_min_num_inliers=50"]
+        ),
+        "x",
+    )
     assert o.ba_refine_focal_length is False and o.mapper.init_min_num_inliers == 50
 
 

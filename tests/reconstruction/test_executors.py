@@ -36,7 +36,9 @@ def local_run(images, out, **kw):
 def test_ray_two_workers_equal_local(kitti_dir, tmp_path, ray_cluster):
     images = copy_frames(kitti_dir, tmp_path / "images", kitti_frames(kitti_dir, count=6))
     local_run(images, tmp_path / "local", pairs="sequential:2")
-    with Reconstruction(images, tmp_path / "ray", sift_options(pairs="sequential:2", executor="ray", workers=2)) as r:
+    with Reconstruction(
+        images, tmp_path / "ray", sift_options(pairs="sequential:2", executor="ray", workers=2)
+    ) as r:
         ex = r.extract()
         assert ex.computed == 6
         pairs = r.make_pairs()
@@ -58,11 +60,31 @@ def test_killed_run_resumes_without_recomputing(kitti_dir, tmp_path):
     images = copy_frames(kitti_dir, tmp_path / "images", kitti_frames(kitti_dir))
     opts = sift_options(pairs="exhaustive")
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "tiepoint.cli", "reconstruct", str(images), str(out),
-           *opts.overrides, "--pipeline", opts.pipeline, "--resize", str(opts.resize),
-           "--device", "cpu", "--camera-model", "PINHOLE", "--camera-params", opts.mapper.camera_params]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "tiepoint.cli",
+        "reconstruct",
+        str(images),
+        str(out),
+        *opts.overrides,
+        "--pipeline",
+        opts.pipeline,
+        "--resize",
+        str(opts.resize),
+        "--device",
+        "cpu",
+        "--camera-model",
+        "PINHOLE",
+        "--camera-params",
+        opts.mapper.camera_params,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     match_parts = out / "parts" / "matches"
     deadline = time.time() + 240
     try:

@@ -28,7 +28,12 @@ def test_sequential_window(window):
 
 
 def test_canonical_drops_self_and_reversed_duplicates():
-    raw = [("im03.jpg", "im01.jpg"), ("im01.jpg", "im03.jpg"), ("im02.jpg", "im02.jpg"), ("im00.jpg", "im05.jpg")]
+    raw = [
+        ("im03.jpg", "im01.jpg"),
+        ("im01.jpg", "im03.jpg"),
+        ("im02.jpg", "im02.jpg"),
+        ("im00.jpg", "im05.jpg"),
+    ]
     assert P.canonical(raw, NAMES) == [("im00.jpg", "im05.jpg"), ("im01.jpg", "im03.jpg")]
     with pytest.raises(DatasetError, match="nope.jpg"):
         P.canonical([("im00.jpg", "nope.jpg")], NAMES)

@@ -20,7 +20,9 @@ from .test_colmap import umeyama
 def h5_contents(path):
     out = {}
     with h5py.File(path) as f:
-        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        f.visititems(
+            lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None
+        )
     return out
 
 
@@ -37,8 +39,9 @@ def trajectory_error(model_dir, kitti_dir, frame_of=lambda name: int(name[:6])):
 
     rec = pycolmap.Reconstruction(model_dir)
     gt = kitti_gt_centres(kitti_dir)
-    items = sorted((frame_of(rec.image(i).name), rec.image(i).projection_center())
-                   for i in rec.reg_image_ids())
+    items = sorted(
+        (frame_of(rec.image(i).name), rec.image(i).projection_center()) for i in rec.reg_image_ids()
+    )
     idx = [i for i, _ in items]
     est = np.array([c for _, c in items])
     ref = gt[idx]
@@ -52,20 +55,34 @@ def test_calibration_constant_matches_calib_txt(kitti_dir):
     from .conftest import KITTI_PARAMS
 
     P0 = np.array(kitti_dir.joinpath("calib.txt").read_text().split()[:12], float).reshape(3, 4)
-    assert np.allclose([P0[0, 0], P0[1, 1], P0[0, 2], P0[1, 2]], [float(x) for x in KITTI_PARAMS.split(",")])
+    assert np.allclose(
+        [P0[0, 0], P0[1, 1], P0[0, 2], P0[1, 2]], [float(x) for x in KITTI_PARAMS.split(",")]
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pipeline,pairs", [("sift+nn", "exhaustive"), ("aliked+lightglue", "sequential:3")])
-def test_kitti_all_frames_register_and_match_gt(kitti_dir, tmp_path, pipeline, pairs, official_weights):
+@pytest.mark.parametrize(
+    "pipeline,pairs", [("sift+nn", "exhaustive"), ("aliked+lightglue", "sequential:3")]
+)
+def test_kitti_all_frames_register_and_match_gt(
+    kitti_dir, tmp_path, pipeline, pairs, official_weights
+):
     """All 11 frames register with either mapper, within 1 % of the trajectory length of the GT."""
     if pipeline == "aliked+lightglue":
         pytest.importorskip("tiepoint.models.extractors.aliked")
         official_weights("aliked-n16", "aliked_lightglue")
     for k, mapper in enumerate(["incremental", "global"]):
-        opts = sift_options(pipeline=pipeline, resize=None, overrides=[], pairs=pairs,
-                            mapper=MapperOptions(mapper=mapper, camera_model="PINHOLE",
-                                                 camera_params="707.0912,707.0912,601.8873,183.1104"))
+        opts = sift_options(
+            pipeline=pipeline,
+            resize=None,
+            overrides=[],
+            pairs=pairs,
+            mapper=MapperOptions(
+                mapper=mapper,
+                camera_model="PINHOLE",
+                camera_params="707.0912,707.0912,601.8873,183.1104",
+            ),
+        )
         summary, stats = reconstruct(kitti_dir, tmp_path / "out", opts)
         assert summary.registered == 11, summary.report()
         assert set(summary.skipped_files) == {"calib.txt", "poses.txt"}
@@ -125,21 +142,37 @@ def test_non_images_are_skipped_and_subfolder_duplicates_kept_apart(kitti_dir, d
     assert set(summary.skipped_files) == {"README.md", "a/truncated.png", "b/empty.jpg"}
     assert "b/empty.jpg: empty file" in summary.report()
     names = fio.list_h5_names(tmp_path / "out" / "features.h5", "keypoints")
-    assert names == {"a/f0.png", "a/f1.png", "a/f2.png", "b/f0.png", "b/f1.png", "b/f2.png", "b/z_boat.png"}
+    assert names == {
+        "a/f0.png",
+        "a/f1.png",
+        "a/f2.png",
+        "b/f0.png",
+        "b/f1.png",
+        "b/f2.png",
+        "b/z_boat.png",
+    }
     # hloc pair key flattens the folders: a/f2.png ↔ b/f0.png is "a-f2.png/b-f0.png"
     with h5py.File(tmp_path / "out" / "matches.h5") as f:
         assert "matches0" in f["a-f2.png"]["b-f0.png"]
     assert summary.registered == 6, summary.report()
-    assert summary.unregistered == {"b/z_boat.png": "no geometrically verified pair: does not overlap any other image"}
-    frame_of = {f"{d}/f{k}.png": int(frames[3 * (d == "b") + k][:6]) for d in "ab" for k in range(3)}
+    assert summary.unregistered == {
+        "b/z_boat.png": "no geometrically verified pair: does not overlap any other image"
+    }
+    frame_of = {
+        f"{d}/f{k}.png": int(frames[3 * (d == "b") + k][:6]) for d in "ab" for k in range(3)
+    }
     rel, n = trajectory_error(tmp_path / "out" / "sparse", kitti_dir, frame_of.get)
     assert n == 6 and rel < 0.01, f"trajectory error {rel:.2%}"
     assert "b/z_boat.png: no geometrically verified pair" in summary.report()
 
 
 def test_names_that_collide_in_hloc_pair_keys_are_refused(kitti_dir, tmp_path):
-    images = copy_frames(kitti_dir, tmp_path / "images", ["000000.png", "000005.png"],
-                         rename=lambda n: "sub/a.png" if n == "000000.png" else "sub-a.png")
+    images = copy_frames(
+        kitti_dir,
+        tmp_path / "images",
+        ["000000.png", "000005.png"],
+        rename=lambda n: "sub/a.png" if n == "000000.png" else "sub-a.png",
+    )
     with pytest.raises(DatasetError, match="same hloc pair key 'sub-a.png'"):
         reconstruct(images, tmp_path / "out", sift_options())
 
@@ -147,8 +180,12 @@ def test_names_that_collide_in_hloc_pair_keys_are_refused(kitti_dir, tmp_path):
 def test_images_that_do_not_overlap_give_a_report_not_a_crash(data_dir, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
-    for src in ["homography/oxford_boat/img1.png", "pose/scannet_sample/scene0711_00_frame-001680.jpg",
-                "pose/kitti_seq1/000000.png", "homography/oxford_bikes/img1.png"]:
+    for src in [
+        "homography/oxford_boat/img1.png",
+        "pose/scannet_sample/scene0711_00_frame-001680.jpg",
+        "pose/kitti_seq1/000000.png",
+        "homography/oxford_bikes/img1.png",
+    ]:
         shutil.copyfile(data_dir / src, images / src.replace("/", "_"))
     opts = sift_options(mapper=MapperOptions())
     summary, _ = reconstruct(images, tmp_path / "out", opts)
@@ -159,8 +196,21 @@ def test_images_that_do_not_overlap_give_a_report_not_a_crash(data_dir, tmp_path
     assert "the images do not seem to overlap (0/6 pairs verified)" in report
     assert not (tmp_path / "out" / "sparse").exists()
     # the CLI exits with 1 (no model) after printing the report, not with a traceback
-    assert cli_main(["reconstruct", str(images), str(tmp_path / "out"), "extractor.max_num_keypoints=2048",
-                     "--pipeline", "sift+nn", "--resize", "1024"]) == 1
+    assert (
+        cli_main(
+            [
+                "reconstruct",
+                str(images),
+                str(tmp_path / "out"),
+                "extractor.max_num_keypoints=2048",
+                "--pipeline",
+                "sift+nn",
+                "--resize",
+                "1024",
+            ]
+        )
+        == 1
+    )
 
 
 def test_separate_steps_from_the_cli_with_retrieval_pairs(kitti_dir, tmp_path):
@@ -168,13 +218,17 @@ def test_separate_steps_from_the_cli_with_retrieval_pairs(kitti_dir, tmp_path):
     out = tmp_path / "out"
     common = ["extractor.max_num_keypoints=2048", "--pipeline", "sift+nn", "--resize", "1024"]
     assert cli_main(["extract", str(images), str(out), *common]) == 0
-    assert fio.list_h5_names(out / "features.h5", "keypoints") == set(kitti_frames(kitti_dir, count=6))
+    assert fio.list_h5_names(out / "features.h5", "keypoints") == set(
+        kitti_frames(kitti_dir, count=6)
+    )
     assert cli_main(["pairs", str(images), str(out), *common, "--pairs", "retrieval:1"]) == 0
     pairs = P.read_pairs(out / "pairs.txt")
     # frames are 5 video frames (~6 m) apart: VLAD's nearest neighbour is always an adjacent frame
     frame = {n: int(n[:6]) for n in kitti_frames(kitti_dir)}
     assert all(abs(frame[a] - frame[b]) == 5 for a, b in pairs), pairs
-    assert {n for p in pairs for n in p} == set(frame) & set(fio.list_h5_names(out / "features.h5", "keypoints"))
+    assert {n for p in pairs for n in p} == set(frame) & set(
+        fio.list_h5_names(out / "features.h5", "keypoints")
+    )
     assert (out / "global-feats.h5").exists()
     assert cli_main(["match-pairs", str(images), str(out), *common]) == 0
     assert len(fio.list_h5_names(out / "matches.h5", "matches0")) == len(pairs)

@@ -14,7 +14,10 @@ from tiepoint.reconstruction import records
 
 def _arrays(seed, n=5):
     rng = np.random.default_rng(seed)
-    return {"keypoints": rng.random((n, 2), np.float32), "descriptors": rng.random((8, n), np.float32)}
+    return {
+        "keypoints": rng.random((n, 2), np.float32),
+        "descriptors": rng.random((8, n), np.float32),
+    }
 
 
 def test_torn_tail_is_cut_and_earlier_records_survive(tmp_path):
@@ -77,12 +80,20 @@ def test_merged_files_follow_hloc_layout(tmp_path):
     with records.PartWriter(tmp_path / "parts" / "f.w0.log") as w:
         for n, f in feats.items():
             w.append(n, fio.features_to_arrays(f))
-    added = fio.merge_parts(tmp_path / "features.h5", [tmp_path / "parts" / "f.w0.log"], ident, "keypoints")
+    added = fio.merge_parts(
+        tmp_path / "features.h5", [tmp_path / "parts" / "f.w0.log"], ident, "keypoints"
+    )
     assert added == 2 and not (tmp_path / "parts").exists()
 
     m = np.array([[0, 3], [2, 1], [5, 6]])
-    result = MatchResult(feats["a.jpg"].keypoints, feats["sub/b.jpg"].keypoints, m,
-                         np.array([0.9, 0.5, 0.7], np.float32), (640, 480), (640, 480))
+    result = MatchResult(
+        feats["a.jpg"].keypoints,
+        feats["sub/b.jpg"].keypoints,
+        m,
+        np.array([0.9, 0.5, 0.7], np.float32),
+        (640, 480),
+        (640, 480),
+    )
     with records.PartWriter(tmp_path / "m.w0.log") as w:
         w.append(fio.names_to_pair("a.jpg", "sub/b.jpg"), fio.match_to_arrays(result, 7))
     fio.merge_parts(tmp_path / "matches.h5", [tmp_path / "m.w0.log"], ident, "matches0")
@@ -124,7 +135,9 @@ def test_merge_refuses_another_configuration_and_skips_locked_parts(tmp_path):
     with pytest.raises(ConfigError, match="another configuration"):
         fio.merge_parts(tmp_path / "features.h5", [part], {"extractor": "y"}, "keypoints")
     with records.PartWriter(part) as w:  # still being written: left alone
-        assert fio.merge_parts(tmp_path / "features.h5", [part], {"extractor": "x"}, "keypoints") == 0
+        assert (
+            fio.merge_parts(tmp_path / "features.h5", [part], {"extractor": "x"}, "keypoints") == 0
+        )
         assert part.exists()
     assert fio.merge_parts(tmp_path / "features.h5", [part], {"extractor": "x"}, "keypoints") == 1
     assert fio.list_h5_names(tmp_path / "features.h5", "keypoints") == {"a.jpg", "b.jpg"}

@@ -202,8 +202,11 @@ def test_fine_tune_from_an_experiment(images, tmp_path):
     train("small", tiny_conf(images, max_iterations=1), output_dir=tmp_path, progress=False)
     best = load_checkpoint(tmp_path / "training" / "small" / "checkpoint_best.tar")["model"]
     # same architecture: the new run starts from the old weights
-    t = Trainer(tmp_path / "training" / "ft", build_conf(tiny_conf(images, load_experiment="small")),
-                progress=False)
+    t = Trainer(
+        tmp_path / "training" / "ft",
+        build_conf(tiny_conf(images, load_experiment="small")),
+        progress=False,
+    )
     for k, v in t.model.matcher.state_dict().items():
         assert torch.equal(v, best[f"matcher.{k}"]), k
     # the experiment can also be rebuilt as a model for inference

@@ -34,7 +34,7 @@ PAIR_KEYS = ("H_0to1", "T_0to1", "T_1to0")
 
 
 def _item_groups(f: h5py.File) -> set[str]:
-    return {f"{e}/{i}" for e in f.keys() for i in f[e].keys()}
+    return {f"{e}/{i}" for e in f for i in f[e]}
 
 
 @torch.no_grad()
@@ -159,7 +159,7 @@ class CachedPairs(Dataset):
             self._file = h5py.File(self.path, "r")
         g = self._file[f"{self.epoch % self.num_epochs}/{idx}"]
         item = {}
-        for k in g.keys():
+        for k in g:
             arr = np.asarray(g[k])
             t = torch.from_numpy(arr)
             item[k] = t.float() if t.is_floating_point() else t

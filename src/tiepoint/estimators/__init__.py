@@ -63,7 +63,9 @@ def _backend(estimator: str):
     if estimator not in ESTIMATORS:
         near = difflib.get_close_matches(str(estimator), ESTIMATORS, n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise EstimatorError(f"unknown estimator '{estimator}'{hint}; valid: {', '.join(ESTIMATORS)}")
+        raise EstimatorError(
+            f"unknown estimator '{estimator}'{hint}; valid: {', '.join(ESTIMATORS)}"
+        )
     try:
         return importlib.import_module(f"{__name__}.{estimator}")
     except ImportError as e:
@@ -76,7 +78,9 @@ def _backend(estimator: str):
 def _points(p, name: str) -> np.ndarray:
     p = np.asarray(p.detach().cpu() if hasattr(p, "detach") else p, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 2:
-        raise EstimatorError(f"{name} must be a (K, 2) array of pixel coordinates, got shape {p.shape}")
+        raise EstimatorError(
+            f"{name} must be a (K, 2) array of pixel coordinates, got shape {p.shape}"
+        )
     if not np.isfinite(p).all():
         raise EstimatorError(f"{name} contains NaN or infinite coordinates")
     return np.ascontiguousarray(p)

@@ -35,7 +35,12 @@ def _method(name: str) -> int:
 def homography(p0, p1, threshold, method="ransac", max_iters=3000, confidence=0.995):
     try:
         H, mask = cv2.findHomography(
-            p0, p1, _method(method), threshold, maxIters=int(max_iters), confidence=float(confidence)
+            p0,
+            p1,
+            _method(method),
+            threshold,
+            maxIters=int(max_iters),
+            confidence=float(confidence),
         )
     except cv2.error:
         return None, None
@@ -49,7 +54,12 @@ def relative_pose(p0, p1, K0, K1, threshold, method="ransac", confidence=0.99999
     th = threshold / mean_focal(K0, K1)
     try:
         E, mask = cv2.findEssentialMat(
-            n0, n1, np.eye(3), method=_method(method), prob=float(confidence), threshold=th,
+            n0,
+            n1,
+            np.eye(3),
+            method=_method(method),
+            prob=float(confidence),
+            threshold=th,
             maxIters=int(max_iters),
         )
     except cv2.error:

@@ -28,8 +28,9 @@ def _camera(K: np.ndarray, p: np.ndarray) -> pycolmap.Camera:
     # Only differences to the principal point matter, so our pixel-centre origin needs no shift
     w = int(max(2 * K[0, 2], p[:, 0].max() + 1, 1))
     h = int(max(2 * K[1, 2], p[:, 1].max() + 1, 1))
-    return pycolmap.Camera(model="PINHOLE", width=w, height=h,
-                           params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+    return pycolmap.Camera(
+        model="PINHOLE", width=w, height=h, params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+    )
 
 
 def homography(p0, p1, threshold, ransac: dict | None = None):
@@ -39,8 +40,16 @@ def homography(p0, p1, threshold, ransac: dict | None = None):
     return np.asarray(out["H"]), np.asarray(out["inlier_mask"], bool).ravel()
 
 
-def relative_pose(p0, p1, K0, K1, threshold, method: str = "relative_pose", refine: bool = True,
-                  ransac: dict | None = None):
+def relative_pose(
+    p0,
+    p1,
+    K0,
+    K1,
+    threshold,
+    method: str = "relative_pose",
+    refine: bool = True,
+    ransac: dict | None = None,
+):
     cam0, cam1 = _camera(K0, p0), _camera(K1, p1)
     opts = _options(threshold, ransac)
     if method == "relative_pose":

@@ -11,9 +11,18 @@ def cmd_eval(args) -> int:
     from .runner import format_summaries, run
 
     summaries, out = run(
-        args.benchmark, args.pipeline, estimator=args.estimator, ransac_th=args.ransac_th, tag=args.tag,
-        overwrite=args.overwrite, overrides=args.overrides, output_dir=args.output_dir,
-        data_root=args.data_root, device=args.device, weights=args.weights, download=args.download,
+        args.benchmark,
+        args.pipeline,
+        estimator=args.estimator,
+        ransac_th=args.ransac_th,
+        tag=args.tag,
+        overwrite=args.overwrite,
+        overrides=args.overrides,
+        output_dir=args.output_dir,
+        data_root=args.data_root,
+        device=args.device,
+        weights=args.weights,
+        download=args.download,
     )
     print(f"{args.benchmark} / {out.name} (AUCs and precisions in %):")
     print(format_summaries(summaries, groups=args.groups))
@@ -24,8 +33,14 @@ def cmd_eval(args) -> int:
 def cmd_compare(args) -> int:
     from .compare import compare
 
-    table, png = compare(args.benchmark, args.tags, output_dir=args.output_dir, keys=args.keys,
-                         groups=args.groups, out=args.out)
+    table, png = compare(
+        args.benchmark,
+        args.tags,
+        output_dir=args.output_dir,
+        keys=args.keys,
+        groups=args.groups,
+        out=args.out,
+    )
     print(table)
     print(f"→ {png}")
     return 0
@@ -46,38 +61,69 @@ def cmd_download(args) -> int:
 
 def register(subparsers) -> None:
     names = ", ".join(BENCHMARKS)
-    p = subparsers.add_parser("eval", help=f"evaluate a pipeline on a benchmark ({names})",
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Evaluate a pipeline; results go to "
-                              "OUTPUT_DIR/results/BENCH/TAG/{conf.yaml,predictions.h5,results.h5,"
-                              "summaries.json,*.png}.\nDotted overrides: model keys "
-                              "(matcher.filter_threshold=0.2), data.* (data.max_pairs=10) and eval.*.")
+    p = subparsers.add_parser(
+        "eval",
+        help=f"evaluate a pipeline on a benchmark ({names})",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a pipeline; results go to "
+        "OUTPUT_DIR/results/BENCH/TAG/{conf.yaml,predictions.h5,results.h5,"
+        "summaries.json,*.png}.\nDotted overrides: model keys "
+        "(matcher.filter_threshold=0.2), data.* (data.max_pairs=10) and eval.*.",
+    )
     p.add_argument("benchmark", help=names)
-    p.add_argument("--pipeline", required=True, help="pipeline preset (e.g. aliked+lightglue) or YAML file")
-    p.add_argument("--estimator", default=None, help="opencv | poselib | pycolmap (default: the benchmark's)")
-    p.add_argument("--ransac-th", type=float, default=None,
-                   help="inlier threshold in pixels; -1 sweeps 0.5..3 and reports the best")
-    p.add_argument("--tag", default=None, help="name of the run (default: from pipeline and options)")
-    p.add_argument("--overwrite", action="store_true", help="replace predictions made with another config")
-    p.add_argument("--output-dir", default=None, help="root of outputs/ (default: $TIEPOINT_OUTPUTS or ./outputs)")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: $TIEPOINT_DATA/<dataset>)")
+    p.add_argument(
+        "--pipeline", required=True, help="pipeline preset (e.g. aliked+lightglue) or YAML file"
+    )
+    p.add_argument(
+        "--estimator", default=None, help="opencv | poselib | pycolmap (default: the benchmark's)"
+    )
+    p.add_argument(
+        "--ransac-th",
+        type=float,
+        default=None,
+        help="inlier threshold in pixels; -1 sweeps 0.5..3 and reports the best",
+    )
+    p.add_argument(
+        "--tag", default=None, help="name of the run (default: from pipeline and options)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace predictions made with another config"
+    )
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        help="root of outputs/ (default: $TIEPOINT_OUTPUTS or ./outputs)",
+    )
+    p.add_argument(
+        "--data-root", default=None, help="dataset folder (default: $TIEPOINT_DATA/<dataset>)"
+    )
     p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    p.add_argument("--weights", default=None, help="matcher weights: registered name, file or checkpoint")
+    p.add_argument(
+        "--weights", default=None, help="matcher weights: registered name, file or checkpoint"
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--groups", action="store_true", help="also print per-group (scene/set) AUCs")
     p.add_argument("overrides", nargs="*", help="dotted overrides")
     p.set_defaults(func=cmd_eval)
 
-    p = subparsers.add_parser("compare", help="compare runs of a benchmark: table + cumulative curves")
+    p = subparsers.add_parser(
+        "compare", help="compare runs of a benchmark: table + cumulative curves"
+    )
     p.add_argument("benchmark")
     p.add_argument("tags", nargs="+")
     p.add_argument("--output-dir", default=None)
-    p.add_argument("--keys", nargs="*", default=None, help="summary keys to show (default: AUCs, counts, time)")
+    p.add_argument(
+        "--keys", nargs="*", default=None, help="summary keys to show (default: AUCs, counts, time)"
+    )
     p.add_argument("--groups", action="store_true", help="include per-group keys")
     p.add_argument("--out", default=None, help="PNG path (default: next to the runs)")
     p.set_defaults(func=cmd_compare)
 
-    p = subparsers.add_parser("download", help="download a benchmark dataset (resumable, checksummed)")
+    p = subparsers.add_parser(
+        "download", help="download a benchmark dataset (resumable, checksummed)"
+    )
     p.add_argument("benchmark", help=", ".join(b for b in BENCHMARKS if b != "pairs"))
-    p.add_argument("--data-root", default=None, help="where datasets live (default: $TIEPOINT_DATA or ./data)")
+    p.add_argument(
+        "--data-root", default=None, help="where datasets live (default: $TIEPOINT_DATA or ./data)"
+    )
     p.set_defaults(func=cmd_download)

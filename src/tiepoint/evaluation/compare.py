@@ -10,7 +10,14 @@ from pathlib import Path
 from ..errors import DatasetError
 from .runner import CURVE_RANGE, TASK_PREFIX, UNITS, read_results, results_dir
 
-DEFAULT_STATS = ("mnum_matches", "mnum_keypoints", "mprec@3px", "mepi_prec@5e-4", "mtime_ms", "ransac_th")
+DEFAULT_STATS = (
+    "mnum_matches",
+    "mnum_keypoints",
+    "mprec@3px",
+    "mepi_prec@5e-4",
+    "mtime_ms",
+    "ransac_th",
+)
 CURVE_KEYS = {"homography": "H_error_ransac", "pose": "rel_pose_error"}
 
 
@@ -20,13 +27,20 @@ def load_run(benchmark: str, tag: str, output_dir=None) -> tuple[dict, Path]:
     if not path.exists():
         runs = sorted(p.name for p in out.parent.glob("*") if (p / "summaries.json").exists())
         have = f"; runs with results: {', '.join(runs)}" if runs else ""
-        raise DatasetError(f"no results for tag '{tag}' at {out} (run `tiepoint eval {benchmark} ...` first){have}")
+        raise DatasetError(
+            f"no results for tag '{tag}' at {out} (run `tiepoint eval {benchmark} ...` first){have}"
+        )
     return json.loads(path.read_text()), out
 
 
 def _default_key(k: str) -> bool:
     base = k.split("/")[-1]
-    return "@" in base and not base.startswith(("mprec", "mepi")) or base.endswith("_mAA") or base in DEFAULT_STATS
+    return (
+        "@" in base
+        and not base.startswith(("mprec", "mepi"))
+        or base.endswith("_mAA")
+        or base in DEFAULT_STATS
+    )
 
 
 def _is_group_key(k: str) -> bool:
@@ -47,8 +61,14 @@ def _fmt(k: str, v) -> str:
     return str(v)
 
 
-def compare(benchmark: str, tags: Sequence[str], output_dir=None, keys: Sequence[str] | None = None,
-            groups: bool = False, out: str | None = None) -> tuple[str, Path]:
+def compare(
+    benchmark: str,
+    tags: Sequence[str],
+    output_dir=None,
+    keys: Sequence[str] | None = None,
+    groups: bool = False,
+    out: str | None = None,
+) -> tuple[str, Path]:
     """Return the table (AUCs in %) and write one PNG of cumulative curves, a panel per task."""
     runs = {tag: load_run(benchmark, tag, output_dir) for tag in tags}
     if keys:
@@ -56,7 +76,11 @@ def compare(benchmark: str, tags: Sequence[str], output_dir=None, keys: Sequence
     else:
         rows = []
         for summ, _ in runs.values():
-            rows += [k for k in summ if k not in rows and _default_key(k) and (groups or not _is_group_key(k))]
+            rows += [
+                k
+                for k in summ
+                if k not in rows and _default_key(k) and (groups or not _is_group_key(k))
+            ]
     width = max([len(r) for r in rows] + [10])
     cols = [max(len(t), 8) for t in tags]
     lines = [" " * width + "  " + "  ".join(t.rjust(c) for t, c in zip(tags, cols))]
@@ -73,8 +97,15 @@ def compare(benchmark: str, tags: Sequence[str], output_dir=None, keys: Sequence
         for task_name, res in read_results(d / "results.h5").items():
             key = CURVE_KEYS[task_name]
             task = next(t for t, n in TASK_PREFIX.items() if n == task_name)
-            panel = panels.setdefault(task_name, dict(curves={}, x_max=CURVE_RANGE[task], unit=UNITS[task],
-                                                      title=f"{benchmark}: {key}"))
+            panel = panels.setdefault(
+                task_name,
+                dict(
+                    curves={},
+                    x_max=CURVE_RANGE[task],
+                    unit=UNITS[task],
+                    title=f"{benchmark}: {key}",
+                ),
+            )
             panel["curves"][tag] = res[key]
     if out:
         png = Path(out)

@@ -54,8 +54,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def download_file(url: str, dest: Path, size: int | None = None, sha256: str | None = None,
-                  progress: bool = True, timeout: float = 60) -> Path:
+def download_file(
+    url: str,
+    dest: Path,
+    size: int | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout: float = 60,
+) -> Path:
     """Fetch `url` to `dest`, resuming a previous `dest.part`, then verify and rename atomically."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -72,10 +78,17 @@ def download_file(url: str, dest: Path, size: int | None = None, sha256: str | N
                     have = 0
                 length = resp.headers.get("Content-Length")
                 total = size or ((int(length) + have) if length else None)
-                with open(part, "ab" if have else "wb") as f, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, disable=not progress,
-                    desc=dest.name,
-                ) as bar:
+                with (
+                    open(part, "ab" if have else "wb") as f,
+                    tqdm(
+                        total=total,
+                        initial=have,
+                        unit="B",
+                        unit_scale=True,
+                        disable=not progress,
+                        desc=dest.name,
+                    ) as bar,
+                ):
                     for chunk in iter(lambda: resp.read(CHUNK), b""):
                         f.write(chunk)
                         bar.update(len(chunk))
@@ -92,8 +105,10 @@ def download_file(url: str, dest: Path, size: int | None = None, sha256: str | N
         digest = _sha256(part)
         if digest != sha256:
             part.unlink()
-            raise DatasetError(f"{url}: sha256 {digest} does not match the expected {sha256}; "
-                               "the partial file was removed, run again")
+            raise DatasetError(
+                f"{url}: sha256 {digest} does not match the expected {sha256}; "
+                "the partial file was removed, run again"
+            )
     os.replace(part, dest)
     return dest
 
@@ -139,8 +154,9 @@ def fetch_dataset(resource: Resource, root: Path | None = None, progress: bool =
     if target.exists():
         return target
     if resource.url is None:
-        raise DatasetError(f"{resource.folder} cannot be downloaded automatically: "
-                           f"{where_to_put(resource, root)}")
+        raise DatasetError(
+            f"{resource.folder} cannot be downloaded automatically: {where_to_put(resource, root)}"
+        )
     root.mkdir(parents=True, exist_ok=True)
     archive = root / resource.filename
     try:

@@ -66,7 +66,9 @@ def eval_homography_pair(
     return res
 
 
-def eval_homography_robust(pts0, pts1, H_gt, size0, estimator: str, threshold: float, **options) -> dict:
+def eval_homography_robust(
+    pts0, pts1, H_gt, size0, estimator: str, threshold: float, **options
+) -> dict:
     est = estimate_homography(pts0, pts1, estimator=estimator, threshold=threshold, **options)
     n = est.num_inliers
     return {
@@ -90,8 +92,12 @@ def eval_pose_pair(pts0, pts1, K0, K1, T_0to1, num_keypoints: float) -> dict:
     return res
 
 
-def eval_pose_robust(pts0, pts1, K0, K1, T_0to1, estimator: str, threshold: float, **options) -> dict:
-    est = estimate_relative_pose(pts0, pts1, K0, K1, estimator=estimator, threshold=threshold, **options)
+def eval_pose_robust(
+    pts0, pts1, K0, K1, T_0to1, estimator: str, threshold: float, **options
+) -> dict:
+    est = estimate_relative_pose(
+        pts0, pts1, K0, K1, estimator=estimator, threshold=threshold, **options
+    )
     e_R, e_t = relative_pose_error(T_0to1, est.R, est.t)
     n = est.num_inliers
     return {
@@ -118,8 +124,14 @@ def pick_best_threshold(errors_by_th: dict[float, Sequence[float]], auc_threshol
     return max(errors_by_th, key=lambda th: np.mean(error_auc(errors_by_th[th], auc_thresholds)))
 
 
-def summarize(results: dict[str, list], auc_keys: Sequence[str], auc_thresholds, unit: str,
-              stat: str = "median", median_keys: Sequence[str] = ()) -> dict:
+def summarize(
+    results: dict[str, list],
+    auc_keys: Sequence[str],
+    auc_thresholds,
+    unit: str,
+    stat: str = "median",
+    median_keys: Sequence[str] = (),
+) -> dict:
     """`m<key>` statistics over pairs (`stat`: median or mean; `median_keys` always median) and
     `<error>@<t><unit>` AUCs with their mean `<error>_mAA`."""
     out = {}

@@ -33,8 +33,8 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from ..config import merge_strict, parse_dotlist, to_container
 from ..atomic import atomic_path, atomic_write_text
+from ..config import merge_strict, parse_dotlist, to_container
 from ..errors import ConfigError, DatasetError, ImageError, TiepointError
 from ..estimators import DEFAULT_THRESHOLDS, ESTIMATORS
 from ..geometry.homography import scale_homography
@@ -67,7 +67,13 @@ def _json_safe(v):
     if isinstance(v, dict):
         return {k: _json_safe(x) for k, x in v.items()}
     if isinstance(v, (float, np.floating)):
-        return None if math.isnan(v) else float(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+        return (
+            None
+            if math.isnan(v)
+            else float(v)
+            if math.isfinite(v)
+            else ("inf" if v > 0 else "-inf")
+        )
     if isinstance(v, np.integer):
         return int(v)
     return v
@@ -113,20 +119,29 @@ def split_overrides(overrides: Iterable[str]) -> tuple[list[str], list[str], lis
         if "=" not in o:
             raise ConfigError(f"override '{o}' must look like key=value")
         if o.startswith("data."):
-            data.append(o[len("data."):])
+            data.append(o[len("data.") :])
         elif o.startswith("eval."):
-            ev.append(o[len("eval."):])
+            ev.append(o[len("eval.") :])
         else:
             model.append(o)
     return data, ev, model
 
 
-def build_conf(benchmark: str, pipeline, estimator=None, ransac_th=None, overrides=(), data_root=None,
-               weights=None) -> RunConf:
+def build_conf(
+    benchmark: str,
+    pipeline,
+    estimator=None,
+    ransac_th=None,
+    overrides=(),
+    data_root=None,
+    weights=None,
+) -> RunConf:
     from ..api import pipeline_conf
 
     data_ov, eval_ov, model_ov = split_overrides(overrides)
-    data_conf = OmegaConf.merge(parse_dotlist(data_ov), {"root": str(data_root)} if data_root else {})
+    data_conf = OmegaConf.merge(
+        parse_dotlist(data_ov), {"root": str(data_root)} if data_root else {}
+    )
     bench = get_benchmark(benchmark, data_conf)
     ev_ov = to_container(parse_dotlist(eval_ov))
     # estimator options are free-form (each backend checks its own): kept out of the strict merge
@@ -141,14 +156,19 @@ def build_conf(benchmark: str, pipeline, estimator=None, ransac_th=None, overrid
     if ev["estimator"] not in ESTIMATORS:
         from ..errors import EstimatorError
 
-        raise EstimatorError(f"unknown estimator '{ev['estimator']}'; valid: {', '.join(ESTIMATORS)}")
+        raise EstimatorError(
+            f"unknown estimator '{ev['estimator']}'; valid: {', '.join(ESTIMATORS)}"
+        )
     if ev["ransac_th"] is not None and float(ev["ransac_th"]) == 0:
         raise ConfigError("ransac_th must be > 0, or -1 for the standard sweep")
     # the benchmark protocol fixes the network input size; everything else is the pipeline's
     prep = {"preprocessing": {"resize": bench.conf.resize, "side": bench.conf.side}}
     model_conf = pipeline_conf(pipeline, OmegaConf.merge(parse_dotlist(model_ov), prep))
-    model = {"pipeline": pipeline if isinstance(pipeline, str) else "custom",
-             **to_container(model_conf), "weights": str(weights) if weights else None}
+    model = {
+        "pipeline": pipeline if isinstance(pipeline, str) else "custom",
+        **to_container(model_conf),
+        "weights": str(weights) if weights else None,
+    }
     return RunConf(bench, to_container(bench.conf), model, ev, model_ov)
 
 
@@ -173,14 +193,19 @@ def check_or_reset(out: Path, conf: RunConf, overwrite: bool) -> None:
     saved = load_conf(out / "conf.yaml")
     if saved is None:
         return
-    old = {"benchmark": saved.get("benchmark"), "data": {k: v for k, v in (saved.get("data") or {}).items()
-                                                         if k != "root"}, "model": saved.get("model")}
+    old = {
+        "benchmark": saved.get("benchmark"),
+        "data": {k: v for k, v in (saved.get("data") or {}).items() if k != "root"},
+        "model": saved.get("model"),
+    }
     d = _diff(old, conf.export_part())
     if d is None:
         return
     if not overwrite:
-        raise ConfigError(f"{out} holds predictions of a different configuration ({d}); "
-                          "pass --overwrite to replace them or choose another --tag")
+        raise ConfigError(
+            f"{out} holds predictions of a different configuration ({d}); "
+            "pass --overwrite to replace them or choose another --tag"
+        )
     logger.info("overwriting %s (%s)", out, d)
     for name in ("predictions.h5", "results.h5", "summaries.json"):
         (out / name).unlink(missing_ok=True)
@@ -197,9 +222,11 @@ def reuse_sibling_predictions(out: Path, conf: RunConf) -> None:
         saved = load_conf(sib / "conf.yaml")
         if not saved:
             continue
-        old = {"benchmark": saved.get("benchmark"),
-               "data": {k: v for k, v in (saved.get("data") or {}).items() if k != "root"},
-               "model": saved.get("model")}
+        old = {
+            "benchmark": saved.get("benchmark"),
+            "data": {k: v for k, v in (saved.get("data") or {}).items() if k != "root"},
+            "model": saved.get("model"),
+        }
         if _diff(old, want) is None:
             logger.info("reusing the predictions of tag '%s'", sib.name)
             with atomic_path(out / "predictions.h5") as tmp:
@@ -208,9 +235,16 @@ def reuse_sibling_predictions(out: Path, conf: RunConf) -> None:
 
 
 def write_conf(out: Path, conf: RunConf) -> None:
-    text = OmegaConf.to_yaml(OmegaConf.create({
-        "benchmark": conf.benchmark.name, "data": conf.data, "model": conf.model, "eval": conf.eval,
-    }))
+    text = OmegaConf.to_yaml(
+        OmegaConf.create(
+            {
+                "benchmark": conf.benchmark.name,
+                "data": conf.data,
+                "model": conf.model,
+                "eval": conf.eval,
+            }
+        )
+    )
     atomic_write_text(out / "conf.yaml", text)
 
 
@@ -298,7 +332,8 @@ def _load_pred(f: h5py.File, p: Pair) -> dict:
     g = f[key]
     kp0, kp1, m = g["keypoints0"][()], g["keypoints1"][()], g["matches"][()]
     return {
-        "pts0": kp0[m[:, 0]].astype(np.float64), "pts1": kp1[m[:, 1]].astype(np.float64),
+        "pts0": kp0[m[:, 0]].astype(np.float64),
+        "pts1": kp1[m[:, 1]].astype(np.float64),
         "scores": g["scores"][()].astype(np.float64),
         "num_keypoints": (len(kp0) + len(kp1)) / 2,
         "size0": tuple(int(x) for x in g.attrs["image_size0"]),
@@ -316,8 +351,9 @@ def _thresholds(ev: dict, task: str) -> list[float]:
     return list(metrics.SWEEP_THRESHOLDS) if float(th) < 0 else [float(th)]
 
 
-def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, ev: dict,
-                  progress: bool = True) -> tuple[dict, dict]:
+def evaluate_task(
+    bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, ev: dict, progress: bool = True
+) -> tuple[dict, dict]:
     """Per-pair results (dict of lists) and summaries of one task."""
     ths = _thresholds(ev, task)
     opts = dict(ev.get("options") or {})  # estimator options, e.g. eval.options.method=usac_magsac
@@ -333,13 +369,19 @@ def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, 
                 size = target_size(d["size0"], bench.conf.resize, bench.conf.side)
             r = metrics.eval_homography_pair(pts0, pts1, d["scores"], H, size, d["num_keypoints"])
             for th in ths:
-                robust[th].append(metrics.eval_homography_robust(pts0, pts1, H, size, ev["estimator"], th,
-                                                                 **opts))
+                robust[th].append(
+                    metrics.eval_homography_robust(pts0, pts1, H, size, ev["estimator"], th, **opts)
+                )
         else:
-            r = metrics.eval_pose_pair(d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1, d["num_keypoints"])
+            r = metrics.eval_pose_pair(
+                d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1, d["num_keypoints"]
+            )
             for th in ths:
-                robust[th].append(metrics.eval_pose_robust(d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1,
-                                                           ev["estimator"], th, **opts))
+                robust[th].append(
+                    metrics.eval_pose_robust(
+                        d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1, ev["estimator"], th, **opts
+                    )
+                )
         r["time_ms"] = 1000 * d["time"]
         base.append(r)
 
@@ -351,10 +393,17 @@ def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, 
     if len(ths) > 1:
         for th in ths:
             aucs = metrics.error_auc(errs[th], auc_ths)
-            logger.info("  %s threshold %g: AUC %s", ev["estimator"], th,
-                        " / ".join(f"{100 * a:.1f}" for a in aucs) + (" ← best" if th == best else ""))
+            logger.info(
+                "  %s threshold %g: AUC %s",
+                ev["estimator"],
+                th,
+                " / ".join(f"{100 * a:.1f}" for a in aucs) + (" ← best" if th == best else ""),
+            )
 
-    results: dict[str, list] = {"names": [p.name for p in pairs], "groups": [p.group for p in pairs]}
+    results: dict[str, list] = {
+        "names": [p.name for p in pairs],
+        "groups": [p.group for p in pairs],
+    }
     for rows in (base, robust[best]):
         for k in rows[0]:
             results[k] = [row[k] for row in rows]
@@ -365,8 +414,9 @@ def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, 
     # counts and precisions: the benchmark's statistic; errors (inf on failure) and RANSAC
     # inliers: always the median, as Glue Factory reports them
     median_keys = ("ransac_inl", "ransac_inl%", "R_error", "t_error") + AUC_KEYS[task]
-    summary = metrics.summarize(results, AUC_KEYS[task], auc_ths, UNITS[task], stat=stat,
-                                median_keys=median_keys)
+    summary = metrics.summarize(
+        results, AUC_KEYS[task], auc_ths, UNITS[task], stat=stat, median_keys=median_keys
+    )
     summary["mtime_ms"] = metrics._stat(results["time_ms"], "mean")
     summary["ransac_th"] = best
     if bench.group_summaries:
@@ -381,7 +431,8 @@ def evaluate_task(bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, 
         if headline and groups:
             key = headline[0]
             summary[f"{key}_mean_of_{headline[1]}"] = round(
-                float(np.mean([summary[f"{g}/{key}"] for g in groups])), 4)
+                float(np.mean([summary[f"{g}/{key}"] for g in groups])), 4
+            )
     return results, summary
 
 
@@ -400,7 +451,9 @@ def read_results(path: Path) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     with h5py.File(path, "r") as f:
         for task_name, g in f.items():
-            out[task_name] = {k: (g[k].asstr()[()] if k in ("names", "groups") else g[k][()]) for k in g}
+            out[task_name] = {
+                k: (g[k].asstr()[()] if k in ("names", "groups") else g[k][()]) for k in g
+            }
     return out
 
 
@@ -411,13 +464,17 @@ def evaluate(conf: RunConf, pairs: list[Pair], out: Path, progress: bool = True)
     summaries, results = {}, {}
     with h5py.File(out / "predictions.h5", "r") as f:
         for task in tasks:
-            res, summ = evaluate_task(bench, task, [p for p in pairs if p.task == task], f, ev, progress)
+            res, summ = evaluate_task(
+                bench, task, [p for p in pairs if p.task == task], f, ev, progress
+            )
             results[task] = res
             prefix = f"{TASK_PREFIX[task]}/" if multi else ""
             summaries.update({f"{prefix}{k}": v for k, v in summ.items()})
     write_results(out / "results.h5", results)
-    atomic_write_text(out / "summaries.json", json.dumps(_json_safe(summaries), indent=2,
-                                                          ensure_ascii=False) + "\n")
+    atomic_write_text(
+        out / "summaries.json",
+        json.dumps(_json_safe(summaries), indent=2, ensure_ascii=False) + "\n",
+    )
     from ..viz.curves import save_cumulative
 
     for task, res in results.items():
@@ -427,16 +484,30 @@ def evaluate(conf: RunConf, pairs: list[Pair], out: Path, progress: bool = True)
         else:
             curves = {ev["estimator"]: res["rel_pose_error"]}
             name, title = "pose_recall.png", f"{bench.name}: relative pose error max(R, t)"
-        save_cumulative([dict(curves=curves, x_max=CURVE_RANGE[task], unit=UNITS[task], title=title)],
-                        out / name)
+        save_cumulative(
+            [dict(curves=curves, x_max=CURVE_RANGE[task], unit=UNITS[task], title=title)],
+            out / name,
+        )
     return summaries
 
 
 # ------------------------------------------------------------------ entry point
-def run(benchmark: str, pipeline, estimator: str | None = None, ransac_th: float | None = None,
-        tag: str | None = None, overwrite: bool = False, overrides: Sequence[str] = (),
-        output_dir=None, data_root=None, device=None, weights=None, download: bool = False,
-        progress: bool = True, matcher_factory=None) -> tuple[dict, Path]:
+def run(
+    benchmark: str,
+    pipeline,
+    estimator: str | None = None,
+    ransac_th: float | None = None,
+    tag: str | None = None,
+    overwrite: bool = False,
+    overrides: Sequence[str] = (),
+    output_dir=None,
+    data_root=None,
+    device=None,
+    weights=None,
+    download: bool = False,
+    progress: bool = True,
+    matcher_factory=None,
+) -> tuple[dict, Path]:
     """Export (or reuse) predictions of `pipeline` on `benchmark`, evaluate, write everything.
 
     Returns (summaries, results directory). `matcher_factory` replaces `tiepoint.Matcher(...)`

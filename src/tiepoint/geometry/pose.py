@@ -19,8 +19,9 @@ def angle_error_vector(v_est: np.ndarray, v_gt: np.ndarray) -> float:
     return float(np.rad2deg(np.arccos(np.clip(np.dot(v_est, v_gt) / n, -1.0, 1.0))))
 
 
-def relative_pose_error(T_0to1: np.ndarray, R: np.ndarray | None, t: np.ndarray | None,
-                        ignore_gt_t_thr: float = 0.0) -> tuple[float, float]:
+def relative_pose_error(
+    T_0to1: np.ndarray, R: np.ndarray | None, t: np.ndarray | None, ignore_gt_t_thr: float = 0.0
+) -> tuple[float, float]:
     """(rotation error, translation-direction error) in degrees; failures are (inf, inf).
 
     The translation error is min(e, 180 − e): an essential matrix fixes t only up to sign.

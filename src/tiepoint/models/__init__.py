@@ -39,6 +39,6 @@ def model_class(kind: str, name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def get_model(kind: str, conf) -> "BaseModel":  # noqa: F821
+def get_model(kind: str, conf) -> BaseModel:  # noqa: F821
     """Build a model of `kind` from a config whose `name` picks the class."""
     return model_class(kind, conf["name"])(conf)

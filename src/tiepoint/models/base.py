@@ -49,7 +49,9 @@ class BaseModel(nn.Module):
     def forward(self, data: dict) -> dict:
         missing = [k for k in self.required_data_keys if k not in data]
         if missing:
-            raise ConfigError(f"{type(self).__name__} needs input keys {missing}; got {sorted(data)}")
+            raise ConfigError(
+                f"{type(self).__name__} needs input keys {missing}; got {sorted(data)}"
+            )
         return self._forward(data)
 
     def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
@@ -72,7 +74,9 @@ def state_mismatch(own: dict, state: dict, expected: set[str] | None = None) -> 
     parts = []
     if wrong:
         k = wrong[0]
-        parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+        parts.append(
+            f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+        )
     if missing:
         parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
     if unexpected:
@@ -108,10 +112,17 @@ class Extractor(BaseModel):
     def forward(self, data: dict) -> dict:
         image = data.get("image")
         if image is not None and (image.ndim != 4 or image.shape[1] not in (1, 3)):
-            raise ImageError(f"{type(self).__name__} expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}")
+            raise ImageError(
+                f"{type(self).__name__} expects an image of shape (B, 1|3, H, W), got {tuple(image.shape)}"
+            )
         return super().forward(data)
 
-    base_default_conf = {"name": None, "trainable": False, "max_num_keypoints": 2048, "detection_threshold": None}
+    base_default_conf = {
+        "name": None,
+        "trainable": False,
+        "max_num_keypoints": 2048,
+        "detection_threshold": None,
+    }
     required_data_keys = ["image"]
     grayscale: ClassVar[bool] = False  # whether the network wants a 1-channel image
     descriptor_dim: ClassVar[int] = 0

@@ -19,16 +19,26 @@ def _common(p: argparse.ArgumentParser, matching: bool = True) -> None:
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start one)")
     p.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per CPU)")
-    p.add_argument("--shard", default=None, metavar="i/N",
-                   help="do only block i of N of the work (batch-scheduler arrays); "
-                        "finish with a run without --shard")
-    p.add_argument("overrides", nargs="*",
-                   help="dotted overrides right after OUT, e.g. matcher.filter_threshold=0.2")
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="i/N",
+        help="do only block i of N of the work (batch-scheduler arrays); "
+        "finish with a run without --shard",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="dotted overrides right after OUT, e.g. matcher.filter_threshold=0.2",
+    )
 
 
 def _pairs_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pairs", default="exhaustive",
-                   help="exhaustive | sequential:N | retrieval:K (default: exhaustive)")
+    p.add_argument(
+        "--pairs",
+        default="exhaustive",
+        help="exhaustive | sequential:N | retrieval:K (default: exhaustive)",
+    )
 
 
 def _options(args):
@@ -36,8 +46,14 @@ def _options(args):
     from .pipeline import Options
 
     mapper = MapperOptions()
-    for key in ("mapper", "camera_mode", "camera_model", "camera_params", "min_match_score",
-                "verbose"):
+    for key in (
+        "mapper",
+        "camera_mode",
+        "camera_model",
+        "camera_params",
+        "min_match_score",
+        "verbose",
+    ):
         if getattr(args, key, None) is not None:
             setattr(mapper, key, getattr(args, key))
     if getattr(args, "mapper_option", None):
@@ -45,10 +61,17 @@ def _options(args):
 
         mapper.extra = parse_option_args(args.mapper_option)
     return Options(
-        pipeline=args.pipeline, resize=args.resize, device=args.device, weights=args.weights,
-        overrides=list(args.overrides or []), pairs=getattr(args, "pairs", "exhaustive"),
-        executor=args.executor, ray_address=args.ray_address, workers=args.workers,
-        shard=parse_shard(args.shard), mapper=mapper,
+        pipeline=args.pipeline,
+        resize=args.resize,
+        device=args.device,
+        weights=args.weights,
+        overrides=list(args.overrides or []),
+        pairs=getattr(args, "pairs", "exhaustive"),
+        executor=args.executor,
+        ray_address=args.ray_address,
+        workers=args.workers,
+        shard=parse_shard(args.shard),
+        mapper=mapper,
     )
 
 
@@ -125,20 +148,34 @@ def register(subparsers) -> None:
     _common(p)
     _pairs_arg(p)
     p.add_argument("--mapper", choices=["incremental", "global"], default="incremental")
-    p.add_argument("--camera-mode", choices=["single", "per-image", "per-folder", "auto"],
-                   default=None, help="one camera for all images, or one per image/folder "
-                   "(default: single when all images have the same size, else per-image)")
+    p.add_argument(
+        "--camera-mode",
+        choices=["single", "per-image", "per-folder", "auto"],
+        default=None,
+        help="one camera for all images, or one per image/folder "
+        "(default: single when all images have the same size, else per-image)",
+    )
     p.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
-    p.add_argument("--camera-params", default=None,
-                   help="known intrinsics in the model's order, e.g. 'fx,fy,cx,cy' for PINHOLE")
+    p.add_argument(
+        "--camera-params",
+        default=None,
+        help="known intrinsics in the model's order, e.g. 'fx,fy,cx,cy' for PINHOLE",
+    )
     p.add_argument("--min-match-score", type=float, default=None)
-    p.add_argument("--mapper-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="option of pycolmap's Incremental/GlobalPipelineOptions, e.g. "
-                        "mapper.init_min_num_inliers=50 (repeatable)")
+    p.add_argument(
+        "--mapper-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of pycolmap's Incremental/GlobalPipelineOptions, e.g. "
+        "mapper.init_min_num_inliers=50 (repeatable)",
+    )
     p.add_argument("--verbose", action="store_true", help="show COLMAP's log")
     p.set_defaults(func=cmd_reconstruct)
 
-    p = subparsers.add_parser("extract", help="extract local features of a folder → OUT/features.h5")
+    p = subparsers.add_parser(
+        "extract", help="extract local features of a folder → OUT/features.h5"
+    )
     _common(p)
     p.set_defaults(func=cmd_extract)
 
@@ -148,7 +185,9 @@ def register(subparsers) -> None:
     p.add_argument("--output", default=None, help="pairs file (default OUT/pairs.txt)")
     p.set_defaults(func=cmd_pairs)
 
-    p = subparsers.add_parser("match-pairs", help="match the pairs of a pairs file → OUT/matches.h5")
+    p = subparsers.add_parser(
+        "match-pairs", help="match the pairs of a pairs file → OUT/matches.h5"
+    )
     _common(p)
     p.add_argument("--pairs-file", default=None, help="default OUT/pairs.txt")
     p.set_defaults(func=cmd_match_pairs)

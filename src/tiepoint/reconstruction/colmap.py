@@ -20,13 +20,18 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ConfigError, DatasetError
 from ..atomic import atomic_dir, atomic_path
+from ..errors import ConfigError, DatasetError
 from .features_io import arrays_to_matches, find_pair, read_group
 
 log = logging.getLogger("tiepoint")
 
-CAMERA_MODES = {"single": "SINGLE", "per-image": "PER_IMAGE", "per-folder": "PER_FOLDER", "auto": "AUTO"}
+CAMERA_MODES = {
+    "single": "SINGLE",
+    "per-image": "PER_IMAGE",
+    "per-folder": "PER_FOLDER",
+    "auto": "AUTO",
+}
 MAPPERS = ("incremental", "global")
 
 
@@ -65,15 +70,19 @@ def check_camera(model: str, params: str | None) -> None:
     if model not in models:
         raise ConfigError(f"--camera-model '{model}': expected one of {', '.join(models)}")
     if params:
-        expected = [s.strip() for s in
-                    pycolmap.Camera(model=model, width=1, height=1).params_info.split(",")]
+        expected = [
+            s.strip()
+            for s in pycolmap.Camera(model=model, width=1, height=1).params_info.split(",")
+        ]
         try:
             values = [float(x) for x in params.split(",")]
         except ValueError:
             raise ConfigError(f"--camera-params '{params}': not comma-separated numbers") from None
         if len(values) != len(expected):
-            raise ConfigError(f"--camera-params '{params}': {model} takes {len(expected)} values "
-                              f"({', '.join(expected)}), got {len(values)}")
+            raise ConfigError(
+                f"--camera-params '{params}': {model} takes {len(expected)} values "
+                f"({', '.join(expected)}), got {len(values)}"
+            )
 
 
 @dataclass
@@ -108,7 +117,8 @@ class Summary:
         else:
             why = (
                 "no image pair has enough geometrically verified matches: the images do not seem "
-                "to overlap" if self.num_verified_pairs == 0
+                "to overlap"
+                if self.num_verified_pairs == 0
                 else "the mapper could not initialise from the verified pairs"
             )
             lines.append(
@@ -158,8 +168,9 @@ def choose_camera_mode(mode: str | None, features_h5: Path, names: list[str]) ->
         mode = "single" if len(distinct) == 1 else "per-image"
         log.info("camera mode: %s (%d image size(s))", mode, len(distinct))
     if mode == "single" and len(distinct) > 1:
-        examples = ", ".join(f"{n} {w}x{h}" for (w, h), n in
-                             {v: k for k, v in sorted(sizes.items())}.items())
+        examples = ", ".join(
+            f"{n} {w}x{h}" for (w, h), n in {v: k for k, v in sorted(sizes.items())}.items()
+        )
         raise ConfigError(
             f"--camera-mode single needs images of one size, found {len(distinct)} ({examples}); "
             "use --camera-mode per-image or per-folder"
@@ -167,8 +178,15 @@ def choose_camera_mode(mode: str | None, features_h5: Path, names: list[str]) ->
     return mode
 
 
-def build_database(db_path: Path, image_dir: Path, names: list[str], features_h5: Path,
-                   matches_h5: Path, pairs: list[tuple[str, str]], opts: MapperOptions) -> dict:
+def build_database(
+    db_path: Path,
+    image_dir: Path,
+    names: list[str],
+    features_h5: Path,
+    matches_h5: Path,
+    pairs: list[tuple[str, str]],
+    opts: MapperOptions,
+) -> dict:
     """Create the database: cameras and images, keypoints (+0.5), raw matches. Returns name → id."""
     import pycolmap
 
@@ -182,8 +200,9 @@ def build_database(db_path: Path, image_dir: Path, names: list[str], features_h5
     if opts.camera_params:
         reader.camera_params = opts.camera_params
     try:
-        pycolmap.import_images(db_path, image_dir, _camera_mode(mode),
-                               image_names=names, options=reader)
+        pycolmap.import_images(
+            db_path, image_dir, _camera_mode(mode), image_names=names, options=reader
+        )
     except (ValueError, RuntimeError) as e:  # pycolmap's failed checks
         raise ConfigError(f"COLMAP could not import the images: {str(e).splitlines()[0]}") from None
     with pycolmap.Database.open(db_path) as db:
@@ -207,8 +226,9 @@ def build_database(db_path: Path, image_dir: Path, names: list[str], features_h5
     return ids
 
 
-def verify(db_path: Path, pairs: list[tuple[str, str]], opts: MapperOptions,
-           chunk: int = 256) -> dict[tuple[str, str], int]:
+def verify(
+    db_path: Path, pairs: list[tuple[str, str]], opts: MapperOptions, chunk: int = 256
+) -> dict[tuple[str, str], int]:
     """COLMAP geometric verification of `pairs`, in chunks so there is a progress bar.
 
     Returns the number of inlier matches of each verified pair.
@@ -285,7 +305,9 @@ def apply_options(options, extra: dict, where: str):
 def _mapper_options(opts: MapperOptions, num_images: int):
     import pycolmap
 
-    refine = opts.refine_intrinsics if opts.refine_intrinsics is not None else not opts.camera_params
+    refine = (
+        opts.refine_intrinsics if opts.refine_intrinsics is not None else not opts.camera_params
+    )
     if opts.mapper == "incremental":
         o = pycolmap.IncrementalPipelineOptions()
         o.num_threads = opts.num_threads
@@ -314,8 +336,9 @@ def _mapper_options(opts: MapperOptions, num_images: int):
     return apply_options(o, opts.extra, "GlobalPipelineOptions")
 
 
-def run_mapping(db_path: Path, image_dir: Path, work_dir: Path, opts: MapperOptions,
-                num_images: int) -> dict:
+def run_mapping(
+    db_path: Path, image_dir: Path, work_dir: Path, opts: MapperOptions, num_images: int
+) -> dict:
     """Map with COLMAP; returns {index: Reconstruction} (empty when nothing could be built)."""
     import pycolmap
 
@@ -340,11 +363,16 @@ def _incremental(db_path, image_dir, work_dir, options, num_images) -> dict:
     import pycolmap
 
     with tqdm(total=num_images, desc="mapping", unit="img") as bar:
-        return dict(pycolmap.incremental_mapping(
-            db_path, image_dir, work_dir, options=options,
-            initial_image_pair_callback=lambda: bar.update(2),
-            next_image_callback=lambda: bar.update(1),
-        ))
+        return dict(
+            pycolmap.incremental_mapping(
+                db_path,
+                image_dir,
+                work_dir,
+                options=options,
+                initial_image_pair_callback=lambda: bar.update(2),
+                next_image_callback=lambda: bar.update(1),
+            )
+        )
 
 
 def write_model(rec, sparse_dir: Path, ply_path: Path) -> None:
@@ -355,25 +383,37 @@ def write_model(rec, sparse_dir: Path, ply_path: Path) -> None:
         os.replace(tmp.with_suffix(".ply"), tmp)
 
 
-def summarize(models: dict, names: list[str], pairs: list[tuple[str, str]],
-              verified: dict[tuple[str, str], int], opts: MapperOptions) -> tuple[Summary, object]:
+def summarize(
+    models: dict,
+    names: list[str],
+    pairs: list[tuple[str, str]],
+    verified: dict[tuple[str, str], int],
+    opts: MapperOptions,
+) -> tuple[Summary, object]:
     """Pick the largest model and explain every image that is not in it."""
     best = max(models.values(), key=lambda r: r.num_reg_images(), default=None)
-    s = Summary(num_images=len(names), num_pairs=len(pairs), num_verified_pairs=len(verified),
-                num_models=len(models), mapper=opts.mapper)
+    s = Summary(
+        num_images=len(names),
+        num_pairs=len(pairs),
+        num_verified_pairs=len(verified),
+        num_models=len(models),
+        mapper=opts.mapper,
+    )
     registered: set[str] = set()
     if best is not None and best.num_reg_images() > 0:
         registered = {best.image(i).name for i in best.reg_image_ids()}
         s.registered = len(registered)
         s.points = best.num_points3D()
         s.mean_track_length = float(best.compute_mean_track_length()) if s.points else 0.0
-        s.mean_reprojection_error = float(best.compute_mean_reprojection_error()) if s.points else 0.0
+        s.mean_reprojection_error = (
+            float(best.compute_mean_reprojection_error()) if s.points else 0.0
+        )
     degree = {n: 0 for n in names}
     for a, b in verified:
         degree[a] += 1
         degree[b] += 1
     other = {}
-    for k, rec in enumerate(models.values()):
+    for _k, rec in enumerate(models.values()):
         if rec is best:
             continue
         for i in rec.reg_image_ids():

@@ -60,8 +60,13 @@ class Worker:
         if spec.torch_threads:
             torch.set_num_threads(spec.torch_threads)
         self.spec = spec
-        self.matcher = Matcher(spec.pipeline, resize=spec.resize, device=spec.device,
-                               weights=spec.weights, overrides=list(spec.overrides) or None)
+        self.matcher = Matcher(
+            spec.pipeline,
+            resize=spec.resize,
+            device=spec.device,
+            weights=spec.weights,
+            overrides=list(spec.overrides) or None,
+        )
         feat_dir, match_dir = part_dirs(spec.out_dir)
         self.feature_parts = feat_dir
         self.feature_log = feat_dir / f"{spec.feature_tag}.{name}.log"
@@ -100,8 +105,11 @@ class Worker:
 
     def _features(self, name: str) -> dict:
         if self._store is None:
-            self._store = fio.FeatureStore(Path(self.spec.out_dir) / "features.h5",
-                                           self.feature_parts, glob=f"{self.spec.feature_tag}.*.log")
+            self._store = fio.FeatureStore(
+                Path(self.spec.out_dir) / "features.h5",
+                self.feature_parts,
+                glob=f"{self.spec.feature_tag}.*.log",
+            )
         if name not in self._store:
             self._store.refresh()  # another worker or shard may have extracted it meanwhile
         if name in self._store:
@@ -116,8 +124,9 @@ class Worker:
         for a, b in pairs:
             try:
                 fa, fb = self._features(a), self._features(b)
-                result = self.matcher.match_features(fio.arrays_to_features(fa),
-                                                     fio.arrays_to_features(fb))
+                result = self.matcher.match_features(
+                    fio.arrays_to_features(fa), fio.arrays_to_features(fb)
+                )
                 arrays = fio.match_to_arrays(result, len(fa["keypoints"]))
                 self._matches_writer().append(fio.names_to_pair(a, b), arrays)
                 out.append(((a, b), None))
@@ -186,8 +195,15 @@ class LocalExecutor:
 class RayExecutor:
     """`num_workers` Ray actors, each with its own loaded model and its own part files."""
 
-    def __init__(self, spec: WorkerSpec, num_workers: int | None = None, address: str | None = None,
-                 num_cpus: float = 1, num_gpus: float | None = None, batch_size: int = 4):
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        num_workers: int | None = None,
+        address: str | None = None,
+        num_cpus: float = 1,
+        num_gpus: float | None = None,
+        batch_size: int = 4,
+    ):
         try:
             import ray
         except ImportError:
@@ -195,7 +211,11 @@ class RayExecutor:
         self.ray = ray
         self._own_cluster = False
         if not ray.is_initialized():
-            kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            kwargs = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "configure_logging": False,
+            }
             if address:
                 ray.init(address=address, **kwargs)
             else:
@@ -214,7 +234,9 @@ class RayExecutor:
         self.items_per_worker = [0] * num_workers  # how the work was spread (reported, tested)
         try:
             ray.get([a.ping.remote() for a in self.actors])
-        except ray.exceptions.RayError as e:  # a worker that cannot load the model: say why, in one line
+        except (
+            ray.exceptions.RayError
+        ) as e:  # a worker that cannot load the model: say why, in one line
             raise TiepointError(f"Ray workers failed to start: {_ray_cause(e)}") from None
 
     def run(self, method: str, items: list, desc: str) -> dict:
@@ -263,8 +285,13 @@ def _ray_cause(e: Exception) -> str:
     return str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
 
 
-def make_executor(kind: str, spec: WorkerSpec, workers: int | None = None,
-                  ray_address: str | None = None, shard: tuple[int, int] | None = None):
+def make_executor(
+    kind: str,
+    spec: WorkerSpec,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    shard: tuple[int, int] | None = None,
+):
     if kind == "local":
         name = f"shard-{shard[0]}-of-{shard[1]}" if shard else "local"
         return LocalExecutor(spec, name)

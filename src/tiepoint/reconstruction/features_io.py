@@ -26,9 +26,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import ConfigError, DatasetError
 from . import records
-from ..atomic import atomic_path
 
 log = logging.getLogger("tiepoint")
 
@@ -75,12 +75,17 @@ def arrays_to_features(arrays: dict[str, np.ndarray]):
         raise DatasetError(f"feature group lacks {missing}")
     kpts = np.asarray(arrays["keypoints"], dtype=np.float32)
     scores = arrays.get("scores", arrays.get("keypoint_scores"))
-    extra = {k: np.asarray(v) for k, v in arrays.items()
-             if k not in CORE_FEATURE_KEYS and k != "keypoint_scores"}
+    extra = {
+        k: np.asarray(v)
+        for k, v in arrays.items()
+        if k not in CORE_FEATURE_KEYS and k != "keypoint_scores"
+    }
     size = np.asarray(arrays["image_size"]).reshape(2)
     return Features(
         keypoints=kpts,
-        scores=(np.ones(len(kpts), np.float32) if scores is None else np.asarray(scores, np.float32)),
+        scores=(
+            np.ones(len(kpts), np.float32) if scores is None else np.asarray(scores, np.float32)
+        ),
         descriptors=np.ascontiguousarray(np.asarray(arrays["descriptors"], dtype=np.float32).T),
         image_size=(int(size[0]), int(size[1])),
         extra=extra,
@@ -181,8 +186,9 @@ def check_identity(path: str | os.PathLike, identity: dict) -> None:
 # ---- merging part files into the h5 files ------------------------------------------------------
 
 
-def merge_parts(h5_path: str | os.PathLike, parts: Iterable[str | os.PathLike], identity: dict,
-                leaf: str) -> int:
+def merge_parts(
+    h5_path: str | os.PathLike, parts: Iterable[str | os.PathLike], identity: dict, leaf: str
+) -> int:
     """Copy every record of `parts` not yet in `h5_path` into it, atomically; delete the parts.
 
     Returns how many groups were added. Records are added in sorted order, so the file does not
@@ -209,12 +215,11 @@ def merge_parts(h5_path: str | os.PathLike, parts: Iterable[str | os.PathLike], 
                 if name not in present:
                     todo[name] = (p, off, n)
         if todo or not h5_path.exists():
-            with atomic_path(h5_path, copy_existing=True) as tmp:
-                with h5py.File(tmp, "a") as f:
-                    f.attrs[IDENTITY_ATTR] = json.dumps(identity, sort_keys=True)
-                    for name in sorted(todo):
-                        p, off, n = todo[name]
-                        write_group(f, name, records.read_record(p, off, n))
+            with atomic_path(h5_path, copy_existing=True) as tmp, h5py.File(tmp, "a") as f:
+                f.attrs[IDENTITY_ATTR] = json.dumps(identity, sort_keys=True)
+                for name in sorted(todo):
+                    p, off, n = todo[name]
+                    write_group(f, name, records.read_record(p, off, n))
         for p in locked:
             p.unlink()
     for d in {p.parent for p in locked}:
@@ -241,8 +246,13 @@ class FeatureStore:
     Keeps a small LRU cache: pairs are sorted so consecutive pairs share their first image.
     """
 
-    def __init__(self, h5_path: str | os.PathLike, part_dir: str | os.PathLike | None = None,
-                 glob: str = "*.log", cache_size: int = 64):
+    def __init__(
+        self,
+        h5_path: str | os.PathLike,
+        part_dir: str | os.PathLike | None = None,
+        glob: str = "*.log",
+        cache_size: int = 64,
+    ):
         self.h5_path = Path(h5_path)
         self.part_dir = Path(part_dir) if part_dir else None
         self.glob = glob

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError
 from ..atomic import atomic_write_text
+from ..errors import ConfigError, DatasetError
 
 Pair = tuple[str, str]
 
@@ -100,8 +100,10 @@ def retrieval(names: list[str], descriptors: np.ndarray, k: int, chunk: int = 10
 def write_pairs(path: str | os.PathLike, pairs: list[Pair]) -> Path:
     for a, b in pairs:
         if any(c.isspace() for c in a + b):
-            raise DatasetError(f"image name '{a if any(c.isspace() for c in a) else b}' contains "
-                               "whitespace, which a pairs file cannot hold")
+            raise DatasetError(
+                f"image name '{a if any(c.isspace() for c in a) else b}' contains "
+                "whitespace, which a pairs file cannot hold"
+            )
     atomic_write_text(path, "".join(f"{a} {b}\n" for a, b in pairs))
     return Path(path)
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..atomic import atomic_write_text
 from ..errors import DatasetError
 from . import colmap, retrieval
 from . import features_io as fio
 from . import pairs as pairs_mod
-from ..atomic import atomic_write_text
 from .executors import WorkerSpec, make_executor, part_dirs, shard_slice
 from .inputs import ImageSet, list_images, require_images
 from .pairs import PairSpec
@@ -99,8 +99,17 @@ class Reconstruction:
     def executor(self):
         if self._executor is None:
             o = self.opts
-            spec = WorkerSpec(str(self.images.root), str(self.out), o.pipeline, o.resize, o.device,
-                              o.weights, list(o.overrides), self.feat_tag, self.match_tag)
+            spec = WorkerSpec(
+                str(self.images.root),
+                str(self.out),
+                o.pipeline,
+                o.resize,
+                o.device,
+                o.weights,
+                list(o.overrides),
+                self.feat_tag,
+                self.match_tag,
+            )
             self._executor = make_executor(o.executor, spec, o.workers, o.ray_address, o.shard)
         return self._executor
 
@@ -132,10 +141,13 @@ class Reconstruction:
         store = self._store()
         todo_all = [n for n in self.images.names if n not in store]
         store.close()
-        todo = shard_slice(todo_all if self.opts.shard is None else self.images.names,
-                           self.opts.shard)
+        todo = shard_slice(
+            todo_all if self.opts.shard is None else self.images.names, self.opts.shard
+        )
         todo = [n for n in todo if n in todo_all]
-        stats = StageStats(total=len(self.images.names), already_done=len(self.images.names) - len(todo_all))
+        stats = StageStats(
+            total=len(self.images.names), already_done=len(self.images.names) - len(todo_all)
+        )
         if todo:
             stats.failed = self.executor.run("extract", todo, desc="extract")
             stats.computed = len(todo) - len(stats.failed)
@@ -183,10 +195,11 @@ class Reconstruction:
         bad = [p for p in pairs if p[0] not in known or p[1] not in known]
         if bad:
             raise DatasetError(f"pair {bad[0]} names an image that is not in {self.images.root}")
-        pairs = [p for p in pairs if p[0] not in self.failed_images and p[1] not in self.failed_images]
+        pairs = [
+            p for p in pairs if p[0] not in self.failed_images and p[1] not in self.failed_images
+        ]
         done = self.matched_keys()
-        is_done = lambda a, b: (fio.names_to_pair(a, b) in done
-                                or fio.names_to_pair(b, a) in done)
+        is_done = lambda a, b: fio.names_to_pair(a, b) in done or fio.names_to_pair(b, a) in done
         todo_all = [p for p in pairs if not is_done(*p)]
         todo = [p for p in shard_slice(pairs, self.opts.shard) if not is_done(*p)]
         stats = StageStats(total=len(pairs), already_done=len(pairs) - len(todo_all))
@@ -211,10 +224,15 @@ class Reconstruction:
             if not self.matches_h5.exists():
                 verified, models = {}, {}
             else:
-                colmap.build_database(db, self.images.root, names, self.features_h5,
-                                      self.matches_h5, pairs, mo)
+                colmap.build_database(
+                    db, self.images.root, names, self.features_h5, self.matches_h5, pairs, mo
+                )
                 verified = colmap.verify(db, pairs, mo)
-                models = colmap.run_mapping(db, self.images.root, work, mo, len(names)) if verified else {}
+                models = (
+                    colmap.run_mapping(db, self.images.root, work, mo, len(names))
+                    if verified
+                    else {}
+                )
         summary, best = colmap.summarize(models, names, pairs, verified, mo)
         for n, why in self.failed_images.items():
             summary.unregistered[n] = f"feature extraction failed: {why}"

@@ -105,7 +105,7 @@ class _Lock:
 def try_lock(path: str | os.PathLike) -> _Lock | None:
     """Exclusive lock on a part file if no writer holds it (a context manager), else None."""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 (held by the returned lock)
     except FileNotFoundError:
         return None
     try:
@@ -123,7 +123,7 @@ class PartWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
-        self._f = open(self.path, "a+b")
+        self._f = open(self.path, "a+b")  # noqa: SIM115 (closed in close())
         try:
             fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -79,8 +79,14 @@ def vlad(local: list[np.ndarray], centres: np.ndarray) -> np.ndarray:
     return out
 
 
-def global_descriptors(store, names: list[str], num_centres: int = 32, per_image: int = 1024,
-                       max_train: int = 50_000, seed: int = 0) -> np.ndarray:
+def global_descriptors(
+    store,
+    names: list[str],
+    num_centres: int = 32,
+    per_image: int = 1024,
+    max_train: int = 50_000,
+    seed: int = 0,
+) -> np.ndarray:
     """VLAD descriptors of `names`, reading local features from a `FeatureStore`."""
     local = [_top_descriptors(store.arrays(n), per_image) for n in names]
     pool = np.concatenate([x for x in local if len(x)], 0) if any(len(x) for x in local) else None

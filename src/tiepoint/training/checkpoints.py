@@ -87,7 +87,7 @@ def load_checkpoint(path: Path) -> dict:
         raise WeightsError(f"{path}: checkpoint does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one-line report)
+    except Exception as e:
         raise WeightsError(
             f"{path}: not a readable checkpoint "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"

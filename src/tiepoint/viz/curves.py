@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .matches import save_figure  # noqa: E402
+from .matches import save_figure
 
 
 def cumulative_curve(errors: Sequence[float], x_max: float, num: int = 400):
@@ -22,7 +22,9 @@ def cumulative_curve(errors: Sequence[float], x_max: float, num: int = 400):
     return x, np.searchsorted(e, x, side="right") / max(len(e), 1)
 
 
-def plot_cumulative(ax, curves: Mapping[str, Sequence[float]], x_max: float, unit: str, title: str = ""):
+def plot_cumulative(
+    ax, curves: Mapping[str, Sequence[float]], x_max: float, unit: str, title: str = ""
+):
     for label, errors in curves.items():
         x, r = cumulative_curve(errors, x_max)
         ax.plot(x, 100 * r, lw=2, label=f"{label} ({len(errors)} pairs)")

@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ..atomic import atomic_path  # noqa: E402
+from ..atomic import atomic_path
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100, tight: bool = True) -> None:
@@ -64,7 +64,15 @@ def plot_matches(
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     if title:
-        ax.text(5, 5, title, color="white", fontsize=9, va="top", bbox=dict(facecolor="black", alpha=0.6, lw=0))
+        ax.text(
+            5,
+            5,
+            title,
+            color="white",
+            fontsize=9,
+            va="top",
+            bbox=dict(facecolor="black", alpha=0.6, lw=0),
+        )
     if path is not None:
         save_figure(fig, path, dpi)
     return fig

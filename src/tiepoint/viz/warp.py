@@ -8,20 +8,30 @@ import cv2
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .matches import save_figure  # noqa: E402
+from .matches import save_figure
 
 
 def warp_to_reference(img1: np.ndarray, H_0to1: np.ndarray, size0: tuple[int, int]) -> np.ndarray:
     """Resample image 1 in the frame of image 0 (W0, H0): pixel p of the output is img1(H·p)."""
     return cv2.warpPerspective(
-        img1.astype(np.float32), np.asarray(H_0to1, np.float64), size0, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        img1.astype(np.float32),
+        np.asarray(H_0to1, np.float64),
+        size0,
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
     )
 
 
-def plot_warp(img0: np.ndarray, img1: np.ndarray, H_0to1: np.ndarray | None, path: str | Path, title: str | None = None, dpi: int = 100):
+def plot_warp(
+    img0: np.ndarray,
+    img1: np.ndarray,
+    H_0to1: np.ndarray | None,
+    path: str | Path,
+    title: str | None = None,
+    dpi: int = 100,
+):
     h0, w0 = img0.shape[:2]
     if H_0to1 is None:
         warped = np.zeros_like(img0)
@@ -37,7 +47,23 @@ def plot_warp(img0: np.ndarray, img1: np.ndarray, H_0to1: np.ndarray | None, pat
     ax.set_axis_off()
     labels = ["A", "B warped onto A", "blend"]
     for k, lab in enumerate(labels):
-        ax.text(5 + k * (w0 + 10), 5, lab, color="white", fontsize=8, va="top", bbox=dict(facecolor="black", alpha=0.6, lw=0))
+        ax.text(
+            5 + k * (w0 + 10),
+            5,
+            lab,
+            color="white",
+            fontsize=8,
+            va="top",
+            bbox=dict(facecolor="black", alpha=0.6, lw=0),
+        )
     if title:
-        ax.text(5, h0 - 5, title, color="white", fontsize=9, va="bottom", bbox=dict(facecolor="black", alpha=0.6, lw=0))
+        ax.text(
+            5,
+            h0 - 5,
+            title,
+            color="white",
+            fontsize=9,
+            va="bottom",
+            bbox=dict(facecolor="black", alpha=0.6, lw=0),
+        )
     save_figure(fig, path, dpi)

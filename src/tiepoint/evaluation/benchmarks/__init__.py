@@ -65,7 +65,9 @@ class Benchmark:
     group_summaries = False
 
     def __init__(self, conf: dict | DictConfig | None = None):
-        self.conf = merge_strict({**self.base_data_conf, **self.data_conf}, conf, where=f"data ({self.name})")
+        self.conf = merge_strict(
+            {**self.base_data_conf, **self.data_conf}, conf, where=f"data ({self.name})"
+        )
 
     # ---- where the data is
     @property
@@ -102,7 +104,9 @@ class Benchmark:
             names.add(p.name)
             for im in (p.image0, p.image1):
                 if not Path(im).is_file():
-                    raise DatasetError(f"{p.source or self.name}: image {im} of pair {p.name} not found")
+                    raise DatasetError(
+                        f"{p.source or self.name}: image {im} of pair {p.name} not found"
+                    )
         return pairs
 
     def _read_pairs(self) -> Iterator[Pair]:
@@ -159,7 +163,9 @@ def _is_float(t: str) -> bool:
 
 def check_intrinsics(K: np.ndarray, source: str, what: str) -> np.ndarray:
     if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], [0, 0, 1]):
-        raise DatasetError(f"{source}: {what} is not an intrinsic matrix (positive focals, last row 0 0 1)")
+        raise DatasetError(
+            f"{source}: {what} is not an intrinsic matrix (positive focals, last row 0 0 1)"
+        )
     return K
 
 

@@ -15,8 +15,14 @@ from ..download import Resource
 from . import HOMOGRAPHY, Benchmark, Pair, check_homography, parse_floats
 
 LARGE_SEQUENCES = (
-    "i_contruction", "i_crownnight", "i_dc", "i_pencils", "i_whitebuilding",
-    "v_artisans", "v_astronautis", "v_talent",
+    "i_contruction",
+    "i_crownnight",
+    "i_dc",
+    "i_pencils",
+    "i_whitebuilding",
+    "v_artisans",
+    "v_astronautis",
+    "v_talent",
 )
 
 
@@ -49,7 +55,9 @@ class HPatches(Benchmark):
 
     def _read_pairs(self) -> Iterator[Pair]:
         if self.conf.subset not in (None, "i", "v"):
-            raise DatasetError(f"hpatches: data.subset must be i, v or null, got {self.conf.subset!r}")
+            raise DatasetError(
+                f"hpatches: data.subset must be i, v or null, got {self.conf.subset!r}"
+            )
         seqs = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name[:2] in ("i_", "v_"))
         if not seqs:
             raise DatasetError(f"hpatches: no i_*/v_* sequence folders in {self.root}")
@@ -60,5 +68,11 @@ class HPatches(Benchmark):
                 continue
             for k in range(2, 7):
                 H = read_homography_file(seq / f"H_1_{k}")
-                yield Pair(f"{seq.name}/1-{k}", seq / "1.ppm", seq / f"{k}.ppm", group=seq.name[0],
-                           H_0to1=H, source=str(seq / f"H_1_{k}"))
+                yield Pair(
+                    f"{seq.name}/1-{k}",
+                    seq / "1.ppm",
+                    seq / f"{k}.ppm",
+                    group=seq.name[0],
+                    H_0to1=H,
+                    source=str(seq / f"H_1_{k}"),
+                )

@@ -27,9 +27,13 @@ PINHOLE_PARAMS = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "RADIAL
 def colmap_K(model: str, params: np.ndarray, source: str) -> np.ndarray:
     """Pinhole part of a COLMAP camera, converted to pixel-centre coordinates."""
     if model not in PINHOLE_PARAMS:
-        raise DatasetError(f"{source}: unsupported camera model {model}; valid: {', '.join(PINHOLE_PARAMS)}")
+        raise DatasetError(
+            f"{source}: unsupported camera model {model}; valid: {', '.join(PINHOLE_PARAMS)}"
+        )
     if len(params) != PINHOLE_PARAMS[model]:
-        raise DatasetError(f"{source}: camera {model} needs {PINHOLE_PARAMS[model]} parameters, got {len(params)}")
+        raise DatasetError(
+            f"{source}: camera {model} needs {PINHOLE_PARAMS[model]} parameters, got {len(params)}"
+        )
     if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
         fx = fy = params[0]
         cx, cy = params[1:3]
@@ -57,10 +61,17 @@ def read_views(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 class MegaDepth1500(Benchmark):
     name = "megadepth1500"
     tasks = (POSE,)
-    resource = Resource(url="https://cvg-data.inf.ethz.ch/megadepth/megadepth1500.zip",
-                        filename="megadepth1500.zip", folder="megadepth1500")
+    resource = Resource(
+        url="https://cvg-data.inf.ethz.ch/megadepth/megadepth1500.zip",
+        filename="megadepth1500.zip",
+        folder="megadepth1500",
+    )
     data_conf = {"resize": 1600, "side": "long"}
-    eval_conf = {"estimator": "opencv", "ransac_th": 0.5, "options": {}}  # Glue Factory's official configs
+    eval_conf = {
+        "estimator": "opencv",
+        "ransac_th": 0.5,
+        "options": {},
+    }  # Glue Factory's official configs
     auc_thresholds = {POSE: (5, 10, 20)}
 
     def _read_pairs(self) -> Iterator[Pair]:
@@ -74,6 +85,13 @@ class MegaDepth1500(Benchmark):
                 if n not in views:
                     raise DatasetError(f"{src}: image {n} has no entry in {views_file}")
             (K0, T0), (K1, T1) = views[n0], views[n1]
-            yield Pair(f"{n0} {n1}", self.root / "images" / n0, self.root / "images" / n1,
-                       group=n0.split("/")[0] if "/" in n0 else "", K0=K0, K1=K1,
-                       T_0to1=T1 @ np.linalg.inv(T0), source=src)
+            yield Pair(
+                f"{n0} {n1}",
+                self.root / "images" / n0,
+                self.root / "images" / n1,
+                group=n0.split("/")[0] if "/" in n0 else "",
+                K0=K0,
+                K1=K1,
+                T_0to1=T1 @ np.linalg.inv(T0),
+                source=src,
+            )

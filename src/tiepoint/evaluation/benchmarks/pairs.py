@@ -38,8 +38,14 @@ def _group(name: str) -> str:
 def read_homography_pairs(path: Path) -> Iterator[Pair]:
     for src, f in read_manifest(path, 11):
         H = check_homography(parse_floats(f[2:11], src, "H").reshape(3, 3), src)
-        yield Pair(f"{HOMOGRAPHY}/{f[0]} {f[1]}", path.parent / f[0], path.parent / f[1],
-                   group=_group(f[0]), H_0to1=H, source=src)
+        yield Pair(
+            f"{HOMOGRAPHY}/{f[0]} {f[1]}",
+            path.parent / f[0],
+            path.parent / f[1],
+            group=_group(f[0]),
+            H_0to1=H,
+            source=src,
+        )
 
 
 def read_pose_pairs(path: Path) -> Iterator[Pair]:
@@ -47,18 +53,32 @@ def read_pose_pairs(path: Path) -> Iterator[Pair]:
         v = parse_floats(f[2:22], src, "intrinsics/pose")
         K = []
         for i, (fx, fy, cx, cy) in enumerate((v[0:4], v[4:8])):
-            K.append(check_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), src, f"K{i}"))
+            K.append(
+                check_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), src, f"K{i}")
+            )
         T = np.eye(4)
         T[:3, :3], T[:3, 3] = v[8:17].reshape(3, 3), v[17:20]
-        yield Pair(f"pose/{f[0]} {f[1]}", path.parent / f[0], path.parent / f[1], group=_group(f[0]),
-                   K0=K[0], K1=K[1], T_0to1=check_pose(T, src), source=src)
+        yield Pair(
+            f"pose/{f[0]} {f[1]}",
+            path.parent / f[0],
+            path.parent / f[1],
+            group=_group(f[0]),
+            K0=K[0],
+            K1=K[1],
+            T_0to1=check_pose(T, src),
+            source=src,
+        )
 
 
 class PairsBenchmark(Benchmark):
     name = "pairs"
     tasks = (HOMOGRAPHY, POSE)
     data_conf = {"resize": 1024, "side": "long", "tasks": [HOMOGRAPHY, POSE]}
-    eval_conf = {"estimator": "opencv", "ransac_th": None, "options": {}}  # estimator defaults: 3 px (H), 0.5 px (pose)
+    eval_conf = {
+        "estimator": "opencv",
+        "ransac_th": None,
+        "options": {},
+    }  # estimator defaults: 3 px (H), 0.5 px (pose)
     auc_thresholds = {HOMOGRAPHY: (3, 5, 10), POSE: (5, 10, 20)}
     group_summaries = True
 
@@ -72,24 +92,32 @@ class PairsBenchmark(Benchmark):
         return data_root() / "pairs"
 
     def missing_message(self) -> str:
-        return (f"pairs: dataset folder {self.root} not found; pass --data-root DIR (or data.root=DIR) "
-                f"with {MANIFESTS[HOMOGRAPHY]} and/or {MANIFESTS[POSE]} inside")
+        return (
+            f"pairs: dataset folder {self.root} not found; pass --data-root DIR (or data.root=DIR) "
+            f"with {MANIFESTS[HOMOGRAPHY]} and/or {MANIFESTS[POSE]} inside"
+        )
 
     def _read_pairs(self) -> Iterator[Pair]:
         unknown = set(self.conf.tasks) - set(MANIFESTS)
         if unknown:
             from ...errors import ConfigError
 
-            raise ConfigError(f"data.tasks: unknown task(s) {sorted(unknown)}; valid: {list(MANIFESTS)}")
+            raise ConfigError(
+                f"data.tasks: unknown task(s) {sorted(unknown)}; valid: {list(MANIFESTS)}"
+            )
         found = False
         for task in self.conf.tasks:
             path = self.root / MANIFESTS[task]
             if not path.exists():
                 continue
             found = True
-            yield from (read_homography_pairs(path) if task == HOMOGRAPHY else read_pose_pairs(path))
+            yield from (
+                read_homography_pairs(path) if task == HOMOGRAPHY else read_pose_pairs(path)
+            )
         if not found:
             from ...errors import DatasetError
 
-            raise DatasetError(f"pairs: none of {', '.join(MANIFESTS[t] for t in self.conf.tasks)} "
-                               f"found under {self.root}")
+            raise DatasetError(
+                f"pairs: none of {', '.join(MANIFESTS[t] for t in self.conf.tasks)} "
+                f"found under {self.root}"
+            )

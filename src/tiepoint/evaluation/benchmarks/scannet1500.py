@@ -33,10 +33,17 @@ def parse_calibrated_pair(src: str, f: list[str]):
 class ScanNet1500(Benchmark):
     name = "scannet1500"
     tasks = (POSE,)
-    resource = Resource(url="https://cvg-data.inf.ethz.ch/scannet/scannet1500.zip",
-                        filename="scannet1500.zip", folder="scannet1500")
+    resource = Resource(
+        url="https://cvg-data.inf.ethz.ch/scannet/scannet1500.zip",
+        filename="scannet1500.zip",
+        folder="scannet1500",
+    )
     data_conf = {"resize": None, "side": "long", "pairs_file": "pairs_calibrated.txt"}
-    eval_conf = {"estimator": "opencv", "ransac_th": 1.0, "options": {}}  # Glue Factory's ScanNet-1500 default
+    eval_conf = {
+        "estimator": "opencv",
+        "ransac_th": 1.0,
+        "options": {},
+    }  # Glue Factory's ScanNet-1500 default
     auc_thresholds = {POSE: (5, 10, 20)}
 
     def _read_pairs(self) -> Iterator[Pair]:
@@ -45,6 +52,13 @@ class ScanNet1500(Benchmark):
             raise DatasetError(f"scannet1500: {path} not found ({self.missing_message()})")
         for src, f in read_manifest(path, (32, 36)):
             K0, K1, T = parse_calibrated_pair(src, f)
-            yield Pair(f"{f[0]} {f[1]}", self.root / f[0], self.root / f[1],
-                       group=f[0].split("/")[0] if "/" in f[0] else "", K0=K0, K1=K1, T_0to1=T,
-                       source=src)
+            yield Pair(
+                f"{f[0]} {f[1]}",
+                self.root / f[0],
+                self.root / f[1],
+                group=f[0].split("/")[0] if "/" in f[0] else "",
+                K0=K0,
+                K1=K1,
+                T_0to1=T,
+                source=src,
+            )

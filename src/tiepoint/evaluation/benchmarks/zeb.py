@@ -24,9 +24,18 @@ from .scannet1500 import parse_calibrated_pair
 
 # column of the GIM README table → folder name in zeb/
 SETS = {
-    "GL3": "gl3d", "BLE": "blendedmvs", "ETI": "eth3di", "ETO": "eth3do", "KIT": "kitti",
-    "WEA": "robotcarweather", "SEA": "robotcarseason", "NIG": "robotcarnight", "MUL": "multifov",
-    "SCE": "scenenet", "ICL": "iclnuim", "GTA": "gtasfm",
+    "GL3": "gl3d",
+    "BLE": "blendedmvs",
+    "ETI": "eth3di",
+    "ETO": "eth3do",
+    "KIT": "kitti",
+    "WEA": "robotcarweather",
+    "SEA": "robotcarseason",
+    "NIG": "robotcarnight",
+    "MUL": "multifov",
+    "SCE": "scenenet",
+    "ICL": "iclnuim",
+    "GTA": "gtasfm",
 }
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 
@@ -46,11 +55,18 @@ class ZEB(Benchmark):
     name = "zeb"
     tasks = (POSE,)
     resource = Resource(
-        url=None, filename="zeb.zip", folder="zeb",
+        url=None,
+        filename="zeb.zip",
+        folder="zeb",
         instructions="download zeb.zip from the link in the GIM README (github.com/xuelunshen/gim, "
-                     "'ZEB' section)",
+        "'ZEB' section)",
     )
-    data_conf = {"resize": 1024, "side": "long", "sets": list(SETS.values()), "max_pairs_per_set": None}
+    data_conf = {
+        "resize": 1024,
+        "side": "long",
+        "sets": list(SETS.values()),
+        "max_pairs_per_set": None,
+    }
     eval_conf = {"estimator": "opencv", "ransac_th": 0.5, "options": {}}
     auc_thresholds = {POSE: (5, 10, 20)}
     group_summaries = True
@@ -61,8 +77,10 @@ class ZEB(Benchmark):
         for name in self.conf.sets:
             folder = self.root / name
             if not folder.is_dir():
-                raise DatasetError(f"zeb: set folder {folder} not found (valid sets: "
-                                   f"{', '.join(SETS.values())}; restrict with data.sets=[...])")
+                raise DatasetError(
+                    f"zeb: set folder {folder} not found (valid sets: "
+                    f"{', '.join(SETS.values())}; restrict with data.sets=[...])"
+                )
             files = sorted(folder.glob("*.txt"))
             if not files:
                 raise DatasetError(f"zeb: no pair files (*.txt) in {folder}")
@@ -74,6 +92,19 @@ class ZEB(Benchmark):
                 K0, K1, T = parse_calibrated_pair(src, f[:2] + f[4:])
                 im0 = folder / f"{scene}_{image_stem(f[0])}.png"
                 im1 = folder / f"{scene}_{image_stem(f[1])}.png"
-                yield Pair(f"{name}/{path.stem}", im0, im1, group=name, K0=K0, K1=K1, T_0to1=T,
-                           source=src, extra=dict(zip(("covisible0", "covisible1"),
-                                                    parse_floats(f[2:4], src, "covisibility").tolist())))
+                yield Pair(
+                    f"{name}/{path.stem}",
+                    im0,
+                    im1,
+                    group=name,
+                    K0=K0,
+                    K1=K1,
+                    T_0to1=T,
+                    source=src,
+                    extra=dict(
+                        zip(
+                            ("covisible0", "covisible1"),
+                            parse_floats(f[2:4], src, "covisibility").tolist(),
+                        )
+                    ),
+                )

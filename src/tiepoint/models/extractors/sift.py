@@ -27,7 +27,9 @@ class SIFT(Extractor):
     descriptor_dim = 128
 
     def _init(self, conf):
-        self.dummy = torch.nn.Parameter(torch.zeros(0), requires_grad=False)  # gives the model a device
+        self.dummy = torch.nn.Parameter(
+            torch.zeros(0), requires_grad=False
+        )  # gives the model a device
 
     def _detect(self, image: np.ndarray):
         n = self.conf.max_num_keypoints
@@ -38,7 +40,13 @@ class SIFT(Extractor):
         )
         kps, desc = sift.detectAndCompute(image, None)
         if not kps:
-            return np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 128), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+            return (
+                np.zeros((0, 2), np.float32),
+                np.zeros(0, np.float32),
+                np.zeros((0, 128), np.float32),
+                np.zeros(0, np.float32),
+                np.zeros(0, np.float32),
+            )
         pts = np.array([k.pt for k in kps], np.float32)
         scores = np.array([k.response for k in kps], np.float32)
         scales = np.array([k.size for k in kps], np.float32)
@@ -48,7 +56,11 @@ class SIFT(Extractor):
         if n and n > 0:
             order = order[:n]
         desc = desc.astype(np.float32)
-        desc = root_sift(desc) if self.conf.rootsift else desc / (np.linalg.norm(desc, axis=-1, keepdims=True) + 1e-8)
+        desc = (
+            root_sift(desc)
+            if self.conf.rootsift
+            else desc / (np.linalg.norm(desc, axis=-1, keepdims=True) + 1e-8)
+        )
         return pts[order], scores[order], desc[order], scales[order], oris[order]
 
     def _forward(self, data: dict) -> dict:
@@ -62,5 +74,11 @@ class SIFT(Extractor):
         if len(outs) > 1:
             outs = [tuple(a[:n] for a in o) for o in outs]
         dev = image.device
-        stack = lambda i: torch.from_numpy(np.stack([o[i] for o in outs])).to(dev)  # noqa: E731
-        return {"keypoints": stack(0), "keypoint_scores": stack(1), "descriptors": stack(2), "scales": stack(3), "oris": stack(4)}
+        stack = lambda i: torch.from_numpy(np.stack([o[i] for o in outs])).to(dev)
+        return {
+            "keypoints": stack(0),
+            "keypoint_scores": stack(1),
+            "descriptors": stack(2),
+            "scales": stack(3),
+            "oris": stack(4),
+        }

@@ -52,7 +52,9 @@ from .lightglue import (
 logger = logging.getLogger("tiepoint")
 
 # feature presets (the two of the paper): input dimension as in LightGlue's presets
-FEATURES = {name: {"input_dim": LIGHTGLUE_FEATURES[name]["input_dim"]} for name in ("superpoint", "aliked")}
+FEATURES = {
+    name: {"input_dim": LIGHTGLUE_FEATURES[name]["input_dim"]} for name in ("superpoint", "aliked")
+}
 
 
 class AssignmentGuidedAttention(nn.Module):
@@ -111,7 +113,12 @@ def _load_checkpoint(name_or_path) -> dict:
     """Weights-only load that also accepts Glue Factory `.tar` files, whose `losses`/`eval` entries
     hold NumPy scalars (allow-listed here; nothing else is unpickled)."""
     path = weights_lib.resolve(name_or_path)
-    allowed = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64))]
+    allowed = [
+        np.dtype,
+        type(np.dtype(np.float64)),
+        type(np.dtype(np.float32)),
+        type(np.dtype(np.int64)),
+    ]
     try:
         allowed.append(np._core.multiarray.scalar)  # NumPy ≥ 2
     except AttributeError:  # pragma: no cover
@@ -119,8 +126,10 @@ def _load_checkpoint(name_or_path) -> dict:
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one-line report)
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    except Exception as e:
+        raise WeightsError(
+            f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        ) from None
 
 
 class DiffGlue(Matcher):
@@ -148,7 +157,9 @@ class DiffGlue(Matcher):
         features = conf.get("features")
         if features is not None:
             if features not in FEATURES:
-                raise ConfigError(f"unknown DiffGlue features '{features}'; valid: {', '.join(FEATURES)}")
+                raise ConfigError(
+                    f"unknown DiffGlue features '{features}'; valid: {', '.join(FEATURES)}"
+                )
             conf = OmegaConf.merge({"input_dim": FEATURES[features]["input_dim"]}, conf)
         super().__init__(conf)
 
@@ -156,10 +167,14 @@ class DiffGlue(Matcher):
         d, h = conf.descriptor_dim, conf.num_heads
         temb_dim = 4 * d
         self.schedule = DiffusionSchedule(conf.diffusion_steps, conf.scale)
-        self.time_embed = nn.Sequential(nn.Linear(d, temb_dim), nn.ReLU(), nn.Linear(temb_dim, temb_dim))
+        self.time_embed = nn.Sequential(
+            nn.Linear(d, temb_dim), nn.ReLU(), nn.Linear(temb_dim, temb_dim)
+        )
         self.input_proj = nn.Linear(conf.input_dim, d) if conf.input_dim != d else nn.Identity()
         self.posenc = LearnableFourierPositionalEncoding(2 + 2 * conf.add_scale_ori, d // h)
-        self.transformers = nn.ModuleList([DiffGlueLayer(d, h, temb_dim) for _ in range(conf.n_layers)])
+        self.transformers = nn.ModuleList(
+            [DiffGlueLayer(d, h, temb_dim) for _ in range(conf.n_layers)]
+        )
         self.log_assignment = nn.ModuleList([MatchAssignment(d) for _ in range(conf.n_layers)])
         # n heads, not n−1 as in LightGlue: the reference supervises every layer's confidence
         self.token_confidence = nn.ModuleList([TokenConfidence(d) for _ in range(conf.n_layers)])
@@ -173,29 +188,44 @@ class DiffGlue(Matcher):
         blocks are set so that the network computes exactly that LightGlue."""
         state = convert_state_dict(_load_checkpoint(name_or_path))
         own = self.state_dict()
-        from_lightglue = not any(".adj_attn." in k for k in state) and any(".self_attn." in k for k in state)
+        from_lightglue = not any(".adj_attn." in k for k in state) and any(
+            ".self_attn." in k for k in state
+        )
         if from_lightglue:
             # LightGlue names its per-layer blocks without the `.0` of DiffGlue's one-element lists
             state = {self._lightglue_key(k): v for k, v in state.items()}
             expected = {k for k in own if self._is_lightglue_key(k)}
             # the last confidence head does not exist in LightGlue (n−1 heads)
-            expected -= {k for k in own if k.startswith(f"token_confidence.{self.conf.n_layers - 1}.")}
+            expected -= {
+                k for k in own if k.startswith(f"token_confidence.{self.conf.n_layers - 1}.")
+            }
         else:
             expected = set(own)
         problem = state_mismatch(own, state, expected)
         if problem:
-            kind = "LightGlue weights for this DiffGlue" if from_lightglue else "weights for this DiffGlue"
+            kind = (
+                "LightGlue weights for this DiffGlue"
+                if from_lightglue
+                else "weights for this DiffGlue"
+            )
             raise WeightsError(f"{name_or_path}: not {kind} ({problem})")
         self.load_state_dict(state, strict=not from_lightglue)
         if from_lightglue:
             for layer in self.transformers:
                 layer.make_passthrough()
-            logger.info("DiffGlue: LightGlue weights %s loaded with pass-through new blocks (matches as that LightGlue)", name_or_path)
+            logger.info(
+                "DiffGlue: LightGlue weights %s loaded with pass-through new blocks (matches as that LightGlue)",
+                name_or_path,
+            )
 
     @staticmethod
     def _lightglue_key(k: str) -> str:
         parts = k.split(".")
-        if len(parts) > 3 and parts[0] == "transformers" and parts[2] in ("self_attn", "cross_attn"):
+        if (
+            len(parts) > 3
+            and parts[0] == "transformers"
+            and parts[2] in ("self_attn", "cross_attn")
+        ):
             parts.insert(3, "0")
         return ".".join(parts)
 
@@ -210,22 +240,31 @@ class DiffGlue(Matcher):
         desc = self.input_proj(data[f"descriptors{i}"].detach().float())
         kpts = normalize_keypoints(data[f"keypoints{i}"].float(), data.get(f"image_size{i}"))
         if self.conf.add_scale_ori:
-            kpts = torch.cat([kpts, data[f"scales{i}"][..., None].float(), data[f"oris{i}"][..., None].float()], -1)
+            kpts = torch.cat(
+                [kpts, data[f"scales{i}"][..., None].float(), data[f"oris{i}"][..., None].float()],
+                -1,
+            )
         return desc, self.posenc(kpts)
 
-    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, data: dict, keep_all: bool = False) -> dict:
+    def denoise(
+        self, x_t: torch.Tensor, t: torch.Tensor, data: dict, keep_all: bool = False
+    ) -> dict:
         """One network call: noisy assignment x_t (B,1,M+1,N+1) at integer timesteps t (B,) →
         `log_assignment` (B,M+1,N+1) of the last head, its x̂₀ `adj_mat`, and (keep_all) the
         descriptors after every layer for deep supervision."""
         desc0, enc0 = self._encode(data, "0")
         desc1, enc1 = self._encode(data, "1")
-        temb = self.time_embed(timestep_embedding(self.schedule.network_time(t), self.conf.descriptor_dim))
+        temb = self.time_embed(
+            timestep_embedding(self.schedule.network_time(t), self.conf.descriptor_dim)
+        )
         # back to [0,1]; the dustbins of x_t are not used by the layers, only the M×N block
         assignment = x_t[:, 0, :-1, :-1] / self.conf.scale + 0.5
         all0, all1 = [], []
         for layer in self.transformers:
             if self.conf.checkpointed and self.training:
-                desc0, desc1 = checkpoint(layer, desc0, desc1, enc0, enc1, temb, assignment, use_reentrant=False)
+                desc0, desc1 = checkpoint(
+                    layer, desc0, desc1, enc0, enc1, temb, assignment, use_reentrant=False
+                )
             else:
                 desc0, desc1 = layer(desc0, desc1, enc0, enc1, temb, assignment)
             if keep_all:
@@ -248,8 +287,12 @@ class DiffGlue(Matcher):
         if self.training:
             missing = [k for k in ("gt_assignment", "gt_matches0", "gt_matches1") if k not in data]
             if missing:
-                raise ConfigError(f"DiffGlue needs ground truth {missing} before its forward while training (it noises the GT assignment)")
-            x0 = assignment_to_x0(data["gt_assignment"], data["gt_matches0"], data["gt_matches1"], self.conf.scale)
+                raise ConfigError(
+                    f"DiffGlue needs ground truth {missing} before its forward while training (it noises the GT assignment)"
+                )
+            x0 = assignment_to_x0(
+                data["gt_assignment"], data["gt_matches0"], data["gt_matches1"], self.conf.scale
+            )
             t = self.schedule.sample_timesteps(b, device)
             x_t = self.schedule.q_sample(x0, t, torch.randn_like(x0))
             out = self.denoise(x_t, t, data, keep_all=True)
@@ -259,8 +302,15 @@ class DiffGlue(Matcher):
             if self.conf.seed is not None:
                 gen = torch.Generator().manual_seed(int(self.conf.seed))
             x_T = self.schedule.initial_noise((b, 1, m + 1, n + 1), gen, device)
-            _, out = ddim_sample(lambda x, t: self._denoise_x0(x, t, data), self.schedule, x_T, self.conf.sampling_steps)
-        m0, m1, mscores0, mscores1 = filter_matches(out["log_assignment"], self.conf.filter_threshold)
+            _, out = ddim_sample(
+                lambda x, t: self._denoise_x0(x, t, data),
+                self.schedule,
+                x_T,
+                self.conf.sampling_steps,
+            )
+        m0, m1, mscores0, mscores1 = filter_matches(
+            out["log_assignment"], self.conf.filter_threshold
+        )
         return {
             **out,
             "matches0": m0,
@@ -294,7 +344,9 @@ class DiffGlue(Matcher):
         lc = self.conf.loss
         x0 = pred.get("diffusion_x0")
         if x0 is None:
-            x0 = assignment_to_x0(data["gt_assignment"], data["gt_matches0"], data["gt_matches1"], self.conf.scale)
+            x0 = assignment_to_x0(
+                data["gt_assignment"], data["gt_matches0"], data["gt_matches1"], self.conf.scale
+            )
         mse = ((x0 - pred["adj_mat"]) ** 2).flatten(1).mean(1)
         final = pred["log_assignment"]
         layers = []
@@ -304,7 +356,10 @@ class DiffGlue(Matcher):
         nll, losses = deep_supervision_loss(layers + [final], data, lc.gamma, lc.nll_balancing)
         losses["diffusion_mse"] = mse.detach()
         if layers and self.training:
-            confidence = sum(self._confidence_loss(i, pred, la.detach(), final.detach()) for i, la in enumerate(layers))
+            confidence = sum(
+                self._confidence_loss(i, pred, la.detach(), final.detach())
+                for i, la in enumerate(layers)
+            )
             confidence = confidence / len(layers)
             losses["confidence"] = confidence.detach()
             nll = nll + confidence
@@ -312,7 +367,9 @@ class DiffGlue(Matcher):
         losses["total"] = nll + self.conf.diffusion_loss_weight * mse if self.training else nll
         return losses, matcher_metrics(pred, data)
 
-    def _confidence_loss(self, i: int, pred: dict, la_now: torch.Tensor, la_final: torch.Tensor) -> torch.Tensor:
+    def _confidence_loss(
+        self, i: int, pred: dict, la_now: torch.Tensor, la_final: torch.Tensor
+    ) -> torch.Tensor:
         """BCE of head i: does this layer's row (column) argmax — dustbin included, as in the
         reference — already equal the final one? Mean over rows and over columns, then averaged."""
         head = self.token_confidence[i]
@@ -321,4 +378,7 @@ class DiffGlue(Matcher):
         correct0 = la_final[:, :-1, :].argmax(-1) == la_now[:, :-1, :].argmax(-1)
         correct1 = la_final[:, :, :-1].argmax(-2) == la_now[:, :, :-1].argmax(-2)
         bce = F.binary_cross_entropy_with_logits
-        return (bce(logit0, correct0.float(), reduction="none").mean(-1) + bce(logit1, correct1.float(), reduction="none").mean(-1)) / 2
+        return (
+            bce(logit0, correct0.float(), reduction="none").mean(-1)
+            + bce(logit1, correct1.float(), reduction="none").mean(-1)
+        ) / 2

@@ -42,7 +42,9 @@ def kept_timesteps(steps: int, count: int) -> list[int]:
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding (B,) → (B, dim): cosines of the geometric frequencies first, then sines."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], -1)
     if dim % 2:
@@ -51,7 +53,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def assignment_to_x0(
-    gt_assignment: torch.Tensor, gt_matches0: torch.Tensor, gt_matches1: torch.Tensor, scale: float = 2.0
+    gt_assignment: torch.Tensor,
+    gt_matches0: torch.Tensor,
+    gt_matches1: torch.Tensor,
+    scale: float = 2.0,
 ) -> torch.Tensor:
     """Ground truth → x₀ (B,1,M+1,N+1) in the diffusion domain.
 
@@ -99,7 +104,9 @@ class DiffusionSchedule:
         """Integer timestep → the float the network sees: t·1000/steps ∈ [0, 1000)."""
         return t.float() * (1000.0 / self.steps)
 
-    def sample_timesteps(self, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_timesteps(
+        self, batch: int, device, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Uniform t ∈ {0, …, steps−1}; the uniform sampler's importance weights are all 1."""
         return torch.randint(0, self.steps, (batch,), generator=generator).to(device)
 
@@ -121,7 +128,9 @@ class DiffusionSchedule:
         x[..., -1, -1] = 0.0
         return x.to(device)
 
-    def ddim_step(self, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int | None) -> torch.Tensor:
+    def ddim_step(
+        self, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int | None
+    ) -> torch.Tensor:
         """Deterministic DDIM update (η = 0) from x_t to x_{t_prev} given the prediction x̂₀.
 
         ε̂ = (x_t − √ᾱ_t·x̂₀)/√(1−ᾱ_t);  x_{t_prev} = √ᾱ_prev·x̂₀ + √(1−ᾱ_prev)·ε̂; t_prev=None → x̂₀.

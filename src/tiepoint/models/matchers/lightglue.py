@@ -77,7 +77,12 @@ class LearnableFourierPositionalEncoding(nn.Module):
 
 
 def _ffn(dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.LayerNorm(2 * dim, elementwise_affine=True), nn.GELU(), nn.Linear(2 * dim, dim))
+    return nn.Sequential(
+        nn.Linear(2 * dim, 2 * dim),
+        nn.LayerNorm(2 * dim, elementwise_affine=True),
+        nn.GELU(),
+        nn.Linear(2 * dim, dim),
+    )
 
 
 class SelfBlock(nn.Module):
@@ -94,7 +99,9 @@ class SelfBlock(nn.Module):
         # dimension, which lets scaled_dot_product_attention use its fused kernel (≈4× faster on CPU).
         w = self.Wqkv.weight.unflatten(0, (self.heads, -1, 3)).permute(2, 0, 1, 3).flatten(0, 2)
         b = self.Wqkv.bias.unflatten(0, (self.heads, -1, 3)).permute(2, 0, 1).flatten()
-        q, k, v = F.linear(x, w, b).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (
+            F.linear(x, w, b).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
+        )
         q, k = apply_rotary(encoding, q), apply_rotary(encoding, k)
         context = F.scaled_dot_product_attention(q, k, v)
         message = self.out_proj(context.transpose(1, 2).flatten(start_dim=-2))
@@ -161,7 +168,9 @@ class MatchAssignment(nn.Module):
         self.matchability = nn.Linear(dim, 1, bias=True)
         self.final_proj = nn.Linear(dim, dim, bias=True)
 
-    def forward(self, desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, desc0: torch.Tensor, desc1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         mdesc0 = self.final_proj(desc0) / self.dim**0.25
         mdesc1 = self.final_proj(desc1) / self.dim**0.25
         sim = mdesc0 @ mdesc1.transpose(1, 2)
@@ -212,7 +221,7 @@ def convert_state_dict(state: dict) -> dict:
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if any(k.startswith("matcher.") for k in state):
-        state = {k[len("matcher."):]: v for k, v in state.items() if k.startswith("matcher.")}
+        state = {k[len("matcher.") :]: v for k, v in state.items() if k.startswith("matcher.")}
     out = {}
     for k, v in state.items():
         k = _LEGACY.sub(lambda m: f"transformers.{m.group(2)}.{m.group(1)}.", k)
@@ -246,7 +255,9 @@ class LightGlue(Matcher):
             if features not in FEATURES:
                 from ...errors import ConfigError
 
-                raise ConfigError(f"unknown LightGlue features '{features}'; valid: {', '.join(FEATURES)}")
+                raise ConfigError(
+                    f"unknown LightGlue features '{features}'; valid: {', '.join(FEATURES)}"
+                )
             # the preset's weights name is not merged: `pretrained: false` must mean random weights
             preset = {k: v for k, v in FEATURES[features].items() if k != "weights"}
             conf = OmegaConf.merge(preset, conf)
@@ -258,7 +269,9 @@ class LightGlue(Matcher):
         self.posenc = LearnableFourierPositionalEncoding(2 + 2 * conf.add_scale_ori, d // h)
         self.transformers = nn.ModuleList([TransformerLayer(d, h) for _ in range(conf.n_layers)])
         self.log_assignment = nn.ModuleList([MatchAssignment(d) for _ in range(conf.n_layers)])
-        self.token_confidence = nn.ModuleList([TokenConfidence(d) for _ in range(conf.n_layers - 1)])
+        self.token_confidence = nn.ModuleList(
+            [TokenConfidence(d) for _ in range(conf.n_layers - 1)]
+        )
         thresholds = [self.confidence_threshold(i) for i in range(conf.n_layers)]
         self.register_buffer("confidence_thresholds", torch.tensor(thresholds), persistent=False)
         if conf.weights is not None or (conf.features is not None and conf.pretrained):
@@ -281,7 +294,9 @@ class LightGlue(Matcher):
     def _encode_positions(self, data: dict, i: str, size) -> torch.Tensor:
         kpts = normalize_keypoints(data[f"keypoints{i}"], size)
         if self.conf.add_scale_ori:
-            kpts = torch.cat([kpts, data[f"scales{i}"].unsqueeze(-1), data[f"oris{i}"].unsqueeze(-1)], -1)
+            kpts = torch.cat(
+                [kpts, data[f"scales{i}"].unsqueeze(-1), data[f"oris{i}"].unsqueeze(-1)], -1
+            )
         return self.posenc(kpts)
 
     def _forward(self, data: dict) -> dict:
@@ -359,7 +374,9 @@ class LightGlue(Matcher):
             "stop": stop,
         }
 
-    def _check_if_stop(self, conf0: torch.Tensor, conf1: torch.Tensor, layer_index: int, num_points: int) -> bool:
+    def _check_if_stop(
+        self, conf0: torch.Tensor, conf1: torch.Tensor, layer_index: int, num_points: int
+    ) -> bool:
         """Stop when the fraction of confident points (pruned points count as confident) exceeds α."""
         confidences = torch.cat([conf0, conf1], -1)
         threshold = self.confidence_thresholds[layer_index]
@@ -377,10 +394,11 @@ class LightGlue(Matcher):
         prune[:, ind] += 1
         return desc.index_select(1, keep), encoding.index_select(-2, keep), ind
 
-    def _pruning_mask(self, confidences, matchability: torch.Tensor, layer_index: int) -> torch.Tensor:
+    def _pruning_mask(
+        self, confidences, matchability: torch.Tensor, layer_index: int
+    ) -> torch.Tensor:
         """Keep points that may still match; never prune a point whose prediction is still unsure."""
         keep = matchability > (1 - self.conf.width_confidence)
         if confidences is not None:
             keep |= confidences <= self.confidence_thresholds[layer_index]
         return keep
-

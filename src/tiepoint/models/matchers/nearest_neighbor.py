@@ -7,7 +7,13 @@ import torch
 from ..base import Matcher
 
 
-def nearest_neighbor_match(desc0: torch.Tensor, desc1: torch.Tensor, ratio_thresh=None, distance_thresh=None, mutual_check=True):
+def nearest_neighbor_match(
+    desc0: torch.Tensor,
+    desc1: torch.Tensor,
+    ratio_thresh=None,
+    distance_thresh=None,
+    mutual_check=True,
+):
     """(B,M,D), (B,N,D) L2-normalised descriptors → matches0 (B,M) with −1, and scores in [0, 1].
 
     Squared distances follow from the similarity, ‖a−b‖² = 2 − 2·a·b, so one matmul serves all tests.
@@ -15,7 +21,9 @@ def nearest_neighbor_match(desc0: torch.Tensor, desc1: torch.Tensor, ratio_thres
     b, m, _ = desc0.shape
     n = desc1.shape[1]
     if m == 0 or n == 0:
-        return torch.full((b, m), -1, dtype=torch.long, device=desc0.device), torch.zeros((b, m), device=desc0.device)
+        return torch.full((b, m), -1, dtype=torch.long, device=desc0.device), torch.zeros(
+            (b, m), device=desc0.device
+        )
     sim = desc0 @ desc1.transpose(1, 2)
     k = 2 if (ratio_thresh and n > 1) else 1
     top_sim, top_idx = sim.topk(k, dim=-1)
@@ -43,7 +51,12 @@ def matches1_from_matches0(matches0: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class NearestNeighborMatcher(Matcher):
-    default_conf = {"ratio_thresh": None, "distance_thresh": None, "mutual_check": True, "trainable": False}
+    default_conf = {
+        "ratio_thresh": None,
+        "distance_thresh": None,
+        "mutual_check": True,
+        "trainable": False,
+    }
 
     def _init(self, conf):
         pass
@@ -51,7 +64,9 @@ class NearestNeighborMatcher(Matcher):
     def _forward(self, data: dict) -> dict:
         d0 = torch.nn.functional.normalize(data["descriptors0"].float(), dim=-1)
         d1 = torch.nn.functional.normalize(data["descriptors1"].float(), dim=-1)
-        m0, s0 = nearest_neighbor_match(d0, d1, self.conf.ratio_thresh, self.conf.distance_thresh, self.conf.mutual_check)
+        m0, s0 = nearest_neighbor_match(
+            d0, d1, self.conf.ratio_thresh, self.conf.distance_thresh, self.conf.mutual_check
+        )
         m1 = matches1_from_matches0(m0, d1.shape[1])
         s1 = torch.zeros(m1.shape, device=d1.device)
         bi, j = torch.where(m1 > -1)
