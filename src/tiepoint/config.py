@@ -6,7 +6,8 @@ Unknown keys are errors that name the closest valid key, so a typo never silentl
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import importlib
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from .errors import ConfigError
+from .errors import ConfigError, TiepointError
 
 CONFIG_ROOT = resources.files("tiepoint") / "configs"
 
@@ -83,6 +84,56 @@ def parse_dotlist(items: Iterable[str] | None) -> DictConfig:
         raise ConfigError(f"cannot parse overrides {items}: {str(e).splitlines()[0]}") from None
 
 
+def unknown_name(
+    kind: str, name: Any, valid: Iterable[str], error: type[TiepointError] = ConfigError
+) -> TiepointError:
+    """The one "unknown <kind> 'x' (did you mean 'y'?); valid: ..." error of every name lookup."""
+    valid = sorted(valid)
+    near = difflib.get_close_matches(str(name), valid, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    return error(f"unknown {kind} '{name}'{hint}; valid: {', '.join(valid)}")
+
+
+def lookup(
+    table: Mapping[str, Any] | Iterable[str],
+    name: Any,
+    kind: str,
+    error: type[TiepointError] = ConfigError,
+) -> Any:
+    """`table[name]` (or `name` itself when `table` is a plain collection of names), else the one
+    "did you mean" error naming the closest valid name."""
+    if name not in table:
+        raise unknown_name(kind, name, table, error)
+    return table[name] if isinstance(table, Mapping) else name
+
+
+def import_object(target: str) -> Any:
+    """`"package.module:Name"` → the object (how registries name classes lazily)."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def resolve_class(
+    table: Mapping[str, str], name: Any, kind: str, error: type[TiepointError] = ConfigError
+) -> type:
+    """A registered short name, or a dotted `package.module:Class` of the user's own, → the class."""
+    if name not in table and isinstance(name, str) and ":" in name:
+        return import_object(name)
+    return import_object(lookup(table, name, kind, error))
+
+
+def conf_diff(a: Any, b: Any, skip: Iterable[str] = (), prefix: str = "") -> list[str]:
+    """Every leaf where two nested dicts differ, as "key: a → b" (keys in `skip` ignored at any depth)."""
+    skip = frozenset(skip)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in skip:
+                out += conf_diff(a.get(k), b.get(k), skip, f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} → {b!r}"]
+
+
 def packaged_names(kind: str) -> list[str]:
     folder = CONFIG_ROOT / kind
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
@@ -95,12 +146,7 @@ def load_preset(kind: str, name: str) -> DictConfig:
         return OmegaConf.load(path)
     res = CONFIG_ROOT / kind / f"{name}.yaml"
     if not res.is_file():
-        valid = packaged_names(kind)
-        near = difflib.get_close_matches(name, valid, n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise ConfigError(
-            f"unknown {kind[:-1] if kind.endswith('s') else kind} '{name}'{hint}; valid: {', '.join(valid)}"
-        )
+        raise unknown_name(kind.removesuffix("s"), name, packaged_names(kind))
     return OmegaConf.create(res.read_text())
 
 

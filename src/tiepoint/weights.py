@@ -248,14 +248,32 @@ def remove(name: str) -> None:
         p.unlink()
 
 
-def load_state_dict(name_or_path: str | os.PathLike) -> dict:
-    """Resolve and load a checkpoint on the CPU without unpickling arbitrary objects."""
+def _numpy_scalar_types() -> list:
+    """NumPy types that Glue Factory `.tar` checkpoints pickle in their `losses`/`eval` entries."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # NumPy ≥ 2 renamed core
+    return [np.dtype, *(type(np.dtype(t)) for t in (np.float64, np.float32, np.int64))] + [
+        core.multiarray.scalar
+    ]
+
+
+def load_torch(path: str | os.PathLike, what: str = "PyTorch checkpoint") -> dict:
+    """The one `torch.load`: CPU, weights only (nothing but tensors, containers and NumPy scalars is
+    unpickled), and a one-line WeightsError naming the file when it cannot be read."""
     import torch
 
-    path = resolve(name_or_path)
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: {what} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_types()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(
-            f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-        ) from None
+        first = (str(e).splitlines() or [""])[0][:120]
+        raise WeightsError(f"{path}: not a readable {what} ({type(e).__name__}: {first})") from None
+
+
+def load_state_dict(name_or_path: str | os.PathLike) -> dict:
+    """Resolve a weight name or path and load it (see `load_torch`)."""
+    return load_torch(resolve(name_or_path))

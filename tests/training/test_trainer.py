@@ -215,9 +215,7 @@ def test_fine_tune_from_an_experiment(images, tmp_path):
     # another architecture: a clear report of what differs
     conf = tiny_conf(images, load_experiment="small")
     conf.model.matcher.n_layers = 3
-    with pytest.raises(
-        WeightsError, match=r"different matcher architecture.*n_layers: checkpoint 2, model 3"
-    ):
+    with pytest.raises(WeightsError, match=r"different matcher architecture.*n_layers: 2 → 3"):
         train("big", conf, output_dir=tmp_path, progress=False)
 
 

@@ -5,9 +5,7 @@ A name may also be a dotted path `package.module:Class` to plug in a dataset of 
 
 from __future__ import annotations
 
-import difflib
-import importlib
-
+from ..config import resolve_class
 from ..errors import ConfigError
 
 DATASETS: dict[str, str] = {
@@ -18,13 +16,7 @@ DATASETS: dict[str, str] = {
 
 
 def dataset_class(name: str):
-    target = DATASETS.get(name) or (name if name and ":" in name else None)
-    if target is None:
-        near = difflib.get_close_matches(str(name), sorted(DATASETS), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise ConfigError(f"unknown dataset '{name}'{hint}; valid: {', '.join(sorted(DATASETS))}")
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve_class(DATASETS, name, "dataset")
 
 
 def get_dataset(conf):

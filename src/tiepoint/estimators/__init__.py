@@ -12,12 +12,12 @@ with `t` of unit norm. Too few points or a RANSAC failure is *not* an exception:
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import lookup
 from ..errors import EstimatorError
 
 ESTIMATORS = ("opencv", "poselib", "pycolmap")
@@ -60,12 +60,7 @@ class PoseEstimate:
 
 
 def _backend(estimator: str):
-    if estimator not in ESTIMATORS:
-        near = difflib.get_close_matches(str(estimator), ESTIMATORS, n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise EstimatorError(
-            f"unknown estimator '{estimator}'{hint}; valid: {', '.join(ESTIMATORS)}"
-        )
+    lookup(ESTIMATORS, estimator, "estimator", EstimatorError)
     try:
         return importlib.import_module(f"{__name__}.{estimator}")
     except ImportError as e:

@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ..atomic import atomic_path, atomic_write_text
-from ..config import merge_strict, parse_dotlist, to_container
+from ..config import conf_diff, merge_strict, parse_dotlist, to_container
 from ..errors import ConfigError, DatasetError, ImageError, TiepointError
 from ..estimators import DEFAULT_THRESHOLDS, ESTIMATORS
 from ..geometry.homography import scale_homography
@@ -172,15 +172,9 @@ def build_conf(
     return RunConf(bench, to_container(bench.conf), model, ev, model_ov)
 
 
-def _diff(a, b, prefix="") -> str | None:
+def _diff(a, b) -> str | None:
     """First differing key between two nested dicts, as 'key: old → new'."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-            if d:
-                return d
-        return None
-    return None if a == b else f"{prefix[:-1]}: {a!r} → {b!r}"
+    return next(iter(conf_diff(a, b)), None)
 
 
 def load_conf(path: Path) -> dict | None:

@@ -5,10 +5,7 @@ A name may also be a dotted path `package.module:Class` to plug in a model of yo
 
 from __future__ import annotations
 
-import difflib
-import importlib
-
-from ..errors import ConfigError
+from ..config import resolve_class
 
 REGISTRY: dict[str, dict[str, str]] = {
     "extractor": {
@@ -27,16 +24,8 @@ REGISTRY: dict[str, dict[str, str]] = {
 
 
 def model_class(kind: str, name: str):
-    target = REGISTRY.get(kind, {}).get(name)
-    if target is None and ":" in name:
-        target = name
-    if target is None:
-        valid = sorted(REGISTRY.get(kind, {}))
-        near = difflib.get_close_matches(name, valid, n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise ConfigError(f"unknown {kind} '{name}'{hint}; valid: {', '.join(valid)}")
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    """A registered model name of `kind` (or `package.module:Class`) → its class."""
+    return resolve_class(REGISTRY.get(kind, {}), name, kind)
 
 
 def get_model(kind: str, conf) -> BaseModel:  # noqa: F821

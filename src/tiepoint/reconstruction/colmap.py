@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_dir, atomic_path
+from ..config import unknown_name
 from ..errors import ConfigError, DatasetError
 from .features_io import arrays_to_matches, find_pair, read_group
 
@@ -282,17 +283,14 @@ def apply_options(options, extra: dict, where: str):
     Checked against the class that actually receives the options (hloc validates against another
     class, so some documented keys are refused there).
     """
-    import difflib
-
     for key, value in extra.items():
         obj = options
         parts = key.split(".")
         for i, part in enumerate(parts):
             valid = [a for a in dir(obj) if not a.startswith("_") and not callable(getattr(obj, a))]
             if part not in valid:
-                near = difflib.get_close_matches(part, valid, n=1)
-                hint = f" (did you mean '{'.'.join(parts[:i] + near)}'?)" if near else ""
-                raise ConfigError(f"unknown {where} option '{key}'{hint}")
+                dotted = [".".join([*parts[:i], v]) for v in valid]
+                raise unknown_name(f"{where} option", key, dotted)
             if i < len(parts) - 1:
                 obj = getattr(obj, part)
         try:

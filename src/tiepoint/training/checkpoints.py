@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import conf_diff
 from ..errors import WeightsError
+from ..weights import load_torch
 
 _NAME = re.compile(r"^checkpoint_(\d+)_(\d+)(_interrupted)?\.tar$")
 
@@ -82,16 +84,7 @@ def prune_checkpoints(exp_dir: Path, keep: int) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: checkpoint does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(
-            f"{path}: not a readable checkpoint "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-        ) from None
+    ckpt = load_torch(path, "checkpoint")
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise WeightsError(f"{path}: not a tiepoint training checkpoint (no 'model' entry)")
     return ckpt
@@ -102,23 +95,15 @@ def matcher_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in model.state_dict().items() if k.startswith("matcher.")}
 
 
-def _conf_diff(a, b, prefix: str = "") -> list[str]:
-    out = []
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if k in (
-                "weights",
-                "pretrained",
-                "loss",
-                "filter_threshold",
-                "depth_confidence",
-                "width_confidence",
-            ):
-                continue  # do not change which weights fit
-            out += _conf_diff(a.get(k), b.get(k), f"{prefix}{k}.")
-    elif a != b:
-        out.append(f"{prefix[:-1]}: checkpoint {a!r}, model {b!r}")
-    return out
+# settings that do not change which weights fit a matcher
+_NOT_ARCHITECTURE = (
+    "weights",
+    "pretrained",
+    "loss",
+    "filter_threshold",
+    "depth_confidence",
+    "width_confidence",
+)
 
 
 def check_compatible(
@@ -151,9 +136,9 @@ def check_compatible(
         parts.append(f"{len(unexpected)} unexpected parameters (e.g. {unexpected[0]})")
     msg = f"{source}: checkpoint is for a different matcher architecture: " + "; ".join(parts)
     if ckpt_conf is not None and model_conf is not None:
-        diff = _conf_diff(ckpt_conf, model_conf)
+        diff = conf_diff(ckpt_conf, model_conf, skip=_NOT_ARCHITECTURE)
         if diff:
-            msg += " — matcher config differs: " + ", ".join(diff[:5])
+            msg += " — matcher config differs (checkpoint → model): " + ", ".join(diff[:5])
     raise WeightsError(msg)
 
 

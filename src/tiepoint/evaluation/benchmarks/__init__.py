@@ -6,8 +6,6 @@ AUC thresholds, statistics and default estimator. The runner does the rest ident
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from ...config import merge_strict
+from ...config import import_object, lookup, merge_strict
 from ...errors import DatasetError
 from ...images import target_size
 from ..download import Resource, data_root, where_to_put
@@ -183,9 +181,4 @@ def check_pose(T: np.ndarray, source: str) -> np.ndarray:
 
 
 def get_benchmark(name: str, conf=None) -> Benchmark:
-    if name not in BENCHMARKS:
-        near = difflib.get_close_matches(name, BENCHMARKS, n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise DatasetError(f"unknown benchmark '{name}'{hint}; valid: {', '.join(BENCHMARKS)}")
-    module, cls = BENCHMARKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(conf)
+    return import_object(lookup(BENCHMARKS, name, "benchmark", DatasetError))(conf)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
@@ -109,29 +108,6 @@ class DiffGlueLayer(nn.Module):
         lin.bias.zero_()
 
 
-def _load_checkpoint(name_or_path) -> dict:
-    """Weights-only load that also accepts Glue Factory `.tar` files, whose `losses`/`eval` entries
-    hold NumPy scalars (allow-listed here; nothing else is unpickled)."""
-    path = weights_lib.resolve(name_or_path)
-    allowed = [
-        np.dtype,
-        type(np.dtype(np.float64)),
-        type(np.dtype(np.float32)),
-        type(np.dtype(np.int64)),
-    ]
-    try:
-        allowed.append(np._core.multiarray.scalar)  # NumPy ≥ 2
-    except AttributeError:  # pragma: no cover
-        allowed.append(np.core.multiarray.scalar)
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(
-            f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-        ) from None
-
-
 class DiffGlue(Matcher):
     uses_ground_truth = True  # training noises the GT assignment: the pipeline passes `gt_*` in
     default_conf = {
@@ -186,7 +162,7 @@ class DiffGlue(Matcher):
         """Load a DiffGlue checkpoint (official Glue Factory `.tar` with `matcher.` keys, or a plain
         state dict), or start from LightGlue weights: every LightGlue tensor is copied, the new
         blocks are set so that the network computes exactly that LightGlue."""
-        state = convert_state_dict(_load_checkpoint(name_or_path))
+        state = convert_state_dict(weights_lib.load_state_dict(name_or_path))
         own = self.state_dict()
         from_lightglue = not any(".adj_attn." in k for k in state) and any(
             ".self_attn." in k for k in state
