@@ -148,44 +148,28 @@ def matcher_conf_from_checkpoint(weights, matcher_conf: DictConfig) -> DictConfi
     """The matcher config to build before loading `weights`.
 
     A training checkpoint (tiepoint or Glue Factory: `{"model": ..., "conf": {"model": {"matcher": ...}}}`)
-    carries its architecture: build that (the name may even differ, e.g. a DiffGlue checkpoint), keep the
-    pipeline's inference-time settings (adaptive depth/width, filter threshold) and skip official weights.
-    A plain state dict or a registered name changes nothing.
+    carries its architecture: the checkpoint's matcher class (the name may even differ, e.g. a
+    DiffGlue checkpoint) builds it, keeping the pipeline's inference-time settings
+    (`FeatureMatcher.conf_from_checkpoint`). A plain state dict or a registered name changes nothing
+    but that the preset's own weights are not loaded first.
     """
     from . import weights as weights_lib
     from .models import model_class
 
-    # the given weights replace the preset's: never load those first
-    known = model_class("matcher", matcher_conf.name).full_default_conf()
-    plain = OmegaConf.merge(
-        matcher_conf, {"weights": None}, {"pretrained": False} if "pretrained" in known else {}
-    )
+    cls = model_class("matcher", matcher_conf.name)
     path = Path(weights)
-    if not path.is_file():
-        return plain
-    state = weights_lib.load_state_dict(path)
+    state = weights_lib.load_state_dict(path) if path.is_file() else None
     trained = (
         ((state.get("conf") or {}).get("model") or {}).get("matcher")
         if isinstance(state, dict)
         else None
     )
     if not isinstance(trained, dict):
-        return plain
+        return cls.without_own_weights(matcher_conf)
     name = str(trained.get("name") or matcher_conf.name).removeprefix("matchers.")
-    known = model_class("matcher", name).full_default_conf()
-    inference = ("depth_confidence", "width_confidence", "filter_threshold")
-    keep = {
-        k: v
-        for k, v in trained.items()
-        if k in known and k not in ("weights", "pretrained", "loss", *inference)
-    }
-    base = (
-        {k: v for k, v in matcher_conf.items() if k in known} if name == matcher_conf.name else {}
-    )
-    conf = OmegaConf.merge(base, keep, {"name": name, "weights": None})
-    if "pretrained" in known:
-        conf.pretrained = False
-    return conf
+    trained_cls = model_class("matcher", name)
+    inference = matcher_conf if trained_cls is cls else {}
+    return trained_cls.conf_from_checkpoint({**trained, "name": name}, inference)
 
 
 class Matcher:
@@ -292,26 +276,15 @@ def list_pipelines() -> list[str]:
 
 
 def pipeline_weights(pipeline: str) -> list[str]:
-    """Registered weight names a pipeline needs (for `tiepoint models`)."""
-    from .models.matchers.lightglue import FEATURES
+    """Registered weight names a pipeline needs (for `tiepoint models`), as its classes say."""
+    from .models import model_class
 
     conf = pipeline_conf(pipeline)
-    names = []
-    ex = conf.extractor
-    if ex.name == "aliked":
-        names.append(ex.get("model_name", "aliked-n16"))
-    elif ex.name == "disk":
-        names.append("disk-depth")
-    elif ex.name in ("xfeat", "superpoint"):
-        names.append(ex.name)
-    if ex.get("weights"):
-        names[-1:] = [ex.weights]
-    ma = conf.matcher
-    if ma.get("weights"):
-        names.append(ma.weights)
-    elif ma.name == "lightglue" and ma.get("features"):
-        names.append(FEATURES[ma.features]["weights"])
-    return names
+    return [
+        name
+        for kind in ("extractor", "matcher")
+        for name in model_class(kind, conf[kind].name).weight_names(conf[kind])
+    ]
 
 
 __all__ = ["Matcher", "MatchResult", "Features", "match", "list_pipelines"]

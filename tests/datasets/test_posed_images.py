@@ -96,7 +96,7 @@ def test_posed_pairs_depth_and_split(tmp_path):
 def test_pipeline_ground_truth_on_posed_pair_without_depth():
     # No depth: keypoints can only be ruled out by the epipolar check. A pure x-translation makes
     # epipolar lines horizontal: a keypoint whose row has no keypoint in the other view is unmatched.
-    from tiepoint.training.pipeline import TwoViewPipeline
+    from tiepoint.models.two_view_pipeline import TwoViewPipeline
 
     model = TwoViewPipeline(
         {

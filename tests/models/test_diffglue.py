@@ -493,7 +493,7 @@ def test_official_lightglue_start_reproduces_lightglue_on_a_real_pair(
 
 def test_trains_inside_the_two_view_pipeline_with_homography_ground_truth():
     """The training pipeline hands DiffGlue the GT it noises; loss and metrics come back per pair."""
-    from tiepoint.training.pipeline import TwoViewPipeline
+    from tiepoint.models.two_view_pipeline import TwoViewPipeline
 
     torch.manual_seed(0)
     pipe = TwoViewPipeline(

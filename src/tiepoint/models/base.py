@@ -29,11 +29,31 @@ class BaseModel(nn.Module):
         """Defaults of this class merged over those of every parent (parents first)."""
         return class_default_conf(cls)
 
+    @classmethod
+    def preset_conf(cls, conf: dict | DictConfig | None = None) -> DictConfig:
+        """The defaults that `conf` is merged over: the class defaults, plus whatever preset `conf`
+        selects (e.g. LightGlue's `features`). Only top-level keys of `conf` are read."""
+        return cls.full_default_conf()
+
+    @classmethod
+    def build_conf(
+        cls, conf: dict | DictConfig | None = None, overrides: dict | None = None, where: str = ""
+    ) -> DictConfig:
+        """The full config `cls(conf, **overrides)` runs with: presets ⊕ conf ⊕ overrides, strictly."""
+        selection = {**(conf or {}), **(overrides or {})}  # top level is enough to pick a preset
+        return merge_strict(
+            cls.preset_conf(selection), conf, overrides or None, where=where or cls.__name__
+        )
+
+    @classmethod
+    def weight_names(cls, conf: dict | DictConfig | None = None) -> list[str]:
+        """Registered weight names (or paths) that building this model from `conf` loads."""
+        weights = cls.build_conf(conf).get("weights")
+        return [weights] if weights else []
+
     def __init__(self, conf: dict | DictConfig | None = None, **overrides: Any):
         super().__init__()
-        self.conf = conf = merge_strict(
-            self.full_default_conf(), conf, overrides or None, where=type(self).__name__
-        )
+        self.conf = conf = self.build_conf(conf, overrides)
         OmegaConf.set_readonly(conf, True)
         self._init(conf)
         if not conf.trainable:
@@ -128,8 +148,41 @@ class Extractor(BaseModel):
     descriptor_dim: ClassVar[int] = 0
 
 
-class Matcher(BaseModel):
-    """Two sets of local features → `matches0/1` (B,N) with −1 for unmatched, `matching_scores0/1`."""
+class FeatureMatcher(BaseModel):
+    """Two sets of local features → `matches0/1` (B,N) with −1 for unmatched, `matching_scores0/1`.
+
+    (Not to be confused with the public `tiepoint.Matcher`, which pairs an extractor and one of these.)
+    """
 
     base_default_conf = {"name": None, "trainable": True}
     required_data_keys = ["keypoints0", "keypoints1", "descriptors0", "descriptors1"]
+    # settings that only steer inference: a checkpoint's training values never replace the asked ones
+    inference_keys: ClassVar[tuple[str, ...]] = ("filter_threshold",)
+
+    @classmethod
+    def without_own_weights(cls, conf: dict | DictConfig) -> DictConfig:
+        """`conf` loading no weights of its own (neither `weights` nor the preset's official ones):
+        for building a model into which given weights are loaded next."""
+        known = cls.full_default_conf()
+        off = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in known}
+        return OmegaConf.merge(conf, off)
+
+    @classmethod
+    def conf_from_checkpoint(
+        cls, trained_conf: dict | DictConfig, inference_conf: dict | DictConfig | None = None
+    ) -> DictConfig:
+        """The config to build before loading a training checkpoint of this class.
+
+        `trained_conf` is the matcher config stored in the checkpoint. With `inference_conf=None` the
+        model is rebuilt exactly as trained (resuming, fine-tuning, validating). Otherwise the
+        architecture comes from the checkpoint and the inference-time settings (`inference_keys`)
+        from `inference_conf` (the pipeline's config of this class, or `{}` for the defaults); the
+        training-only `loss` section is dropped. Either way the model loads no weights of its own.
+        """
+        if inference_conf is None:
+            return cls.without_own_weights(trained_conf)
+        known = cls.full_default_conf()
+        skip = ("weights", "pretrained", "loss", *cls.inference_keys)
+        keep = {k: v for k, v in trained_conf.items() if k in known and k not in skip}
+        base = {k: v for k, v in inference_conf.items() if k in known}
+        return cls.without_own_weights(OmegaConf.merge(base, keep))

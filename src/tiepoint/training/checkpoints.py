@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, ListConfig
 
 from ..config import conf_diff
 from ..errors import WeightsError
@@ -167,18 +168,18 @@ def matcher_overrides(path: str | os.PathLike) -> list[str]:
     """Dotted pipeline overrides that rebuild the matcher a checkpoint was trained with.
 
     `Matcher("aliked+lightglue", weights=ckpt, overrides=matcher_overrides(ckpt))` then matches with
-    the trained weights even when the architecture differs from the preset's (e.g. fewer layers).
+    the trained weights even when the architecture differs from the preset's (e.g. fewer layers);
+    which settings carry over is the matcher class's rule (`conf_from_checkpoint`).
     """
-    conf = (load_checkpoint(Path(path)).get("conf") or {}).get("model", {}).get("matcher") or {}
-    out = ["matcher.weights=null"]
-    if "pretrained" in conf or conf.get("features"):
-        out.append("matcher.pretrained=false")
-    for k, v in conf.items():
-        if k in ("name", "weights", "pretrained", "loss", "features") or isinstance(
-            v, (dict, list)
-        ):
-            continue
-        if k in ("depth_confidence", "width_confidence"):
-            continue  # training turns adaptivity off; inference keeps the preset's
-        out.append(f"matcher.{k}={'null' if v is None else v}")
-    return out
+    from ..models import model_class
+
+    trained = (load_checkpoint(Path(path)).get("conf") or {}).get("model", {}).get("matcher") or {}
+    if not trained.get("name"):
+        raise WeightsError(f"{path}: checkpoint has no matcher config (conf.model.matcher.name)")
+    name = str(trained["name"]).removeprefix("matchers.")
+    conf = model_class("matcher", name).conf_from_checkpoint({**trained, "name": name}, {})
+    return [
+        f"matcher.{k}={'null' if v is None else v}"
+        for k, v in conf.items()
+        if not isinstance(v, (dict, list, DictConfig, ListConfig))
+    ]

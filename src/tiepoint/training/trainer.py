@@ -111,7 +111,7 @@ def validate_conf(conf: DictConfig) -> None:
     """Check every section against its class defaults before anything heavy starts."""
     from ..datasets import dataset_class
     from ..models import model_class
-    from .pipeline import TwoViewPipeline
+    from ..models.two_view_pipeline import TwoViewPipeline
 
     if not conf.data:
         raise ConfigError("training config has no data section")
@@ -126,12 +126,7 @@ def validate_conf(conf: DictConfig) -> None:
         sub = conf.model.get(kind)
         if sub:
             cls = model_class(kind, sub.get("name"))
-            defaults = cls.full_default_conf()
-            feats = sub.get("features")
-            if feats is not None and hasattr(cls, "__module__"):
-                presets = getattr(__import__(cls.__module__, fromlist=["FEATURES"]), "FEATURES", {})
-                defaults = OmegaConf.merge(defaults, presets.get(feats, {}))
-            merge_strict(defaults, sub, where=f"model.{kind}")
+            cls.build_conf(sub, where=f"model.{kind}")  # presets (e.g. `features`) included
     if conf.train.best_mode not in ("min", "max"):
         raise ConfigError(f"train.best_mode must be min or max, not '{conf.train.best_mode}'")
 
@@ -196,7 +191,7 @@ def resolve_experiment(spec: str, root: Path) -> Path:
 
 def load_experiment(spec: str, overrides: dict | None = None, output_dir=None):
     """Rebuild a trained TwoViewPipeline from its checkpoint (its stored config ⊕ `overrides`)."""
-    from .pipeline import TwoViewPipeline
+    from ..models.two_view_pipeline import TwoViewPipeline
 
     path = resolve_experiment(spec, training_root(output_dir))
     ck = ckpt_lib.load_checkpoint(path)
@@ -241,7 +236,7 @@ class Trainer:
     def _setup(self) -> None:
         from ..datasets import get_dataset
         from ..datasets.cache import CachedPairs, export_features
-        from .pipeline import TwoViewPipeline
+        from ..models.two_view_pipeline import TwoViewPipeline
 
         tc = self.tc
         dev = tc.device or ("cuda" if torch.cuda.is_available() else "cpu")

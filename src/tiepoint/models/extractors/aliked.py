@@ -284,6 +284,11 @@ class ALIKED(Extractor):
     grayscale = False
     descriptor_dim = 128
 
+    @classmethod
+    def weight_names(cls, conf=None) -> list[str]:
+        conf = cls.build_conf(conf)
+        return [conf.weights or conf.model_name]
+
     def _init(self, conf: DictConfig) -> None:
         if conf.model_name not in CONFIGS:
             raise ConfigError(
@@ -315,7 +320,7 @@ class ALIKED(Extractor):
         self.register_buffer(
             "window", torch.stack([jj.flatten(), ii.flatten()], -1), persistent=False
         )
-        self.load_weights(conf.weights or conf.model_name)
+        self.load_weights(self.weight_names(conf)[0])
 
     def load_weights(self, source: str) -> None:
         """Load an official ALIKED state dict (keys match our module names one to one)."""

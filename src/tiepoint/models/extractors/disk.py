@@ -34,9 +34,14 @@ class DISK(Extractor):
     grayscale = False
     descriptor_dim = 128
 
+    @classmethod
+    def weight_names(cls, conf=None) -> list[str]:
+        conf = cls.build_conf(conf)
+        return [conf.weights or "disk-depth"]
+
     def _init(self, conf: DictConfig) -> None:
         self.net = KorniaDISK(desc_dim=self.descriptor_dim)
-        source = conf.weights or "disk-depth"
+        source = self.weight_names(conf)[0]
         state = weights_lib.load_state_dict(source)
         if isinstance(state, dict) and "extractor" in state:
             state = state["extractor"]

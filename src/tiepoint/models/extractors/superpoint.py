@@ -102,9 +102,14 @@ class SuperPoint(Extractor):
     grayscale = True
     descriptor_dim = 256
 
+    @classmethod
+    def weight_names(cls, conf=None) -> list[str]:
+        conf = cls.build_conf(conf)
+        return [conf.weights or "superpoint"]
+
     def _init(self, conf: DictConfig) -> None:
         self.net = SuperPointNet(self.descriptor_dim)
-        source = conf.weights or "superpoint"
+        source = self.weight_names(conf)[0]
         load_state_strict(self.net, weights_lib.load_state_dict(source), source, "SuperPoint")
 
     def _forward(self, data: dict) -> dict:

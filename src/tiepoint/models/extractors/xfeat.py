@@ -125,6 +125,11 @@ class XFeat(Extractor):
     grayscale = False  # takes RGB and converts with the original's channel mean
     descriptor_dim = 64
 
+    @classmethod
+    def weight_names(cls, conf=None) -> list[str]:
+        conf = cls.build_conf(conf)
+        return [conf.weights or "xfeat"]
+
     def _init(self, conf: DictConfig) -> None:
         if conf.input_fit not in ("pad", "resize"):
             raise ConfigError(f"xfeat input_fit must be 'pad' or 'resize', got '{conf.input_fit}'")
@@ -134,7 +139,7 @@ class XFeat(Extractor):
                 f"got '{conf.descriptor_interpolation}'"
             )
         self.net = XFeatNet()
-        source = conf.weights or "xfeat"
+        source = self.weight_names(conf)[0]
         load_state_strict(self.net, weights_lib.load_state_dict(source), source, "XFeat")
         self.net.eval()
 

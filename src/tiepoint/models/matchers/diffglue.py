@@ -20,14 +20,14 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ... import weights as weights_lib
 from ...errors import ConfigError, WeightsError
-from ..base import Matcher, state_mismatch
+from ..base import FeatureMatcher, state_mismatch
+from ..losses import confidence_loss, deep_supervision_loss, matcher_metrics
 from .diffusion import (
     DiffusionSchedule,
     assignment_to_x0,
@@ -108,7 +108,7 @@ class DiffGlueLayer(nn.Module):
         lin.bias.zero_()
 
 
-class DiffGlue(Matcher):
+class DiffGlue(FeatureMatcher):
     uses_ground_truth = True  # training noises the GT assignment: the pipeline passes `gt_*` in
     default_conf = {
         "features": None,  # superpoint | aliked: sets input_dim (presets below apply first)
@@ -128,16 +128,18 @@ class DiffGlue(Matcher):
         "loss": {"gamma": 1.0, "nll_balancing": 0.5},
     }
 
-    def __init__(self, conf=None, **overrides):
-        conf = OmegaConf.merge(OmegaConf.create(conf or {}), overrides)
-        features = conf.get("features")
-        if features is not None:
-            if features not in FEATURES:
-                raise ConfigError(
-                    f"unknown DiffGlue features '{features}'; valid: {', '.join(FEATURES)}"
-                )
-            conf = OmegaConf.merge({"input_dim": FEATURES[features]["input_dim"]}, conf)
-        super().__init__(conf)
+    @classmethod
+    def preset_conf(cls, conf=None):
+        """Defaults with the input dimension of `features` (see `FEATURES`)."""
+        defaults = cls.full_default_conf()
+        features = (conf or {}).get("features")
+        if features is None:
+            return defaults
+        if features not in FEATURES:
+            raise ConfigError(
+                f"unknown DiffGlue features '{features}'; valid: {', '.join(FEATURES)}"
+            )
+        return OmegaConf.merge(defaults, FEATURES[features])
 
     def _init(self, conf):
         d, h = conf.descriptor_dim, conf.num_heads
@@ -315,8 +317,6 @@ class DiffGlue(Matcher):
         γ^(n−i)), so the last layer counts twice; the confidence loss covers all n heads. In eval
         mode the total is the output's NLL only and the MSE is reported beside it.
         """
-        from ...training.losses import deep_supervision_loss, matcher_metrics
-
         lc = self.conf.loss
         x0 = pred.get("diffusion_x0")
         if x0 is None:
@@ -332,29 +332,12 @@ class DiffGlue(Matcher):
         nll, losses = deep_supervision_loss(layers + [final], data, lc.gamma, lc.nll_balancing)
         losses["diffusion_mse"] = mse.detach()
         if layers and self.training:
-            confidence = sum(
-                self._confidence_loss(i, pred, la.detach(), final.detach())
-                for i, la in enumerate(layers)
-            )
-            confidence = confidence / len(layers)
+            heads = self.token_confidence  # n heads: the reference supervises every layer
+            logits0 = [heads[i].logits(d0[:, i]) for i in range(len(layers))]
+            logits1 = [heads[i].logits(d1[:, i]) for i in range(len(layers))]
+            confidence = confidence_loss(logits0, logits1, layers, final.detach())
             losses["confidence"] = confidence.detach()
             nll = nll + confidence
         losses["matcher_total"] = nll.detach()
         losses["total"] = nll + self.conf.diffusion_loss_weight * mse if self.training else nll
         return losses, matcher_metrics(pred, data)
-
-    def _confidence_loss(
-        self, i: int, pred: dict, la_now: torch.Tensor, la_final: torch.Tensor
-    ) -> torch.Tensor:
-        """BCE of head i: does this layer's row (column) argmax — dustbin included, as in the
-        reference — already equal the final one? Mean over rows and over columns, then averaged."""
-        head = self.token_confidence[i]
-        logit0 = head.logits(pred["ref_descriptors0"][:, i])
-        logit1 = head.logits(pred["ref_descriptors1"][:, i])
-        correct0 = la_final[:, :-1, :].argmax(-1) == la_now[:, :-1, :].argmax(-1)
-        correct1 = la_final[:, :, :-1].argmax(-2) == la_now[:, :, :-1].argmax(-2)
-        bce = F.binary_cross_entropy_with_logits
-        return (
-            bce(logit0, correct0.float(), reduction="none").mean(-1)
-            + bce(logit1, correct1.float(), reduction="none").mean(-1)
-        ) / 2

@@ -18,7 +18,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ... import weights as weights_lib
-from ..base import Matcher, load_state_strict
+from ...errors import ConfigError
+from ..base import FeatureMatcher, load_state_strict
+from ..losses import confidence_loss, deep_supervision_loss, matcher_metrics
 
 # Defaults of the official weights for each feature type: (input_dim, add_scale_ori, weights name)
 FEATURES = {
@@ -231,7 +233,7 @@ def convert_state_dict(state: dict) -> dict:
     return out
 
 
-class LightGlue(Matcher):
+class LightGlue(FeatureMatcher):
     default_conf = {
         "features": None,  # superpoint | disk | aliked | sift | xfeat: presets below apply first
         "input_dim": 256,
@@ -248,20 +250,32 @@ class LightGlue(Matcher):
         "loss": {"gamma": 1.0, "nll_balancing": 0.5, "confidence_weight": 1.0},  # training only
     }
 
-    def __init__(self, conf=None, **overrides):
-        conf = OmegaConf.merge(OmegaConf.create(conf or {}), overrides)
-        features = conf.get("features")
-        if features is not None:
-            if features not in FEATURES:
-                from ...errors import ConfigError
+    inference_keys = ("depth_confidence", "width_confidence", "filter_threshold")
 
-                raise ConfigError(
-                    f"unknown LightGlue features '{features}'; valid: {', '.join(FEATURES)}"
-                )
-            # the preset's weights name is not merged: `pretrained: false` must mean random weights
-            preset = {k: v for k, v in FEATURES[features].items() if k != "weights"}
-            conf = OmegaConf.merge(preset, conf)
-        super().__init__(conf)
+    @classmethod
+    def preset_conf(cls, conf=None):
+        """Defaults with the official settings of `features` applied (see `FEATURES`)."""
+        defaults = cls.full_default_conf()
+        features = (conf or {}).get("features")
+        if features is None:
+            return defaults
+        if features not in FEATURES:
+            raise ConfigError(
+                f"unknown LightGlue features '{features}'; valid: {', '.join(FEATURES)}"
+            )
+        # the preset's weights name is not merged: `pretrained: false` must mean random weights
+        return OmegaConf.merge(
+            defaults, {k: v for k, v in FEATURES[features].items() if k != "weights"}
+        )
+
+    @classmethod
+    def weight_names(cls, conf=None) -> list[str]:
+        conf = cls.build_conf(conf)
+        if conf.weights is not None:
+            return [conf.weights]
+        if conf.features is not None and conf.pretrained:
+            return [FEATURES[conf.features]["weights"]]
+        return []
 
     def _init(self, conf):
         d, h = conf.descriptor_dim, conf.num_heads
@@ -274,18 +288,39 @@ class LightGlue(Matcher):
         )
         thresholds = [self.confidence_threshold(i) for i in range(conf.n_layers)]
         self.register_buffer("confidence_thresholds", torch.tensor(thresholds), persistent=False)
-        if conf.weights is not None or (conf.features is not None and conf.pretrained):
-            self.load_weights(conf.weights or FEATURES[conf.features]["weights"])
+        for name in self.weight_names(conf):
+            self.load_weights(name)
 
     def load_weights(self, name_or_path) -> None:
         state = convert_state_dict(weights_lib.load_state_dict(name_or_path))
         load_state_strict(self, state, name_or_path, "LightGlue")
 
     def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
-        """Deep-supervised balanced NLL + early-exit confidence BCE (see `training.losses`)."""
-        from ...training.losses import lightglue_loss
+        """Deep-supervised balanced NLL + early-exit confidence BCE, per pair (B,).
 
-        return lightglue_loss(self, pred, data)
+        Every layer's descriptors (`ref_descriptors0/1`, training mode only) are scored by that
+        layer's assignment head; the NLLs are combined with `loss.gamma`; the token-confidence BCE of
+        the n−1 heads is added in training mode. In eval mode only the output is scored.
+        """
+        lc = self.conf.loss
+        final = pred["log_assignment"]
+        layers = []
+        if "ref_descriptors0" in pred:
+            d0, d1 = pred["ref_descriptors0"], pred["ref_descriptors1"]
+            n = d0.shape[1]
+            layers = [self.log_assignment[i](d0[:, i], d1[:, i])[0] for i in range(n - 1)]
+        total, losses = deep_supervision_loss(
+            layers + [final], data, float(lc.gamma), float(lc.nll_balancing)
+        )
+        if layers and self.training and lc.confidence_weight > 0:
+            heads = self.token_confidence
+            logits0 = [heads[i].logits(d0[:, i]) for i in range(n - 1)]
+            logits1 = [heads[i].logits(d1[:, i]) for i in range(n - 1)]
+            closs = confidence_loss(logits0, logits1, layers, final.detach())
+            losses["confidence"] = closs.detach()
+            total = total + float(lc.confidence_weight) * closs
+        losses["total"] = total
+        return losses, matcher_metrics(pred, data)
 
     def confidence_threshold(self, layer_index: int) -> float:
         threshold = 0.8 + 0.1 * math.exp(-4.0 * layer_index / self.conf.n_layers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..base import Matcher
+from ..base import FeatureMatcher
 
 
 def nearest_neighbor_match(
@@ -50,7 +50,7 @@ def matches1_from_matches0(matches0: torch.Tensor, n: int) -> torch.Tensor:
     return matches1
 
 
-class NearestNeighborMatcher(Matcher):
+class NearestNeighborMatcher(FeatureMatcher):
     default_conf = {
         "ratio_thresh": None,
         "distance_thresh": None,

@@ -70,9 +70,15 @@ def deep_supervision_loss(
 def confidence_targets(
     layer_la: torch.Tensor, final_la: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """1 where a layer's best candidate (dustbin excluded) already equals the final layer's."""
-    a, b = layer_la[:, :-1, :-1], final_la[:, :-1, :-1]
-    return (a.argmax(2) == b.argmax(2)).float(), (a.argmax(1) == b.argmax(1)).float()
+    """1 where a layer's best candidate already equals the final layer's, per point.
+
+    As in the reference (Glue Factory `TokenConfidence.loss`): a point of image 0 takes the argmax
+    of its row *including* the dustbin column (so "unmatched in both" counts as agreement); image 1
+    likewise over its column including the dustbin row. The dustbin row/column itself is no point.
+    """
+    t0 = layer_la[:, :-1, :].argmax(-1) == final_la[:, :-1, :].argmax(-1)
+    t1 = layer_la[:, :, :-1].argmax(-2) == final_la[:, :, :-1].argmax(-2)
+    return t0.float(), t1.float()
 
 
 def confidence_loss(
@@ -81,24 +87,20 @@ def confidence_loss(
     layer_la: list[torch.Tensor],
     final_la: torch.Tensor,
 ) -> torch.Tensor:
-    """BCE between each intermediate layer's token confidence and "its prediction is already final".
+    """BCE between each layer's token-confidence logits and "its prediction is already final".
 
-    This trains the early-exit classifier; its inputs are detached descriptors, so it does not
-    change the matcher itself.
+    Per layer: (mean BCE over the points of image 0 + mean over image 1) / 2; then the mean over
+    layers. This trains the early-exit classifier; its inputs are detached descriptors and the
+    targets carry no gradient, so it does not change the matcher itself.
     """
     if not logits0:
         return final_la.new_zeros(final_la.shape[0])
     total = 0.0
     for l0, l1, la in zip(logits0, logits1, layer_la):
         t0, t1 = confidence_targets(la, final_la)
-        bce = torch.cat(
-            [
-                F.binary_cross_entropy_with_logits(l0.float(), t0, reduction="none"),
-                F.binary_cross_entropy_with_logits(l1.float(), t1, reduction="none"),
-            ],
-            -1,
-        )
-        total = total + bce.mean(-1)
+        bce0 = F.binary_cross_entropy_with_logits(l0.float(), t0, reduction="none").mean(-1)
+        bce1 = F.binary_cross_entropy_with_logits(l1.float(), t1, reduction="none").mean(-1)
+        total = total + (bce0 + bce1) / 2
     return total / len(logits0)
 
 
@@ -138,33 +140,3 @@ def matcher_metrics(pred: dict, data: dict) -> dict[str, torch.Tensor]:
             n_pos > 0, (p_at_k * c).sum(-1) / n_pos.clamp(min=1), nan
         )
     return out
-
-
-def lightglue_loss(model, pred: dict, data: dict) -> tuple[dict, dict]:
-    """The LightGlue training objective, for `LightGlue.loss`.
-
-    Every layer's descriptors (`ref_descriptors0/1`, training mode only) are scored by that layer's
-    assignment head; the NLLs are combined with `loss.gamma`; the token-confidence (early-exit) BCE
-    is added in training mode. In eval mode only the output log-assignment is scored.
-    """
-    lc = model.conf.get("loss", None) or {}
-    gamma = float(lc.get("gamma", 1.0))
-    balancing = float(lc.get("nll_balancing", 0.5))
-    conf_weight = float(lc.get("confidence_weight", 1.0))
-    final = pred["log_assignment"]
-    layers = []
-    if "ref_descriptors0" in pred:
-        d0, d1 = pred["ref_descriptors0"], pred["ref_descriptors1"]
-        L = d0.shape[1]
-        layers = [model.log_assignment[i](d0[:, i], d1[:, i])[0] for i in range(L - 1)]
-    total, losses = deep_supervision_loss(layers + [final], data, gamma, balancing)
-    if layers and model.training and conf_weight > 0:
-        heads = model.token_confidence
-        logits0 = [heads[i].logits(d0[:, i]) for i in range(L - 1)]
-        logits1 = [heads[i].logits(d1[:, i]) for i in range(L - 1)]
-        closs = confidence_loss(logits0, logits1, layers, final.detach())
-        losses["confidence"] = closs.detach()
-        total = total + conf_weight * closs
-    losses["total"] = total
-    metrics = matcher_metrics(pred, data)
-    return losses, metrics

@@ -5,8 +5,9 @@ import math
 import torch
 
 from tiepoint.geometry.gt import gt_matches_from_homography
-from tiepoint.training.losses import (
+from tiepoint.models.losses import (
     confidence_loss,
+    confidence_targets,
     deep_supervision_loss,
     layer_weights,
     matcher_metrics,
@@ -64,21 +65,49 @@ def test_deep_supervision_weights_and_mean():
     assert torch.allclose(parts["nll_last"], _direct_nll(las[-1], gt, 0.5), atol=1e-6)
 
 
+def _bce(logit: float, target: float) -> float:
+    p = 1 / (1 + math.exp(-logit))
+    return -(target * math.log(p) + (1 - target) * math.log(1 - p))
+
+
 def test_confidence_loss_direct():
-    la_layer, _ = _random_case(seed=1, b=1)
-    la_final, _ = _random_case(seed=2, b=1)
-    l0, l1 = torch.randn(1, 5), torch.randn(1, 4)
-    got = confidence_loss([l0], [l1], [la_layer], la_final)
-    bce = []
-    for i in range(5):
-        t = float(la_layer[0, i, :4].argmax() == la_final[0, i, :4].argmax())
-        p = 1 / (1 + math.exp(-l0[0, i].item()))
-        bce.append(-(t * math.log(p) + (1 - t) * math.log(1 - p)))
-    for j in range(4):
-        t = float(la_layer[0, :5, j].argmax() == la_final[0, :5, j].argmax())
-        p = 1 / (1 + math.exp(-l1[0, j].item()))
-        bce.append(-(t * math.log(p) + (1 - t) * math.log(1 - p)))
-    assert abs(got.item() - sum(bce) / 9) < 1e-5
+    """Reference form (Glue Factory TokenConfidence.loss): a point's argmax runs over its row
+    (column) *with* the dustbin; per layer (mean over image 0 + mean over image 1) / 2; mean of
+    the layers."""
+    m, n = 5, 4
+    finals = _random_case(seed=2, b=1)[0]
+    layers = [_random_case(seed=s, b=1)[0] for s in (1, 3)]
+    logits0 = [torch.randn(1, m) for _ in layers]
+    logits1 = [torch.randn(1, n) for _ in layers]
+    got = confidence_loss(logits0, logits1, layers, finals)
+    per_layer = []
+    for la, l0, l1 in zip(layers, logits0, logits1):
+        rows = [
+            _bce(l0[0, i].item(), float(la[0, i, :].argmax() == finals[0, i, :].argmax()))
+            for i in range(m)
+        ]
+        cols = [
+            _bce(l1[0, j].item(), float(la[0, :, j].argmax() == finals[0, :, j].argmax()))
+            for j in range(n)
+        ]
+        per_layer.append((sum(rows) / m + sum(cols) / n) / 2)
+    assert abs(got.item() - sum(per_layer) / 2) < 1e-5
+
+
+def test_confidence_target_counts_agreeing_on_the_dustbin():
+    # both layers send point 0 of image 0 to the dustbin: that is agreement (target 1), which the
+    # old "dustbin excluded" form would have judged on the M×N block alone
+    final = torch.full((1, 3, 3), -10.0)
+    final[0, 0, 2] = 0.0  # point 0 → dustbin
+    final[0, 0, 1] = -1.0  # its best real candidate: 1
+    final[0, 1, 0] = 0.0
+    layer = final.clone()
+    layer[0, 0, 0] = -0.5  # best real candidate now 0, but the dustbin still wins
+    t0, _ = confidence_targets(layer, final)
+    assert t0[0, 0].item() == 1.0
+    layer[0, 0, 0] = 1.0  # now point 0 picks a real match: disagreement
+    t0, _ = confidence_targets(layer, final)
+    assert t0[0, 0].item() == 0.0
 
 
 def test_loss_is_minimal_for_the_ground_truth_assignment():

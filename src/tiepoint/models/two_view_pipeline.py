@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from ..errors import ConfigError
 from ..geometry.gt import gt_matches_from_homography, gt_matches_from_pose_depth
 from ..images import gray_to_rgb, rgb_to_gray
-from ..models import get_model
-from ..models.base import BaseModel
+from . import get_model
+from .base import BaseModel
 
 FEATURE_KEYS = ("keypoints", "keypoint_scores", "descriptors", "scales", "oris")
 
