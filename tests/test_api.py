@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import read_h
 
 import tiepoint
 from tiepoint.errors import ConfigError, ImageError
-
-
-def read_h(path):
-    return np.loadtxt(path).reshape(3, 3)
-
-
-def corner_error(H_est, H_gt, w, h):
-    c = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], float).T
-    a, b = H_est @ c, H_gt @ c
-    return np.linalg.norm(a[:2] / a[2] - b[:2] / b[2], axis=0).mean()
+from tiepoint.geometry.homography import homography_corner_error
 
 
 def test_sift_nn_recovers_the_oxford_homography(data_dir):
@@ -25,11 +17,11 @@ def test_sift_nn_recovers_the_oxford_homography(data_dir):
     assert r.matches.dtype == np.int64 and r.matches.shape[1] == 2 and len(r) == len(r.scores) > 100
     H, inliers = r.homography()
     assert inliers.shape == (len(r),) and inliers.sum() > 50
-    assert corner_error(H, read_h(seq / "H1to2p"), 1000, 700) < 2.0
+    assert homography_corner_error(H, read_h(seq / "H1to2p"), (1000, 700)) < 2.0
     # keypoints are in original pixels whatever the working resolution
     r2 = tiepoint.match(seq / "img1.png", seq / "img2.png", pipeline="sift+nn", resize=700)
     H2, _ = r2.homography()
-    assert corner_error(H2, read_h(seq / "H1to2p"), 1000, 700) < 3.0
+    assert homography_corner_error(H2, read_h(seq / "H1to2p"), (1000, 700)) < 3.0
     assert r2.keypoints0[:, 0].max() > 900
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_api import corner_error, read_h
+from helpers import read_h
 
 import tiepoint
+from tiepoint.geometry.homography import homography_corner_error
 
 WEIGHTS = {
     "aliked+lightglue": ["aliked-n16", "aliked_lightglue"],
@@ -26,7 +27,7 @@ def test_pipeline_recovers_homography_within_2px(pipeline, data_dir, official_we
         r = matcher.match(folder / "img1.png", folder / f"img{j}.png")
         H, inliers = r.homography(estimator="opencv")
         assert H is not None and inliers.sum() > 100, f"{pipeline} {seq}: {len(r)} matches"
-        err = corner_error(H, read_h(folder / f"H1to{j}p"), w, h)
+        err = homography_corner_error(H, read_h(folder / f"H1to{j}p"), (w, h))
         assert err < 2.0, f"{pipeline} {seq} img1→img{j}: mean corner error {err:.2f} px"
         # the confident matches agree with the ground truth, not only the RANSAC fit
         gt = read_h(folder / f"H1to{j}p")

@@ -125,7 +125,17 @@ def cmd_weights(args) -> int:
 
     if args.action == "list":
         for name, w in sorted(weights.WEIGHTS.items()):
-            print(f"{name:22s} {'cached' if weights.is_cached(name) else 'missing':8s} {w.url}")
+            check = "sha256" if w.sha256 else "UNVERIFIED"  # no known checksum: accepted as is
+            print(
+                f"{name:22s} {'cached' if weights.is_cached(name) else 'missing':8s} {check:10s} {w.url}"
+            )
+        unverified = sorted(n for n, w in weights.WEIGHTS.items() if w.unverified)
+        if unverified:
+            reasons = sorted({weights.WEIGHTS[n].unverified for n in unverified})
+            print(
+                f"UNVERIFIED ({', '.join(unverified)}): no sha256 is recorded ({'; '.join(reasons)}),"
+                " so these files are used without a checksum check"
+            )
     elif args.action == "fetch":
         for name in args.names:
             print(f"{name}: {weights.resolve(name)}")

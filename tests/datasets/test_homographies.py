@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import write_noise_image
 
 from tiepoint.datasets import get_dataset
 from tiepoint.datasets.homography_sampler import (
@@ -64,16 +65,9 @@ def test_warp_follows_pixel_centre_convention():
     assert np.abs(out[inner] - back[inner]).max() < 0.05
 
 
-def _write_texture(path, seed, size=(320, 240)):
-    rng = np.random.default_rng(seed)
-    img = cv2.GaussianBlur(rng.uniform(0, 255, (size[1], size[0], 3)).astype(np.float32), (0, 0), 3)
-    img = (img - img.min()) / (img.max() - img.min()) * 255
-    cv2.imwrite(str(path), img.astype(np.uint8))
-
-
 def test_dataset_H_0to1_relates_the_two_views(tmp_path):
     for i in range(3):
-        _write_texture(tmp_path / f"im{i}.png", i)
+        write_noise_image(tmp_path / f"im{i}.png", np.random.default_rng(i), (320, 240), sigma=3)
     ds = get_dataset(
         {
             "name": "homographies",
@@ -103,7 +97,7 @@ def test_dataset_H_0to1_relates_the_two_views(tmp_path):
 
 def test_dataset_is_deterministic_per_epoch_and_reseeds(tmp_path):
     for i in range(3):
-        _write_texture(tmp_path / f"im{i}.png", i)
+        write_noise_image(tmp_path / f"im{i}.png", np.random.default_rng(i), (320, 240), sigma=3)
     conf = {
         "name": "homographies",
         "data_dir": str(tmp_path),
@@ -124,7 +118,7 @@ def test_dataset_is_deterministic_per_epoch_and_reseeds(tmp_path):
 
 def test_loader_collates_nested_batches(tmp_path):
     for i in range(4):
-        _write_texture(tmp_path / f"im{i}.png", i)
+        write_noise_image(tmp_path / f"im{i}.png", np.random.default_rng(i), (320, 240), sigma=3)
     ds = get_dataset(
         {
             "name": "homographies",
@@ -146,7 +140,7 @@ def test_empty_folder_and_corrupt_image(tmp_path, caplog):
     with pytest.raises(DatasetError, match="contains no images"):
         get_dataset({"name": "homographies", "data_dir": str(tmp_path)})
     for i in range(2):
-        _write_texture(tmp_path / f"im{i}.png", i)
+        write_noise_image(tmp_path / f"im{i}.png", np.random.default_rng(i), (320, 240), sigma=3)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     ds = get_dataset(
         {
@@ -165,7 +159,7 @@ def test_empty_folder_and_corrupt_image(tmp_path, caplog):
 
 
 def test_unknown_key_names_closest(tmp_path):
-    _write_texture(tmp_path / "a.png", 0)
+    write_noise_image(tmp_path / "a.png", np.random.default_rng(0), (320, 240), sigma=3)
     with pytest.raises(ConfigError, match="difficulty"):
         get_dataset(
             {"name": "homographies", "data_dir": str(tmp_path), "homography": {"dificulty": 0.5}}

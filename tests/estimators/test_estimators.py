@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import rotation
 
 from tiepoint.errors import EstimatorError
 from tiepoint.estimators import (
@@ -10,30 +11,18 @@ from tiepoint.estimators import (
     estimate_homography,
     estimate_relative_pose,
 )
-
-
-def rotation(rx, ry, rz):
-    rx, ry, rz = np.deg2rad([rx, ry, rz])
-    Rx = np.array([[1, 0, 0], [0, np.cos(rx), -np.sin(rx)], [0, np.sin(rx), np.cos(rx)]])
-    Ry = np.array([[np.cos(ry), 0, np.sin(ry)], [0, 1, 0], [-np.sin(ry), 0, np.cos(ry)]])
-    Rz = np.array([[np.cos(rz), -np.sin(rz), 0], [np.sin(rz), np.cos(rz), 0], [0, 0, 1]])
-    return Rz @ Ry @ Rx
-
-
-def warp(H, p):
-    q = np.c_[p, np.ones(len(p))] @ H.T
-    return q[:, :2] / q[:, 2:]
+from tiepoint.geometry.homography import homography_corner_error, warp_points
 
 
 def homography_data(n=300, outlier_ratio=0.3, noise=0.3, seed=0):
     rng = np.random.default_rng(seed)
     H = np.array([[0.9, 0.1, 30.0], [-0.15, 1.1, -20.0], [2e-4, -1e-4, 1.0]])
     p0 = rng.uniform([0, 0], [640, 480], (n, 2))
-    p1 = warp(H, p0) + rng.normal(0, noise, (n, 2))
+    p1 = warp_points(H, p0) + rng.normal(0, noise, (n, 2))
     k = int(outlier_ratio * n)
     p1[:k] = rng.uniform([0, 0], [640, 480], (k, 2))
     is_outlier = np.zeros(n, bool)
-    is_outlier[:k] = np.linalg.norm(p1[:k] - warp(H, p0[:k]), axis=1) > 10
+    is_outlier[:k] = np.linalg.norm(p1[:k] - warp_points(H, p0[:k]), axis=1) > 10
     return p0, p1, H, is_outlier
 
 
@@ -63,8 +52,7 @@ def test_homography_recovers_model_and_rejects_outliers(estimator):
     p0, p1, H, is_outlier = homography_data()
     est = estimate_homography(p0, p1, estimator=estimator)
     assert est.success and est.H.shape == (3, 3) and est.H.dtype == np.float64
-    corners = np.array([[0, 0], [640, 0], [640, 480], [0, 480]], float)
-    err = np.linalg.norm(warp(est.H, corners) - warp(H, corners), axis=1).mean()
+    err = homography_corner_error(est.H, H, (640, 480))
     assert err < 1.5, err
     assert est.inliers.shape == (len(p0),) and est.inliers.dtype == bool
     assert not (est.inliers & is_outlier).any()  # no true gross outlier is accepted

@@ -6,22 +6,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from helpers import rotation, save, texture
 
-
-def texture(w=240, h=180, seed=0) -> np.ndarray:
-    """A blob texture with plenty of SIFT corners (uint8 RGB)."""
-    rng = np.random.default_rng(seed)
-    img = rng.uniform(0, 255, (h // 6, w // 6, 3)).astype(np.float32)
-    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
-    img = cv2.GaussianBlur(img, (0, 0), 1.0)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def save(path: Path, img: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-    return path
+__all__ = [
+    "fmt",
+    "homographies",
+    "plane_pose_pair",
+    "save",
+    "texture",
+    "warp",
+    "write_pairs_dataset",
+]
 
 
 def homographies():
@@ -43,14 +38,9 @@ def fmt(a) -> str:
     return " ".join(repr(float(x)) for x in np.asarray(a).ravel())
 
 
-def rot_y(deg):
-    a = np.deg2rad(deg)
-    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-
-
 def plane_pose_pair(K, deg=3.0, t=(0.1, 0.0, 0.0), depth=5.0):
     """(R, t, H) for a fronto-parallel plane at `depth` in camera 0: H = K (R − t nᵀ/d) K⁻¹."""
-    R, t = rot_y(deg), np.asarray(t, float)
+    R, t = rotation(ry=deg), np.asarray(t, float)
     n = np.array([0, 0, 1.0])
     H = (
         K @ (R + np.outer(t, n) / depth) @ np.linalg.inv(K)

@@ -279,14 +279,16 @@ class Oracle:
 
 
 def test_zeb_per_set_auc_and_mean_of_sets(tmp_path):
-    from .fixtures import fmt, rot_y, save, texture
+    from helpers import rotation
+
+    from .fixtures import fmt, save, texture
 
     rng = np.random.default_rng(0)
     K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
     root = tmp_path / "zeb"
     for s, good in (("gl3d", True), ("kitti", False)):
         T = np.eye(4)
-        T[:3, :3], T[:3, 3] = rot_y(4), [1.0, 0.1, 0.0]
+        T[:3, :3], T[:3, 3] = rotation(ry=4), [1.0, 0.1, 0.0]
         X = np.c_[rng.uniform(-2, 2, (80, 2)), rng.uniform(4, 8, 80)]
         x0, x1 = X @ K.T, (X @ T[:3, :3].T + T[:3, 3]) @ K.T
         p0, p1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:]

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import rotation
 
 from tiepoint.geometry import (
     angle_error_rotation,
@@ -20,11 +21,6 @@ from tiepoint.geometry import (
     warp_points,
 )
 from tiepoint.geometry.epipolar import normalize_points
-
-
-def rot_z(deg):
-    a = np.deg2rad(deg)
-    return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
 
 
 def translation(tx, ty):
@@ -96,7 +92,7 @@ def test_epipolar_distance_zero_for_true_projections():
     rng = np.random.default_rng(1)
     K0 = np.array([[500.0, 0, 320], [0, 510, 240], [0, 0, 1]])
     K1 = np.array([[450.0, 0, 300], [0, 450, 260], [0, 0, 1]])
-    R, t = rot_z(10) @ rot_z(0), np.array([0.3, -0.1, 1.0])
+    R, t = rotation(rz=10) @ rotation(rz=0), np.array([0.3, -0.1, 1.0])
     X = np.c_[rng.uniform(-1, 1, (50, 2)), rng.uniform(3, 6, 50)]
     x0, x1 = X @ K0.T, (X @ R.T + t) @ K1.T
     p0, p1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:]
@@ -113,15 +109,15 @@ def test_epipolar_distance_zero_for_true_projections():
 
 
 def test_rotation_and_translation_angles():
-    assert angle_error_rotation(rot_z(10), np.eye(3)) == pytest.approx(10)
-    assert angle_error_rotation(rot_z(-170), rot_z(10)) == pytest.approx(180)
+    assert angle_error_rotation(rotation(rz=10), np.eye(3)) == pytest.approx(10)
+    assert angle_error_rotation(rotation(rz=-170), rotation(rz=10)) == pytest.approx(180)
     assert angle_error_vector(np.array([1.0, 0, 0]), np.array([0, 2.0, 0])) == pytest.approx(90)
     T = np.eye(4)
-    T[:3, :3], T[:3, 3] = rot_z(5), [1.0, 0, 0]
+    T[:3, :3], T[:3, 3] = rotation(rz=5), [1.0, 0, 0]
     # t opposite to GT: E cannot tell the sign, so the error is 0, and 170° becomes 10°
-    assert relative_pose_error(T, rot_z(5), np.array([-3.0, 0, 0])) == pytest.approx((0, 0))
+    assert relative_pose_error(T, rotation(rz=5), np.array([-3.0, 0, 0])) == pytest.approx((0, 0))
     t170 = np.array([np.cos(np.deg2rad(170)), np.sin(np.deg2rad(170)), 0])
-    assert relative_pose_error(T, rot_z(0), t170) == pytest.approx((5, 10))
+    assert relative_pose_error(T, rotation(rz=0), t170) == pytest.approx((5, 10))
     assert relative_pose_error(T, None, None) == (math.inf, math.inf)
 
 

@@ -7,15 +7,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import extract_pair, mutual_nn, read_h, repeatability
 
 from tiepoint.errors import ConfigError, ImageError, WeightsError
+from tiepoint.geometry.homography import warp_points
 from tiepoint.images import load
 from tiepoint.models import get_model
 from tiepoint.models.extractors.aliked import ALIKED, CONFIGS
 
 VARIANTS = list(CONFIGS)
-BIKES = Path("/work/shared/data/homography/oxford_bikes")
-needs_data = pytest.mark.skipif(not BIKES.exists(), reason="shared evaluation data not available")
+
+
+@pytest.fixture(scope="module")
+def bikes_dir(data_dir) -> Path:
+    return data_dir / "homography" / "oxford_bikes"
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +34,10 @@ def model(weights_ready):
 
 
 @pytest.fixture(scope="module")
-def bikes(model):
+def bikes(model, bikes_dir):
     """Features of bikes img1/img2 at their native 1000×700 (so the GT H applies unchanged)."""
-    feats = []
-    for name in ("img1.png", "img2.png"):
-        with torch.inference_mode():
-            pred = model({"image": load(BIKES / name).tensor})
-        feats.append({k: v[0].numpy() for k, v in pred.items()})
-    return feats, np.loadtxt(BIKES / "H1to2p")
-
-
-def _warp(points: np.ndarray, H: np.ndarray) -> np.ndarray:
-    p = np.c_[points, np.ones(len(points))] @ H.T
-    return p[:, :2] / p[:, 2:]
+    feats = [{k: v.numpy() for k, v in f.items()} for _, f in extract_pair(model, bikes_dir)]
+    return feats, read_h(bikes_dir / "H1to2p")
 
 
 # ---------------------------------------------------------------------------- weights and config
@@ -127,11 +123,12 @@ def _plain_descriptors(m: ALIKED, feat: torch.Tensor, kpts: torch.Tensor) -> tor
     return torch.stack(out)
 
 
-@needs_data
 @pytest.mark.parametrize("name", ["aliked-n16", "aliked-t16", "aliked-n32"])
-def test_fast_path_equals_plain_formulation(weights_ready, name):
+def test_fast_path_equals_plain_formulation(weights_ready, bikes_dir, name):
     m = ALIKED({"model_name": name, "max_num_keypoints": 64, "detection_threshold": -1}).eval()
-    image = load(BIKES / "img1.png").tensor[:, :, 301:491, 417:667]  # 250×190: padded on both axes
+    image = load(bikes_dir / "img1.png").tensor[
+        :, :, 301:491, 417:667
+    ]  # 250×190: padded on both axes
     with torch.inference_mode():
         ref_scores, ref_feat = _plain_dense(m, image)
         scores, maps = m.dense(image)
@@ -214,33 +211,26 @@ def test_detect_ignores_the_padding_of_smaller_images_in_a_batch(weights_ready):
 
 
 # ---------------------------------------------------------------------------- real images
-@needs_data
 def test_repeatability_and_matches_under_ground_truth(bikes):
     (f0, f1), H = bikes
     assert f0["keypoints"].shape[1] == 2 and len(f0["keypoints"]) > 1000
     assert f0["descriptors"].shape == (len(f0["keypoints"]), 128)
     np.testing.assert_allclose(np.linalg.norm(f0["descriptors"], axis=1), 1.0, atol=1e-5)
     assert np.all(np.diff(f0["keypoint_scores"]) <= 0) and f0["keypoint_scores"][0] > 0.9
-    w, h = 1000, 700
-    k0w = _warp(f0["keypoints"], H)
-    inside = (k0w[:, 0] >= 0) & (k0w[:, 0] <= w - 1) & (k0w[:, 1] >= 0) & (k0w[:, 1] <= h - 1)
-    dist = np.linalg.norm(k0w[inside, None] - f1["keypoints"][None], axis=-1).min(1)
-    repeatability = (dist < 3).mean()
-    assert repeatability > 0.5, repeatability
+    k0w = warp_points(H, f0["keypoints"])
+    rep = repeatability(k0w, f1["keypoints"], (1000, 700))
+    assert rep > 0.5, rep
 
-    sim = f0["descriptors"] @ f1["descriptors"].T
-    nn01, nn10 = sim.argmax(1), sim.argmax(0)
-    i0 = np.nonzero(nn10[nn01] == np.arange(len(nn01)))[0]
-    err = np.linalg.norm(k0w[i0] - f1["keypoints"][nn01[i0]], axis=-1)
+    i0, i1 = mutual_nn(f0["descriptors"], f1["descriptors"])
+    err = np.linalg.norm(k0w[i0] - f1["keypoints"][i1], axis=-1)
     assert len(i0) > 500 and (err < 3).mean() > 0.9, (len(i0), (err < 3).mean())
 
 
-@needs_data
-def test_crop_by_whole_cells_shifts_features(model, bikes):
+def test_crop_by_whole_cells_shifts_features(model, bikes, bikes_dir):
     """Cropping 32 px off the left/top shifts keypoints by exactly that (up to the coarse levels'
     align_corners resampling), so padding, cropping and feature offsets are handled consistently."""
     (f0, _), _ = bikes
-    image = load(BIKES / "img1.png").tensor
+    image = load(bikes_dir / "img1.png").tensor
     with torch.inference_mode():
         pred = model({"image": image[:, :, 32:, 64:]})
     kb = pred["keypoints"][0].numpy() + [64, 32]
@@ -255,11 +245,10 @@ def test_crop_by_whole_cells_shifts_features(model, bikes):
     assert np.median(cos) > 0.99
 
 
-@needs_data
-def test_batch_equals_single_images_and_gray_input(weights_ready):
+def test_batch_equals_single_images_and_gray_input(weights_ready, bikes_dir):
     m = ALIKED({"max_num_keypoints": 256}).eval()
-    a = load(BIKES / "img1.png", resize=320).tensor
-    b = load(BIKES / "img3.png", resize=320).tensor
+    a = load(bikes_dir / "img1.png", resize=320).tensor
+    b = load(bikes_dir / "img3.png", resize=320).tensor
     with torch.inference_mode():
         batch = m({"image": torch.cat([a, b])})
         singles = [m({"image": x}) for x in (a, b)]

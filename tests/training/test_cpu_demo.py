@@ -2,8 +2,8 @@
 photographs for a fixed wall-clock budget, then used through `tiepoint.match` on Oxford Leuven;
 and the official ALIKED LightGlue weights fine-tuned for the same budget.
 
-Images: Debian's opencv-doc sample photographs (fetched with apt-get download + dpkg-deb if not
-unpacked already); the Leuven and Graffiti evaluation scenes are excluded from training.
+Images: Debian's opencv-doc sample photographs (fetched with apt-get download + dpkg-deb unless
+$TIEPOINT_OPENCV_DOC names a folder where the package is unpacked already); the Leuven and Graffiti evaluation scenes are excluded from training.
 Budget: in the test suite 3 minutes from scratch and 1.5 minutes of fine-tuning on 240 cached pairs
 (TIEPOINT_DEMO_MINUTES / TIEPOINT_DEMO_PAIRS change that); the README records the full presets' run
 (12 minutes each, 600 pairs).
@@ -15,30 +15,33 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import read_h, require, unavailable
 
 pytestmark = pytest.mark.slow
 
 OPENCV_DOC = Path("usr/share/doc/opencv-doc/examples/data")
 
 
-def opencv_doc_images(tmp: Path) -> Path:
-    for root in (Path("/tmp/ocvdoc"), tmp / "ocvdoc"):
-        if (root / OPENCV_DOC).is_dir():
-            return root / OPENCV_DOC
+@pytest.fixture(scope="session")
+def opencv_doc_images(tmp_path_factory) -> Path:
+    """The opencv-doc sample photographs: unpacked where $TIEPOINT_OPENCV_DOC says (the folder
+    `dpkg-deb -x` wrote into), else fetched with apt-get download into a temporary folder."""
+    if os.environ.get("TIEPOINT_OPENCV_DOC"):
+        return require(Path(os.environ["TIEPOINT_OPENCV_DOC"]) / OPENCV_DOC, "opencv-doc images")
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
-        pytest.skip("opencv-doc images need apt-get and dpkg-deb")
+        unavailable("opencv-doc images need apt-get and dpkg-deb (or set TIEPOINT_OPENCV_DOC)")
+    tmp = tmp_path_factory.mktemp("opencv_doc")
     dl = tmp / "deb"
-    dl.mkdir(parents=True, exist_ok=True)
+    dl.mkdir()
     r = subprocess.run(
         ["apt-get", "download", "opencv-doc"], cwd=dl, capture_output=True, text=True
     )
     debs = list(dl.glob("opencv-doc_*.deb"))
     if r.returncode or not debs:
-        pytest.skip(f"cannot download opencv-doc: {r.stderr.strip()[:200]}")
+        unavailable(f"cannot download opencv-doc: {r.stderr.strip()[:200]}")
     subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "ocvdoc")], check=True)
-    return tmp / "ocvdoc" / OPENCV_DOC
+    return require(tmp / "ocvdoc" / OPENCV_DOC, "opencv-doc images")
 
 
 def leuven_corner_error(checkpoint: Path, data_dir: Path) -> float:
@@ -46,7 +49,7 @@ def leuven_corner_error(checkpoint: Path, data_dir: Path) -> float:
     from tiepoint.geometry.homography import homography_corner_error
 
     seq = data_dir / "homography" / "oxford_leuven"
-    H_gt = np.loadtxt(seq / "H1to2p")
+    H_gt = read_h(seq / "H1to2p")
     r = tiepoint.match(
         seq / "img1.png",
         seq / "img2.png",
@@ -61,12 +64,12 @@ def leuven_corner_error(checkpoint: Path, data_dir: Path) -> float:
     return homography_corner_error(H, H_gt, size)
 
 
-def test_cpu_demo(tmp_path, data_dir, official_weights):
+def test_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
     from tiepoint.config import parse_dotlist
     from tiepoint.training import train
 
     official_weights("aliked-n16", "aliked_lightglue")
-    images = opencv_doc_images(tmp_path)
+    images = opencv_doc_images
     out = Path(os.environ.get("TIEPOINT_DEMO_OUTPUTS", tmp_path / "outputs"))
     minutes = float(os.environ.get("TIEPOINT_DEMO_MINUTES", 3))
     pairs = int(os.environ.get("TIEPOINT_DEMO_PAIRS", 240))

@@ -1,5 +1,6 @@
 """Trainer behaviour on a tiny problem: exact resumption, Ctrl-C, NaN skipping, checkpoints, bad input."""
 
+import json
 import logging
 import math
 
@@ -219,11 +220,52 @@ def test_fine_tune_from_an_experiment(images, tmp_path):
         train("big", conf, output_dir=tmp_path, progress=False)
 
 
-def test_mixed_precision_and_clipping_run(images, tmp_path):
-    conf = tiny_conf(images, max_iterations=2, mixed_precision="bfloat16", clip_grad=0.5)
-    t = Trainer(tmp_path / "exp", build_conf(conf), progress=False)
-    t.run()
-    assert t.step == 2 and all(math.isfinite(v) for _, v in t.loss_history)
+def test_bfloat16_autocast_matches_float32_and_clips_gradients(images, tmp_path, monkeypatch):
+    """The same two steps with and without bf16 autocast (same seed, same batches): the matcher
+    really computes in bf16, parameters and gradients stay float32, losses agree with float32
+    within bf16 accuracy, and the clipped gradient has exactly the clip norm and float32's direction."""
+    clip = 0.5
+    clip_grad_norm = torch.nn.utils.clip_grad_norm_
+    runs = {}
+    for mp in (None, "bfloat16"):
+        conf = tiny_conf(images, max_iterations=2, mixed_precision=mp, clip_grad=clip)
+        t = Trainer(tmp_path / str(mp), build_conf(conf), progress=False)
+        seen = {"pre": [], "post": [], "grads": [], "grad_dtypes": set(), "linear_out": set()}
+
+        def spy(params, max_norm, *a, seen=seen, **k):
+            params = list(params)
+            norm = clip_grad_norm(params, max_norm, *a, **k)
+            grads = [p.grad for p in params if p.grad is not None]
+            seen["pre"].append(float(norm))
+            seen["post"].append(
+                float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])))
+            )
+            seen["grads"].append(torch.cat([g.detach().flatten().clone() for g in grads]))
+            seen["grad_dtypes"] |= {g.dtype for g in grads}
+            return norm
+
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+        linear = next(m for m in t.model.matcher.modules() if isinstance(m, torch.nn.Linear))
+        linear.register_forward_hook(lambda m, i, o, seen=seen: seen["linear_out"].add(o.dtype))
+        t.run()
+        assert t.step == 2 and t.skipped == 0
+        assert {p.dtype for p in t.model.parameters()} == {torch.float32}
+        runs[mp] = (t, seen)
+    (f32, s32), (bf16, s16) = runs[None], runs["bfloat16"]
+    assert s32["linear_out"] == {torch.float32} and torch.bfloat16 in s16["linear_out"]
+    assert s16["grad_dtypes"] == s32["grad_dtypes"] == {torch.float32}
+    l32, l16 = dict(f32.loss_history), dict(bf16.loss_history)
+    assert sorted(l16) == sorted(l32) == [1, 2]
+    for step in (1, 2):
+        assert math.isfinite(l16[step]) and l16[step] == pytest.approx(l32[step], rel=0.03), step
+    assert l16 != l32  # bf16 rounding shows: the two runs are not the same computation
+    # the raw norm exceeds the clip, so clipping acts; afterwards the norm is the clip exactly
+    assert min(s32["pre"] + s16["pre"]) > clip
+    assert s16["pre"][0] == pytest.approx(s32["pre"][0], rel=0.05)
+    assert s16["post"] == pytest.approx([clip] * 2, rel=1e-4)
+    assert s32["post"] == pytest.approx([clip] * 2, rel=1e-4)
+    g32, g16 = s32["grads"][0], s16["grads"][0]
+    assert torch.nn.functional.cosine_similarity(g32, g16, dim=0) > 0.99
 
 
 def test_cli_bad_inputs_are_one_line_errors(images, tmp_path, capsys):
@@ -298,12 +340,53 @@ def _one_thread():
 
 
 def test_run_benchmarks_evaluates_the_checkpoint(images, tmp_path, data_dir):
+    """--run-benchmarks writes the benchmark's results for the checkpoint of the epoch start, and
+    they are the results of running that benchmark directly on that checkpoint."""
+    from tiepoint.evaluation import runner
+
     conf = tiny_conf(images, max_iterations=2)
-    conf.benchmarks = {
-        "pairs": {
-            "overrides": [f"data.root={data_dir}", "data.max_pairs=1", "data.tasks=[homography]"]
-        }
-    }
-    train("bench", conf, output_dir=tmp_path, run_benchmarks=True, progress=False)
+    overrides = [
+        f"data.root={data_dir}",
+        "data.max_pairs=2",
+        "data.tasks=[homography]",
+        "matcher.filter_threshold=0.0",  # an untrained matcher still returns matches
+    ]
+    conf.benchmarks = {"pairs": {"overrides": overrides}}
+    exp = train("bench", conf, output_dir=tmp_path, run_benchmarks=True, progress=False)
     summaries = tmp_path / "results" / "pairs" / "bench" / "0" / "summaries.json"
     assert summaries.exists()
+    got = json.loads(summaries.read_text())
+    recalls = [f"H_error_{e}@{t}px" for e in ("dlt", "ransac") for t in (3, 5, 10)]
+    shares = ["mprec@1px", "mprec@3px", "H_error_dlt_mAA", "H_error_ransac_mAA", *recalls]
+    errors = ["mH_error_dlt", "mH_error_ransac"]
+    counts = ["mnum_keypoints", "mnum_matches", "mransac_inl"]
+    assert set(shares + errors + counts) <= set(got), sorted(got)
+    assert 0 < got["mnum_keypoints"] <= 48  # the extractor's max_num_keypoints
+    assert 0 < got["mnum_matches"] <= got["mnum_keypoints"]
+    assert 0 <= got["mransac_inl"] <= got["mnum_matches"]
+    assert all(0.0 <= got[k] <= 1.0 for k in shares), {k: got[k] for k in shares}
+    assert all(got[k] == "inf" or got[k] >= 0 for k in errors)  # JSON writes inf as "inf"
+    assert got["ransac_th"] == 3.0
+
+    step, ckpt = list_checkpoints(exp)[0]
+    assert step == 0  # epoch 0 is benchmarked before its first step
+    pipeline = {
+        "preprocessing": {"resize": 1024},
+        "extractor": OmegaConf.to_container(conf.model.extractor),
+        "matcher": {**OmegaConf.to_container(conf.model.matcher), "weights": None},
+    }
+    direct, _ = runner.run(
+        "pairs",
+        pipeline,
+        tag="direct",
+        weights=str(ckpt),
+        overrides=overrides,
+        device="cpu",
+        progress=False,
+        output_dir=tmp_path / "direct",
+    )
+    timing = {k for k in got if "time" in k}
+    assert set(direct) == set(got)
+    for k in sorted(set(got) - timing):  # the file spells infinity "inf"
+        want = float(got[k]) if isinstance(got[k], str) else got[k]
+        assert direct[k] == pytest.approx(want, nan_ok=True), k

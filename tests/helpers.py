@@ -1,0 +1,130 @@
+"""Helpers shared by several test files: one copy of each, so a fix applies everywhere.
+
+Imported as `from helpers import ...` (tests/ is on sys.path through tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tiepoint.geometry.homography import scale_homography, warp_points
+
+__all__ = [
+    "extract_pair",
+    "gt_warp",
+    "in_ci",
+    "mutual_nn",
+    "read_h",
+    "repeatability",
+    "require",
+    "rotation",
+    "save",
+    "texture",
+    "unavailable",
+    "write_noise_image",
+]
+
+
+# ---------------------------------------------------------------------------- missing resources
+def in_ci() -> bool:
+    """CI sets CI=true; any value but empty/0/false/no counts."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(message: str):
+    """A shared file, weight or tool a test needs is missing: a failure in CI, a skip locally."""
+    if in_ci():
+        pytest.fail(f"{message} (CI is set: missing test resources fail instead of skipping)")
+    pytest.skip(message)
+
+
+def require(path: Path, what: str = "shared test data") -> Path:
+    """`path` if it exists, else `unavailable`."""
+    if not path.exists():
+        unavailable(f"{what} not found at {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------- homographies
+def read_h(path: Path) -> np.ndarray:
+    """A 3x3 ground-truth homography in the Oxford/HPatches text format."""
+    return np.loadtxt(path).reshape(3, 3)
+
+
+def rotation(rx=0.0, ry=0.0, rz=0.0) -> np.ndarray:
+    """Rz @ Ry @ Rx for angles in degrees (right-handed, active rotations)."""
+    rx, ry, rz = np.deg2rad([rx, ry, rz])
+    Rx = np.array([[1, 0, 0], [0, np.cos(rx), -np.sin(rx)], [0, np.sin(rx), np.cos(rx)]])
+    Ry = np.array([[np.cos(ry), 0, np.sin(ry)], [0, 1, 0], [-np.sin(ry), 0, np.cos(ry)]])
+    Rz = np.array([[np.cos(rz), -np.sin(rz), 0], [np.sin(rz), np.cos(rz), 0], [0, 0, 1]])
+    return Rz @ Ry @ Rx
+
+
+# ---------------------------------------------------------------------------- features on a real pair
+def extract_pair(model, folder: Path, resize: int | None = None, names=("img1.png", "img2.png")):
+    """[(LoadedImage, features of batch item 0)] for two images of an Oxford sequence."""
+    from tiepoint.images import load
+
+    out = []
+    for name in names:
+        im = load(folder / name, resize=resize)
+        with torch.no_grad():
+            pred = model({"image": im.tensor})
+        out.append((im, {k: v[0] for k, v in pred.items()}))
+    return out
+
+
+def gt_warp(points: np.ndarray, H: np.ndarray, scale0=(1.0, 1.0), scale1=(1.0, 1.0)) -> np.ndarray:
+    """Points of (resized) image 0 → (resized) image 1 under the GT H between the originals."""
+    return warp_points(scale_homography(H, scale0, scale1), points)
+
+
+def repeatability(k0w: np.ndarray, k1: np.ndarray, size, th: float = 3.0) -> float:
+    """Share of warped image-0 keypoints landing inside image 1 that have a keypoint within th px."""
+    w, h = size
+    inside = (k0w[:, 0] >= 0) & (k0w[:, 0] <= w - 1) & (k0w[:, 1] >= 0) & (k0w[:, 1] <= h - 1)
+    d = np.linalg.norm(k0w[inside, None] - k1[None], axis=-1).min(1)
+    return float((d < th).mean())
+
+
+def mutual_nn(d0, d1) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (i0, i1) of mutual nearest neighbours by dot-product similarity."""
+    d0, d1 = torch.as_tensor(d0), torch.as_tensor(d1)
+    sim = d0 @ d1.T
+    nn01, nn10 = sim.argmax(1), sim.argmax(0)
+    i0 = torch.nonzero(nn10[nn01] == torch.arange(len(nn01))).flatten()
+    return i0.numpy(), nn01[i0].numpy()
+
+
+# ---------------------------------------------------------------------------- synthetic images
+def texture(w=240, h=180, seed=0) -> np.ndarray:
+    """A blob texture with plenty of SIFT corners (uint8 RGB)."""
+    rng = np.random.default_rng(seed)
+    img = rng.uniform(0, 255, (h // 6, w // 6, 3)).astype(np.float32)
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def save(path: Path, img: np.ndarray) -> Path:
+    """Write a uint8 image (format from the suffix), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def write_noise_image(path: Path, rng: np.random.Generator, size=(160, 120), sigma=2.0) -> Path:
+    """Blurred uniform noise stretched to 0..255 (a texture every detector finds corners on)."""
+    w, h = size
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (h, w, 3)).astype(np.float32), (0, 0), sigma)
+    img = (img - img.min()) / (img.max() - img.min()) * 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img.astype(np.uint8))
+    return path
