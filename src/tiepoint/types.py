@@ -108,7 +108,9 @@ class Features:
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The datasets of one feature group (hloc layout: descriptors transposed to (D, N))."""
         kpts = np.asarray(self.keypoints, dtype=np.float32).reshape(-1, 2)
-        desc = np.asarray(self.descriptors, dtype=np.float32).reshape(len(kpts), -1)
+        desc = np.asarray(self.descriptors, dtype=np.float32)
+        if desc.ndim != 2 or len(desc) != len(kpts):
+            raise ValueError(f"descriptors of shape {desc.shape} for {len(kpts)} keypoints")
         out = {
             "keypoints": kpts,
             "descriptors": np.ascontiguousarray(desc.T),
