@@ -1,6 +1,6 @@
 """tiepoint: local image feature matching — match, train, evaluate, reconstruct."""
 
-from .api import Features, Matcher, MatchResult, list_pipelines, match
+from .api import Matcher, list_pipelines, match
 from .errors import (
     ConfigError,
     DatasetError,
@@ -9,6 +9,7 @@ from .errors import (
     TiepointError,
     WeightsError,
 )
+from .types import Features, MatchResult
 
 __version__ = "0.1.0"
 __all__ = [

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,98 +19,13 @@ from . import images
 from .config import load_preset, merge_strict, parse_dotlist
 from .errors import ConfigError
 from .models import get_model
+from .types import Features, MatchResult
 
 PIPELINE_DEFAULTS = {
     "preprocessing": {"resize": 1024, "side": "long"},
     "extractor": {},
     "matcher": {},
 }
-
-
-@dataclass
-class Features:
-    """Local features of one image, in original-image pixels."""
-
-    keypoints: np.ndarray  # (N, 2) float32, x right, y down
-    scores: np.ndarray  # (N,) float32
-    descriptors: np.ndarray  # (N, D) float32
-    image_size: tuple[int, int]  # (W, H) of the original image
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. SIFT `scales`, `oris`
-
-    def __len__(self) -> int:
-        return len(self.keypoints)
-
-    def to_data(self, suffix: str, device: torch.device) -> dict:
-        """Matcher input keys with a batch dimension (`keypoints0`, `descriptors0`, `image_size0`, ...)."""
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None].to(device)
-        data = {
-            f"keypoints{suffix}": t(self.keypoints).float(),
-            f"keypoint_scores{suffix}": t(self.scores).float(),
-            f"descriptors{suffix}": t(self.descriptors).float(),
-            f"image_size{suffix}": torch.tensor(
-                [self.image_size], dtype=torch.float32, device=device
-            ),
-        }
-        for k, v in self.extra.items():
-            data[f"{k}{suffix}"] = t(v).float()
-        return data
-
-
-@dataclass
-class MatchResult:
-    """Correspondences between two images."""
-
-    keypoints0: np.ndarray  # (N0, 2)
-    keypoints1: np.ndarray  # (N1, 2)
-    matches: np.ndarray  # (K, 2) int64 indices into keypoints0 / keypoints1
-    scores: np.ndarray  # (K,) confidence in [0, 1]
-    image_size0: tuple[int, int]
-    image_size1: tuple[int, int]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def points0(self) -> np.ndarray:
-        return self.keypoints0[self.matches[:, 0]]
-
-    @property
-    def points1(self) -> np.ndarray:
-        return self.keypoints1[self.matches[:, 1]]
-
-    def __len__(self) -> int:
-        return len(self.matches)
-
-    def homography(self, estimator: str = "opencv", threshold: float | None = None, **options):
-        """Robust homography mapping image 0 to image 1: (H or None, inlier mask (K,)).
-
-        With OpenCV this defaults to MAGSAC++ (`method="usac_magsac"`), its most accurate method;
-        benchmarks keep Glue Factory's plain RANSAC so their numbers stay comparable.
-        """
-        from .estimators import estimate_homography
-
-        if estimator == "opencv":
-            options.setdefault("method", "usac_magsac")
-
-        est = estimate_homography(
-            self.points0, self.points1, estimator=estimator, threshold=threshold, **options
-        )
-        return est.H, est.inliers
-
-    def relative_pose(
-        self, K0, K1, estimator: str = "opencv", threshold: float | None = None, **options
-    ):
-        """Robust relative pose X1 = R·X0 + t (t unit length): (R or None, t or None, inlier mask)."""
-        from .estimators import estimate_relative_pose
-
-        est = estimate_relative_pose(
-            self.points0,
-            self.points1,
-            np.asarray(K0),
-            np.asarray(K1),
-            estimator=estimator,
-            threshold=threshold,
-            **options,
-        )
-        return est.R, est.t, est.inliers
 
 
 def _as_overrides(overrides) -> DictConfig | None:
@@ -219,7 +133,7 @@ class Matcher:
             extra["oris"] = pred["oris"][0].cpu().numpy().astype(np.float32)
         return Features(
             keypoints=kpts,
-            scores=pred["keypoint_scores"][0].float().cpu().numpy(),
+            keypoint_scores=pred["keypoint_scores"][0].float().cpu().numpy(),
             descriptors=pred["descriptors"][0].float().cpu().numpy(),
             image_size=img.original_size,
             extra=extra,

@@ -17,14 +17,15 @@ def _umask_mode(base: int) -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, copy_existing: bool = False):
+def atomic_path(path: str | os.PathLike, copy_existing: bool = False, suffix: str = ".tmp"):
     """Yield a temporary path in the same folder; on success it replaces `path`.
 
-    With `copy_existing`, the temporary file starts as a copy of `path` (for appends).
+    With `copy_existing`, the temporary file starts as a copy of `path` (for appends); `suffix`
+    ends the temporary name, for writers that choose the format by extension (".tmp.ply").
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -66,3 +67,21 @@ def atomic_dir(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def partial_path(path: str | os.PathLike, suffix: str = ".part") -> Path:
+    return Path(path).with_name(Path(path).name + suffix)
+
+
+@contextlib.contextmanager
+def resumable_path(path: str | os.PathLike, suffix: str = ".part"):
+    """Yield the fixed `<path><suffix>`; on success it replaces `path`, on failure it stays.
+
+    For long writes that resume where they stopped (downloads, caches): the next run finds the
+    partial file under the same name, and `path` itself only ever appears complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = partial_path(path, suffix)
+    yield part
+    os.replace(part, path)

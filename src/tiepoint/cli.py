@@ -42,18 +42,13 @@ class SubcommandParser(argparse.ArgumentParser):
 
 
 def write_matches_h5(path: Path, result, meta: dict) -> None:
-    """Keypoints, matches and scores of one pair, written to a temporary file then renamed."""
+    """One pair's `MatchResult` at the root of an h5 file (docs/formats.md), plus `meta` attrs."""
     import h5py
 
     from .atomic import atomic_path
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("keypoints0", data=result.keypoints0)
-        f.create_dataset("keypoints1", data=result.keypoints1)
-        f.create_dataset("matches", data=result.matches)
-        f.create_dataset("scores", data=result.scores)
-        f.attrs["image_size0"] = result.image_size0
-        f.attrs["image_size1"] = result.image_size1
+        result.to_h5(f)
         for k, v in meta.items():
             f.attrs[k] = v
 

@@ -3,6 +3,7 @@
 import hashlib
 import http.server
 import io
+import os
 import threading
 import zipfile
 
@@ -22,7 +23,15 @@ def make_zip() -> bytes:
     return buf.getvalue()
 
 
-FILES = {"/data.bin": PAYLOAD, "/myset.zip": make_zip()}
+def make_flat_zip() -> bytes:  # no top-level folder
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("pairs.txt", "c.png d.png\n")
+        z.writestr("sub/c.png", b"y")
+    return buf.getvalue()
+
+
+FILES = {"/data.bin": PAYLOAD, "/myset.zip": make_zip(), "/flat.zip": make_flat_zip()}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -91,6 +100,18 @@ def test_fetch_dataset_extracts_atomically(server, tmp_path):
     target = fetch_dataset(res, tmp_path, progress=False)
     assert (target / "pairs.txt").read_text() == "a.png b.png\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["myset"]  # no archive or temp left
+
+
+def test_archive_without_top_folder_becomes_the_folder(server, tmp_path):
+    body = FILES["/flat.zip"]
+    res = Resource(f"{server}/flat.zip", "flat.zip", "flat", size=len(body), sha256=sha(body))
+    target = fetch_dataset(res, tmp_path, progress=False)
+    assert (target / "pairs.txt").read_text() == "c.png d.png\n"
+    assert (target / "sub" / "c.png").read_bytes() == b"y"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # not the 0700 of a temp folder
 
 
 def test_unreachable_and_manual_say_where_to_put_files(server, tmp_path):

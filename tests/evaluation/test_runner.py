@@ -6,8 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tiepoint import Matcher
-from tiepoint.api import Features, MatchResult
+from tiepoint import Features, Matcher, MatchResult
 from tiepoint.errors import ConfigError, DatasetError
 from tiepoint.evaluation.runner import read_results, run
 
@@ -249,9 +248,9 @@ def test_hpatches_protocol_evaluates_at_480px_short_side(tmp_path):
     assert summ["H_error_ransac@5px"] > 0.6 and summ["mprec@3px"] > 0.7
     assert set(summ) >= {"i/H_error_ransac@1px", "v/H_error_dlt@5px", "H_error_dlt_mAA"}
     with h5py.File(d / "predictions.h5") as f:
-        g = f["i_test|1-2"]
-        assert tuple(g.attrs["image_size0"]) == (200, 150)  # stored in original pixels
-        assert g["keypoints0"][()].max() < 200
+        r = MatchResult.from_h5(f["i_test|1-2"])
+        assert r.image_size0 == (200, 150)  # stored in original pixels
+        assert r.keypoints0.max() < 200
 
 
 class Oracle:
@@ -324,3 +323,26 @@ def test_zeb_per_set_auc_and_mean_of_sets(tmp_path):
             matcher_factory=Oracle,
             overrides=["data.sets=[gl3d]", "eval.options.method=nope"],
         )
+
+
+def test_predictions_of_the_old_layout_are_still_read(dataset, tmp_path):
+    """Files written before format version 1 ((K,2) `matches`, sizes and times as attrs) still
+    evaluate, to the same numbers, without matching again."""
+    ref, d, _ = _run(dataset, tmp_path)
+    with h5py.File(d / "predictions.h5", "a") as f:
+        for key in list(f):
+            r = MatchResult.from_h5(f[key])
+            del f[key]
+            g = f.create_group(key)  # exactly what the runner wrote before types.py
+            g.create_dataset("keypoints0", data=r.keypoints0)
+            g.create_dataset("keypoints1", data=r.keypoints1)
+            g.create_dataset("matches", data=r.matches)
+            g.create_dataset("scores", data=r.scores)
+            g.attrs["image_size0"] = np.asarray(r.image_size0, np.int64)
+            g.attrs["image_size1"] = np.asarray(r.image_size1, np.int64)
+            g.attrs["time_extract"] = r.timings["extract"]
+            g.attrs["time_match"] = r.timings["match"]
+            g.attrs["done"] = True
+    summ, _, made = _run(dataset, tmp_path)
+    assert made == []
+    assert summ == ref  # timings included: they are read back from the old attrs

@@ -119,3 +119,13 @@ def test_bad_camera_options_are_named():
     with pytest.raises(ConfigError, match="--mapper"):
         colmap.MapperOptions(mapper="hierarchical").check()
     colmap.MapperOptions(camera_model="SIMPLE_RADIAL", camera_params="700,600,180,0").check()
+
+
+def test_write_model_replaces_outputs_atomically(tmp_path):
+    (tmp_path / "sparse").mkdir()
+    (tmp_path / "sparse" / "stale.txt").write_text("old")
+    (tmp_path / "points.ply").write_text("old")
+    colmap.write_model(pycolmap.Reconstruction(), tmp_path / "sparse", tmp_path / "points.ply")
+    assert (tmp_path / "points.ply").read_bytes().startswith(b"ply\n")
+    assert not (tmp_path / "sparse" / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["points.ply", "sparse"]  # no temp left

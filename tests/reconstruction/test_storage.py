@@ -66,7 +66,7 @@ def _features(n, seed, d=16):
     rng = np.random.default_rng(seed)
     return Features(
         keypoints=(rng.random((n, 2)) * [640, 480]).astype(np.float32),
-        scores=rng.random(n).astype(np.float32),
+        keypoint_scores=rng.random(n).astype(np.float32),
         descriptors=rng.normal(size=(n, d)).astype(np.float32),
         image_size=(640, 480),
         extra={"scales": rng.random(n).astype(np.float32)},

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..atomic import partial_path, resumable_path
 from ..errors import DatasetError
 from ..geometry.depth import sample_depth
 from .base import collate
@@ -55,7 +56,7 @@ def export_features(
     with another fingerprint is refused instead of silently reused.
     """
     path = Path(path)
-    for p in (path, path.with_name(path.name + ".partial")):
+    for p in (path, partial_path(path, ".partial")):
         if p.exists():
             with h5py.File(p, "r") as f:
                 old = f.attrs.get("fingerprint", "")
@@ -66,10 +67,8 @@ def export_features(
                 )
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     pipeline = pipeline.to(device).eval()
-    with h5py.File(partial, "a") as f:
+    with resumable_path(path, ".partial") as partial, h5py.File(partial, "a") as f:
         f.attrs["fingerprint"] = fingerprint
         done = _item_groups(f)
         for epoch in range(num_epochs):
@@ -117,7 +116,6 @@ def export_features(
                 f.flush()
         f.attrs["num_epochs"] = num_epochs
         f.attrs["size"] = len(dataset)
-    os.replace(partial, path)
     logger.info("feature cache written: %s", path)
     return path
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..atomic import atomic_dir, resumable_path
 from ..errors import DatasetError
 
 logger = logging.getLogger("tiepoint")
@@ -54,18 +55,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def download_file(
-    url: str,
-    dest: Path,
-    size: int | None = None,
-    sha256: str | None = None,
-    progress: bool = True,
-    timeout: float = 60,
-) -> Path:
-    """Fetch `url` to `dest`, resuming a previous `dest.part`, then verify and rename atomically."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+def _fetch_into(part: Path, url, name, size, sha256, progress, timeout) -> None:
+    """Complete and verify `part` (resuming what is there); raises instead of leaving a bad file."""
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have > size:
         part.unlink()
@@ -86,7 +77,7 @@ def download_file(
                         unit="B",
                         unit_scale=True,
                         disable=not progress,
-                        desc=dest.name,
+                        desc=name,
                     ) as bar,
                 ):
                     for chunk in iter(lambda: resp.read(CHUNK), b""):
@@ -109,36 +100,46 @@ def download_file(
                 f"{url}: sha256 {digest} does not match the expected {sha256}; "
                 "the partial file was removed, run again"
             )
-    os.replace(part, dest)
+
+
+def download_file(
+    url: str,
+    dest: Path,
+    size: int | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout: float = 60,
+) -> Path:
+    """Fetch `url` to `dest`, resuming a previous `dest.part`, then verify and rename atomically."""
+    dest = Path(dest)
+    with resumable_path(dest, ".part") as part:
+        _fetch_into(part, url, dest.name, size, sha256, progress, timeout)
     return dest
 
 
 def extract(archive: Path, into: Path, folder: str) -> Path:
-    """Extract `archive` so that `into/folder` appears at once (temp dir + rename)."""
+    """Extract `archive` so that `into/folder` appears at once, complete (scratch dir + atomic_dir)."""
     target = into / folder
-    tmp = Path(tempfile.mkdtemp(dir=into, prefix=f".{folder}.extract."))
+    scratch = Path(tempfile.mkdtemp(dir=into, prefix=f".{folder}.extract."))
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
-                z.extractall(tmp)
+                z.extractall(scratch)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as t:
                 try:
-                    t.extractall(tmp, filter="data")  # refuses absolute paths / links out
+                    t.extractall(scratch, filter="data")  # refuses absolute paths / links out
                 except TypeError:  # Python without extraction filters
-                    t.extractall(tmp)
+                    t.extractall(scratch)
         else:
             raise DatasetError(f"{archive}: neither a zip nor a tar archive")
-        src = tmp / folder
-        if not src.is_dir():  # archive without a top-level folder
-            entries = [p for p in tmp.iterdir()]
-            src = tmp / ".content"
-            src.mkdir()
-            for p in entries:
-                p.rename(src / p.name)
-        os.replace(src, target)
+        # the archive's top-level folder, or all of it when it has none
+        src = scratch / folder if (scratch / folder).is_dir() else scratch
+        with atomic_dir(target) as tmp:
+            tmp.rmdir()
+            os.replace(src, tmp)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 

@@ -2,7 +2,7 @@
 
     outputs/results/<benchmark>/<tag>/
         conf.yaml         benchmark, data, model (resolved pipeline config) and eval settings
-        predictions.h5    one group per pair: keypoints0/1, matches, scores (+ sizes, timings)
+        predictions.h5    one `MatchResult` group per pair (docs/formats.md) + a `done` attr
         results.h5        per-pair metrics of the last evaluation
         summaries.json    the numbers (AUCs, medians/means), in the field's key naming
         *.png             cumulative error curves
@@ -39,6 +39,7 @@ from ..errors import ConfigError, DatasetError, ImageError, TiepointError
 from ..estimators import DEFAULT_THRESHOLDS, ESTIMATORS
 from ..geometry.homography import scale_homography
 from ..images import scale_points, target_size
+from ..types import MatchResult
 from . import metrics
 from .benchmarks import HOMOGRAPHY, POSE, Benchmark, Pair, get_benchmark
 from .download import fetch_dataset
@@ -304,36 +305,20 @@ def export_predictions(pairs: list[Pair], path: Path, make_matcher, progress: bo
             t = time.perf_counter()
             r = matcher.match_features(f0, f1)
             t_match = time.perf_counter() - t
+            r.timings = {"extract": t0 + t1, "match": t_match}
             g = f.create_group(pair_key(p.name))
-            g.create_dataset("keypoints0", data=np.asarray(r.keypoints0, np.float32))
-            g.create_dataset("keypoints1", data=np.asarray(r.keypoints1, np.float32))
-            g.create_dataset("matches", data=np.asarray(r.matches, np.int64).reshape(-1, 2))
-            g.create_dataset("scores", data=np.asarray(r.scores, np.float32).reshape(-1))
-            g.attrs["image_size0"] = np.asarray(r.image_size0, np.int64)
-            g.attrs["image_size1"] = np.asarray(r.image_size1, np.int64)
-            g.attrs["time_extract"] = t0 + t1
-            g.attrs["time_match"] = t_match
+            r.to_h5(g)
             g.attrs["done"] = True  # written last: a group without it is redone on resume
             f.flush()
         return len(todo)
 
 
 # ------------------------------------------------------------------ evaluation
-def _load_pred(f: h5py.File, p: Pair) -> dict:
+def _load_pred(f: h5py.File, p: Pair) -> MatchResult:
     key = pair_key(p.name)
     if key not in f:
         raise DatasetError(f"pair {p.name} missing from {f.filename}; run the export again")
-    g = f[key]
-    kp0, kp1, m = g["keypoints0"][()], g["keypoints1"][()], g["matches"][()]
-    return {
-        "pts0": kp0[m[:, 0]].astype(np.float64),
-        "pts1": kp1[m[:, 1]].astype(np.float64),
-        "scores": g["scores"][()].astype(np.float64),
-        "num_keypoints": (len(kp0) + len(kp1)) / 2,
-        "size0": tuple(int(x) for x in g.attrs["image_size0"]),
-        "size1": tuple(int(x) for x in g.attrs["image_size1"]),
-        "time": float(g.attrs["time_extract"] + g.attrs["time_match"]),
-    }
+    return MatchResult.from_h5(f[key])
 
 
 def _thresholds(ev: dict, task: str) -> list[float]:
@@ -354,29 +339,29 @@ def evaluate_task(
     base, robust = [], {th: [] for th in ths}
     for p in tqdm(pairs, desc=f"evaluating {TASK_PREFIX[task]}", unit="pair", disable=not progress):
         d = _load_pred(f, p)
+        pts0, pts1 = d.points0.astype(np.float64), d.points1.astype(np.float64)
+        scores, n_kpts = d.scores.astype(np.float64), (len(d.keypoints0) + len(d.keypoints1)) / 2
         if task == HOMOGRAPHY:
-            H, size, pts0, pts1 = p.H_0to1, d["size0"], d["pts0"], d["pts1"]
+            H, size = p.H_0to1, d.image_size0
             if bench.eval_at_resized:
-                s0, s1 = bench.scale(d["size0"]), bench.scale(d["size1"])
+                s0, s1 = bench.scale(d.image_size0), bench.scale(d.image_size1)
                 pts0, pts1 = scale_points(pts0, s0), scale_points(pts1, s1)
                 H = scale_homography(H, s0, s1)
-                size = target_size(d["size0"], bench.conf.resize, bench.conf.side)
-            r = metrics.eval_homography_pair(pts0, pts1, d["scores"], H, size, d["num_keypoints"])
+                size = target_size(d.image_size0, bench.conf.resize, bench.conf.side)
+            r = metrics.eval_homography_pair(pts0, pts1, scores, H, size, n_kpts)
             for th in ths:
                 robust[th].append(
                     metrics.eval_homography_robust(pts0, pts1, H, size, ev["estimator"], th, **opts)
                 )
         else:
-            r = metrics.eval_pose_pair(
-                d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1, d["num_keypoints"]
-            )
+            r = metrics.eval_pose_pair(pts0, pts1, p.K0, p.K1, p.T_0to1, n_kpts)
             for th in ths:
                 robust[th].append(
                     metrics.eval_pose_robust(
-                        d["pts0"], d["pts1"], p.K0, p.K1, p.T_0to1, ev["estimator"], th, **opts
+                        pts0, pts1, p.K0, p.K1, p.T_0to1, ev["estimator"], th, **opts
                     )
                 )
-        r["time_ms"] = 1000 * d["time"]
+        r["time_ms"] = 1000 * sum(d.timings.values())
         base.append(r)
 
     err_key = AUC_KEYS[task][-1]

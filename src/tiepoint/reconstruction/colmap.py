@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -376,9 +375,8 @@ def _incremental(db_path, image_dir, work_dir, options, num_images) -> dict:
 def write_model(rec, sparse_dir: Path, ply_path: Path) -> None:
     with atomic_dir(sparse_dir) as tmp:
         rec.write(tmp)
-    with atomic_path(ply_path) as tmp:
-        rec.export_PLY(tmp.with_suffix(".ply"))
-        os.replace(tmp.with_suffix(".ply"), tmp)
+    with atomic_path(ply_path, suffix=".tmp.ply") as tmp:
+        rec.export_PLY(tmp)
 
 
 def summarize(

@@ -1,11 +1,11 @@
 """hloc's h5 layout for local features and matches, so hloc users can read what we write.
 
-features.h5: one group per image name (a `/` in the name makes nested groups) with
-  `keypoints` (N,2) float32, original-image pixels, pixel centres at integers;
-  `descriptors` (D,N) float32, transposed as hloc stores them; `scores` (N,) float32;
-  `image_size` (2,) = (W,H); plus extractor extras such as `scales`, `oris` (N,).
-matches.h5: group `names_to_pair(name0, name1)` = name0 and name1 with `/` → `-`, joined by `/`,
-  with `matches0` (N0,) int32 (−1: unmatched) and `matching_scores0` (N0,) float32.
+features.h5: one `Features` group (types.py, docs/formats.md) per image name (a `/` in the name
+  makes nested groups): `keypoints` (N,2), `descriptors` (D,N) as hloc stores them, `scores`,
+  `image_size`, extras such as `scales`, `oris`.
+matches.h5: one `MatchResult` group without keypoints per pair, at `names_to_pair(name0, name1)`
+  = name0 and name1 with `/` → `-`, joined by `/`: `matches0` (N0,) int32 (−1: unmatched),
+  `matching_scores0` (N0,) float32, `image_size0`/`image_size1`.
 hloc stores matches0 as int16 and floats as fp16; we keep int32/fp32 (no overflow above 32767
 keypoints, lossless round trip); hloc's readers accept both.
 
@@ -28,11 +28,14 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, DatasetError
+from ..types import Features, MatchResult, matches_from_arrays
+from ..types import read_group as _read_group
+from ..types import write_group as _write_group
 from . import records
 
 log = logging.getLogger("tiepoint")
 
-CORE_FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size")
+LEAF_FORMAT = {"keypoints": Features.FORMAT, "matches0": MatchResult.FORMAT}
 IDENTITY_ATTR = "tiepoint_conf"
 
 
@@ -45,70 +48,32 @@ def names_to_pair_old(name0: str, name1: str) -> str:
     return names_to_pair(name0, name1, separator="_")
 
 
-# ---- conversion between the public dataclasses and stored arrays -------------------------------
+# ---- conversion between the public types and stored arrays (the layout lives in types.py) ------
 
 
-def features_to_arrays(feats) -> dict[str, np.ndarray]:
+def features_to_arrays(feats: Features) -> dict[str, np.ndarray]:
     """`tiepoint.Features` → the arrays of one hloc feature group."""
-    kpts = np.asarray(feats.keypoints, dtype=np.float32).reshape(-1, 2)
-    desc = np.asarray(feats.descriptors, dtype=np.float32).reshape(len(kpts), -1)
-    out = {
-        "keypoints": kpts,
-        "descriptors": np.ascontiguousarray(desc.T),
-        "scores": np.asarray(feats.scores, dtype=np.float32).reshape(-1),
-        "image_size": np.asarray(feats.image_size, dtype=np.int64).reshape(2),
-    }
-    for k, v in (getattr(feats, "extra", None) or {}).items():
-        v = np.asarray(v)
-        if k in out or v.dtype == object:
-            continue
-        out[k] = v.astype(np.float32) if v.dtype == np.float64 else v
-    return out
+    return feats.to_arrays()
 
 
-def arrays_to_features(arrays: dict[str, np.ndarray]):
+def arrays_to_features(arrays: dict[str, np.ndarray]) -> Features:
     """The arrays of one feature group → `tiepoint.Features` (descriptors back to (N,D))."""
-    from ..api import Features  # the public dataclass; imported late to keep this module light
-
-    missing = [k for k in ("keypoints", "descriptors", "image_size") if k not in arrays]
-    if missing:
-        raise DatasetError(f"feature group lacks {missing}")
-    kpts = np.asarray(arrays["keypoints"], dtype=np.float32)
-    scores = arrays.get("scores", arrays.get("keypoint_scores"))
-    extra = {
-        k: np.asarray(v)
-        for k, v in arrays.items()
-        if k not in CORE_FEATURE_KEYS and k != "keypoint_scores"
-    }
-    size = np.asarray(arrays["image_size"]).reshape(2)
-    return Features(
-        keypoints=kpts,
-        scores=(
-            np.ones(len(kpts), np.float32) if scores is None else np.asarray(scores, np.float32)
-        ),
-        descriptors=np.ascontiguousarray(np.asarray(arrays["descriptors"], dtype=np.float32).T),
-        image_size=(int(size[0]), int(size[1])),
-        extra=extra,
-    )
+    return Features.from_arrays(arrays)
 
 
-def match_to_arrays(result, num_keypoints0: int) -> dict[str, np.ndarray]:
-    """`MatchResult` → hloc's dense per-keypoint `matches0` / `matching_scores0`."""
-    m = np.asarray(result.matches, dtype=np.int64).reshape(-1, 2)
-    s = np.asarray(result.scores, dtype=np.float32).reshape(-1)
-    matches0 = np.full(num_keypoints0, -1, dtype=np.int32)
-    scores0 = np.zeros(num_keypoints0, dtype=np.float32)
-    matches0[m[:, 0]] = m[:, 1]
-    scores0[m[:, 0]] = s
-    return {"matches0": matches0, "matching_scores0": scores0}
+def match_to_arrays(result: MatchResult, num_keypoints0: int) -> dict[str, np.ndarray]:
+    """`MatchResult` → hloc's dense per-keypoint `matches0` / `matching_scores0` (keypoints stay
+    in features.h5)."""
+    if len(result.keypoints0) != num_keypoints0:
+        raise DatasetError(
+            f"match result has {len(result.keypoints0)} keypoints0, features {num_keypoints0}"
+        )
+    return result.to_arrays(keypoints=False)
 
 
 def arrays_to_matches(arrays: dict[str, np.ndarray], reverse: bool = False):
     """hloc `matches0` → (M,2) index pairs and scores, swapped when the pair was stored reversed."""
-    m0 = np.asarray(arrays["matches0"]).astype(np.int64)
-    idx = np.where(m0 != -1)[0]
-    matches = np.stack([idx, m0[idx]], -1)
-    scores = np.asarray(arrays.get("matching_scores0", np.ones(len(m0))), np.float32)[idx]
+    matches, scores = matches_from_arrays(arrays)
     if reverse:
         matches = matches[:, ::-1].copy()
     return matches, scores
@@ -137,8 +102,7 @@ def list_h5_names(path: str | os.PathLike, leaf: str) -> set[str]:
 
 
 def read_group(f: h5py.File, key: str) -> dict[str, np.ndarray]:
-    g = f[key]
-    return {k: g[k][()] for k in g if isinstance(g[k], h5py.Dataset)}
+    return _read_group(f[key])
 
 
 def find_pair(f: h5py.File, name0: str, name1: str) -> tuple[str, bool] | None:
@@ -219,7 +183,7 @@ def merge_parts(
                 f.attrs[IDENTITY_ATTR] = json.dumps(identity, sort_keys=True)
                 for name in sorted(todo):
                     p, off, n = todo[name]
-                    write_group(f, name, records.read_record(p, off, n))
+                    write_group(f, name, records.read_record(p, off, n), LEAF_FORMAT[leaf])
         for p in locked:
             p.unlink()
     for d in {p.parent for p in locked}:
@@ -229,12 +193,10 @@ def merge_parts(
     return len(todo)
 
 
-def write_group(f: h5py.File, key: str, arrays: dict[str, np.ndarray]) -> None:
+def write_group(f: h5py.File, key: str, arrays: dict[str, np.ndarray], fmt: str) -> None:
     if key in f:
         del f[key]
-    g = f.create_group(key)
-    for k, v in arrays.items():
-        g.create_dataset(k, data=v)
+    _write_group(f.create_group(key), arrays, fmt)
 
 
 # ---- a read-only view over the merged h5 and the unmerged parts -------------------------------
