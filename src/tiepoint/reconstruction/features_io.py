@@ -4,6 +4,9 @@ features.h5: one group per image name (a `/` in the name makes nested groups) wi
   `keypoints` (N,2) float32, original-image pixels, pixel centres at integers;
   `descriptors` (D,N) float32, transposed as hloc stores them; `scores` (N,) float32;
   `image_size` (2,) = (W,H); plus extractor extras such as `scales`, `oris` (N,).
+  Keypoints and `image_size` are in the stored (raw) image frame, as COLMAP reads the files; the
+  group attribute `exif_orientation` (1–8) says how the image was rotated for extraction
+  (`to_raw_frame` / `to_upright_frame` convert; matching runs in the upright frame).
 matches.h5: group `names_to_pair(name0, name1)` = name0 and name1 with `/` → `-`, joined by `/`,
   with `matches0` (N0,) int32 (−1: unmatched) and `matching_scores0` (N0,) float32.
 hloc stores matches0 as int16 and floats as fp16; we keep int32/fp32 (no overflow above 32767
@@ -28,12 +31,14 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, DatasetError
+from ..images import raw_to_upright, upright_size, upright_to_raw
 from . import records
 
 log = logging.getLogger("tiepoint")
 
 CORE_FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size")
 IDENTITY_ATTR = "tiepoint_conf"
+GROUP_ATTRS = ("exif_orientation",)  # stored as attributes of a feature group, not datasets
 
 
 def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
@@ -114,6 +119,33 @@ def arrays_to_matches(arrays: dict[str, np.ndarray], reverse: bool = False):
     return matches, scores
 
 
+def to_raw_frame(arrays: dict[str, np.ndarray], orientation: int) -> dict[str, np.ndarray]:
+    """Arrays of features extracted on the upright image → the stored frame, orientation kept."""
+    out = dict(arrays)
+    out["exif_orientation"] = np.asarray(orientation, dtype=np.int64)
+    if orientation == 1:
+        return out
+    w, h = (int(x) for x in np.asarray(arrays["image_size"]).reshape(2))
+    raw = (h, w) if orientation >= 5 else (w, h)
+    out["keypoints"] = upright_to_raw(arrays["keypoints"], orientation, raw)
+    out["image_size"] = np.asarray(raw, dtype=np.asarray(arrays["image_size"]).dtype)
+    return out
+
+
+def to_upright_frame(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Stored-frame arrays → the upright frame the features were extracted in (for matching)."""
+    out = dict(arrays)
+    orientation = int(out.pop("exif_orientation", 1))
+    if orientation == 1:
+        return out
+    raw = tuple(int(x) for x in np.asarray(arrays["image_size"]).reshape(2))
+    out["keypoints"] = raw_to_upright(arrays["keypoints"], orientation, raw)
+    out["image_size"] = np.asarray(
+        upright_size(raw, orientation), dtype=np.asarray(arrays["image_size"]).dtype
+    )
+    return out
+
+
 # ---- h5 reading -------------------------------------------------------------------------------
 
 
@@ -138,7 +170,9 @@ def list_h5_names(path: str | os.PathLike, leaf: str) -> set[str]:
 
 def read_group(f: h5py.File, key: str) -> dict[str, np.ndarray]:
     g = f[key]
-    return {k: g[k][()] for k in g if isinstance(g[k], h5py.Dataset)}
+    out = {k: g[k][()] for k in g if isinstance(g[k], h5py.Dataset)}
+    out.update({k: np.asarray(g.attrs[k]) for k in GROUP_ATTRS if k in g.attrs})
+    return out
 
 
 def find_pair(f: h5py.File, name0: str, name1: str) -> tuple[str, bool] | None:
@@ -234,7 +268,10 @@ def write_group(f: h5py.File, key: str, arrays: dict[str, np.ndarray]) -> None:
         del f[key]
     g = f.create_group(key)
     for k, v in arrays.items():
-        g.create_dataset(k, data=v)
+        if k in GROUP_ATTRS:
+            g.attrs[k] = v
+        else:
+            g.create_dataset(k, data=v)
 
 
 # ---- a read-only view over the merged h5 and the unmerged parts -------------------------------
