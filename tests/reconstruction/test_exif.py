@@ -59,8 +59,13 @@ def test_rotated_phone_photos_reconstruct_like_upright_ones(kitti_dir, tmp_path)
     stored = Image.open(tmp_path / "rotated" / jpg[names[1]])
     assert stored.size == (h, w) and ImageOps.exif_transpose(stored).size == (w, h)
 
+    # COLMAP 4.2's incremental mapper finds no initial pair when the raw frames mix 90° rolls (each
+    # orientation alone maps fully: an open COLMAP-side issue); the global mapper maps them all.
     mapper = dict(
-        camera_model="SIMPLE_PINHOLE", focal_length_factor=FOCAL_FACTOR, refine_intrinsics=False
+        mapper="global",
+        camera_model="SIMPLE_PINHOLE",
+        focal_length_factor=FOCAL_FACTOR,
+        refine_intrinsics=False,
     )
     ref, _ = reconstruct(
         tmp_path / "upright",
@@ -93,4 +98,4 @@ def test_rotated_phone_photos_reconstruct_like_upright_ones(kitti_dir, tmp_path)
     gt_ref, _ = trajectory_error(tmp_path / "ref" / "sparse", kitti_dir)
     gt_rot, _ = trajectory_error(tmp_path / "rot" / "sparse", kitti_dir)
     print(f"rotated vs upright {rel:.3%}, vs GT: upright {gt_ref:.3%}, rotated {gt_rot:.3%}")
-    assert rel < 0.01 and gt_rot < 0.02, (rel, gt_ref, gt_rot)
+    assert rel < 0.002 and gt_rot < 0.005, (rel, gt_ref, gt_rot)  # measured 0.010 %, 0.040 %
