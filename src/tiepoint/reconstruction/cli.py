@@ -51,6 +51,7 @@ def _options(args):
         "camera_mode",
         "camera_model",
         "camera_params",
+        "focal_length_factor",
         "min_match_score",
         "verbose",
     ):
@@ -160,6 +161,13 @@ def register(subparsers) -> None:
         "--camera-params",
         default=None,
         help="known intrinsics in the model's order, e.g. 'fx,fy,cx,cy' for PINHOLE",
+    )
+    p.add_argument(
+        "--focal-length-factor",
+        type=float,
+        default=None,
+        help="initial focal length = factor × the longer image side, for images without EXIF "
+        "focal length (COLMAP's default 1.2); unlike --camera-params it fits rotated images too",
     )
     p.add_argument("--min-match-score", type=float, default=None)
     p.add_argument(

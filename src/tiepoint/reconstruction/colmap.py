@@ -41,6 +41,9 @@ class MapperOptions:
     camera_mode: str | None = None  # None: single if all images have one size, else per-image
     camera_model: str = "SIMPLE_RADIAL"
     camera_params: str | None = None  # e.g. "fx,fy,cx,cy" for PINHOLE: known intrinsics
+    # initial focal = factor × longer side when EXIF has none (COLMAP: 1.2); one value fits images
+    # stored in either orientation, where one camera_params string cannot (cx, cy swap)
+    focal_length_factor: float | None = None
     refine_intrinsics: bool | None = None  # default: refine unless camera_params are given
     min_match_score: float | None = None
     min_num_inliers: int = 15
@@ -60,6 +63,8 @@ class MapperOptions:
                 f"--camera-mode '{self.camera_mode}': expected one of {', '.join(CAMERA_MODES)}"
             )
         check_camera(self.camera_model, self.camera_params)
+        if self.focal_length_factor is not None and not self.focal_length_factor > 0:
+            raise ConfigError(f"--focal-length-factor {self.focal_length_factor}: must be > 0")
 
 
 def check_camera(model: str, params: str | None) -> None:
@@ -199,6 +204,8 @@ def build_database(
     reader.camera_model = opts.camera_model
     if opts.camera_params:
         reader.camera_params = opts.camera_params
+    if opts.focal_length_factor is not None:
+        reader.default_focal_length_factor = opts.focal_length_factor
     try:
         pycolmap.import_images(
             db_path, image_dir, _camera_mode(mode), image_names=names, options=reader

@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import ConfigError, TiepointError
+from ..images import exif_orientation
 from . import features_io as fio
 from .records import PartWriter
 
@@ -87,8 +88,10 @@ class Worker:
         return self._mw
 
     def _extract_one(self, name: str) -> dict:
-        feats = self.matcher.extract(Path(self.spec.image_dir) / name)
-        arrays = fio.features_to_arrays(feats)
+        """Extract on the upright image, store in the raw frame COLMAP reads (as COLMAP 4.2)."""
+        path = Path(self.spec.image_dir) / name
+        feats = self.matcher.extract(path)
+        arrays = fio.to_raw_frame(fio.features_to_arrays(feats), exif_orientation(path))
         self._features_writer().append(name, arrays)
         return arrays
 
@@ -124,8 +127,9 @@ class Worker:
         for a, b in pairs:
             try:
                 fa, fb = self._features(a), self._features(b)
-                result = self.matcher.match_features(
-                    fio.arrays_to_features(fa), fio.arrays_to_features(fb)
+                result = self.matcher.match_features(  # in the frame they were extracted in
+                    fio.arrays_to_features(fio.to_upright_frame(fa)),
+                    fio.arrays_to_features(fio.to_upright_frame(fb)),
                 )
                 arrays = fio.match_to_arrays(result, len(fa["keypoints"]))
                 self._matches_writer().append(fio.names_to_pair(a, b), arrays)

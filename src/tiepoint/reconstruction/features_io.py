@@ -3,6 +3,9 @@
 features.h5: one `Features` group (types.py, docs/formats.md) per image name (a `/` in the name
   makes nested groups): `keypoints` (N,2), `descriptors` (D,N) as hloc stores them, `scores`,
   `image_size`, extras such as `scales`, `oris`.
+  Keypoints and `image_size` are in the stored (raw) image frame, as COLMAP reads the files; the
+  group attribute `exif_orientation` (1–8) says how the image was rotated for extraction
+  (`to_raw_frame` / `to_upright_frame` convert; matching runs in the upright frame).
 matches.h5: one `MatchResult` group without keypoints per pair, at `names_to_pair(name0, name1)`
   = name0 and name1 with `/` → `-`, joined by `/`: `matches0` (N0,) int32 (−1: unmatched),
   `matching_scores0` (N0,) float32, `image_size0`/`image_size1`.
@@ -28,6 +31,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, DatasetError
+from ..images import raw_to_upright, upright_size, upright_to_raw
 from ..types import Features, MatchResult, matches_from_arrays
 from ..types import read_group as _read_group
 from ..types import write_group as _write_group
@@ -37,6 +41,7 @@ log = logging.getLogger("tiepoint")
 
 LEAF_FORMAT = {"keypoints": Features.FORMAT, "matches0": MatchResult.FORMAT}
 IDENTITY_ATTR = "tiepoint_conf"
+GROUP_ATTRS = ("exif_orientation",)  # stored as attributes of a feature group, not datasets
 
 
 def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
@@ -79,6 +84,33 @@ def arrays_to_matches(arrays: dict[str, np.ndarray], reverse: bool = False):
     return matches, scores
 
 
+def to_raw_frame(arrays: dict[str, np.ndarray], orientation: int) -> dict[str, np.ndarray]:
+    """Arrays of features extracted on the upright image → the stored frame, orientation kept."""
+    out = dict(arrays)
+    out["exif_orientation"] = np.asarray(orientation, dtype=np.int64)
+    if orientation == 1:
+        return out
+    w, h = (int(x) for x in np.asarray(arrays["image_size"]).reshape(2))
+    raw = (h, w) if orientation >= 5 else (w, h)
+    out["keypoints"] = upright_to_raw(arrays["keypoints"], orientation, raw)
+    out["image_size"] = np.asarray(raw, dtype=np.asarray(arrays["image_size"]).dtype)
+    return out
+
+
+def to_upright_frame(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Stored-frame arrays → the upright frame the features were extracted in (for matching)."""
+    out = dict(arrays)
+    orientation = int(out.pop("exif_orientation", 1))
+    if orientation == 1:
+        return out
+    raw = tuple(int(x) for x in np.asarray(arrays["image_size"]).reshape(2))
+    out["keypoints"] = raw_to_upright(arrays["keypoints"], orientation, raw)
+    out["image_size"] = np.asarray(
+        upright_size(raw, orientation), dtype=np.asarray(arrays["image_size"]).dtype
+    )
+    return out
+
+
 # ---- h5 reading -------------------------------------------------------------------------------
 
 
@@ -102,7 +134,10 @@ def list_h5_names(path: str | os.PathLike, leaf: str) -> set[str]:
 
 
 def read_group(f: h5py.File, key: str) -> dict[str, np.ndarray]:
-    return _read_group(f[key])
+    g = f[key]
+    out = _read_group(g)
+    out.update({k: np.asarray(g.attrs[k]) for k in GROUP_ATTRS if k in g.attrs})
+    return out
 
 
 def find_pair(f: h5py.File, name0: str, name1: str) -> tuple[str, bool] | None:
@@ -196,7 +231,9 @@ def merge_parts(
 def write_group(f: h5py.File, key: str, arrays: dict[str, np.ndarray], fmt: str) -> None:
     if key in f:
         del f[key]
-    _write_group(f.create_group(key), arrays, fmt)
+    datasets = {k: v for k, v in arrays.items() if k not in GROUP_ATTRS}
+    attrs = {k: v for k, v in arrays.items() if k in GROUP_ATTRS}
+    _write_group(f.create_group(key), datasets, fmt, attrs)
 
 
 # ---- a read-only view over the merged h5 and the unmerged parts -------------------------------

@@ -8,12 +8,14 @@ cut off when the owner reopens the file. So a kill loses at most the item in fli
 
 Record layout: b"TPR1", u32 name length, u64 payload length, u32 CRC32(name + payload),
 name (UTF-8), payload (an uncompressed `.npz` of named arrays, loaded without pickle).
-Only one process may append to a given part file; an advisory lock enforces it.
+Only one process may append to a given part file; an OS lock on a sidecar `<part>.lock` file
+(`filelock`: flock on POSIX, msvcrt on Windows) enforces it. The OS drops it when its holder
+dies, so a part file of a killed run can be reopened and merged.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import io
 import os
 import struct
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from ..errors import DatasetError
 
@@ -90,30 +93,45 @@ def read_record(path: str | os.PathLike, offset: int, length: int) -> dict[str, 
         return _decode_payload(f.read(length))
 
 
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _try_acquire(path: Path) -> FileLock | None:
+    """Non-blocking: the lock if no other process (or open writer) holds it, else None."""
+    lock = FileLock(_lock_path(path), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    return lock
+
+
+def _release(lock: FileLock, path: Path) -> None:
+    lock.release()
+    if not path.exists():  # the part file was merged and deleted: its lock file goes too
+        with contextlib.suppress(OSError):
+            _lock_path(path).unlink()
+
+
 class _Lock:
-    def __init__(self, f):
-        self.f = f
+    def __init__(self, lock: FileLock, path: Path):
+        self.lock, self.path = lock, path
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        fcntl.flock(self.f.fileno(), fcntl.LOCK_UN)
-        self.f.close()
+        _release(self.lock, self.path)
 
 
 def try_lock(path: str | os.PathLike) -> _Lock | None:
     """Exclusive lock on a part file if no writer holds it (a context manager), else None."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (held by the returned lock)
-    except FileNotFoundError:
+    path = Path(path)
+    if not path.exists():
         return None
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        return None
-    return _Lock(f)
+    lock = _try_acquire(path)
+    return None if lock is None else _Lock(lock, path)
 
 
 class PartWriter:
@@ -123,14 +141,12 @@ class PartWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
-        self._f = open(self.path, "a+b")  # noqa: SIM115 (closed in close())
-        try:
-            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._f.close()
+        self._lock = _try_acquire(self.path)
+        if self._lock is None:
             raise DatasetError(
                 f"{self.path}: another process is writing this part file (two runs on one output?)"
-            ) from None
+            )
+        self._f = open(self.path, "a+b")  # noqa: SIM115 (closed in close())
         index, valid_end = scan(self.path)
         if valid_end < self.path.stat().st_size:
             self._f.truncate(valid_end)
@@ -146,8 +162,8 @@ class PartWriter:
 
     def close(self) -> None:
         if not self._f.closed:
-            fcntl.flock(self._f.fileno(), fcntl.LOCK_UN)
             self._f.close()
+            _release(self._lock, self.path)
 
     def __enter__(self) -> PartWriter:
         return self
