@@ -2,6 +2,7 @@
 
 import logging
 import math
+import os
 
 import cv2
 import numpy as np
@@ -166,6 +167,11 @@ def test_checkpoints_best_pruning_and_matcher_layout(images, tmp_path):
     hist = OmegaConf.load(exp / "config.yaml")
     assert hist.model.matcher.descriptor_dim == 32
     assert (exp / "val_curves.png").exists()
+    # atomic writes still give the permissions a plain open() would (not mkstemp's 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("checkpoint_best.tar", "config.yaml", "val_history.json", "val_curves.png"):
+        assert (exp / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert "validation at step" in (exp / "log.txt").read_text()
     try:
         import tensorboard  # noqa: F401  (the `train` extra)

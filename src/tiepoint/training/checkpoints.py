@@ -1,4 +1,5 @@
-"""Training checkpoints: atomic writes, pruning, discovery, and architecture checks on load.
+"""Training checkpoints: atomic writes, pruning, discovery, the trainer state they capture and
+restore, and architecture checks on load.
 
 Layout of `checkpoint_<epoch>_<step>[_interrupted].tar` and `checkpoint_best.tar` (plain torch.save,
 loadable with `weights_only=True` — no pickled objects):
