@@ -93,6 +93,9 @@ def _tensorboard(exp_dir: Path):
 
 
 class Trainer:
+    """One rank of a run: builds data, model, optimizer (restoring a checkpoint with `restore`) in
+    `__init__`; `run()` trains until the epochs or a budget end, or Ctrl-C."""
+
     def __init__(
         self,
         exp_dir: Path,
