@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.register(sub)
+    if "train" in sub.choices and "eval" in sub.choices:
+        # `train --run-benchmarks` evaluates checkpoints; training/ does not import evaluation/
+        from .evaluation.training_hook import run_benchmarks
+
+        sub.choices["train"].set_defaults(benchmark_hook=run_benchmarks)
     return parser
 
 

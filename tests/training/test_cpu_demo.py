@@ -104,7 +104,7 @@ def test_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
     assert fh[-1]["match_precision"] >= fh[0]["match_precision"] - 0.01
     assert leuven_corner_error(fine / "checkpoint_best.tar", data_dir) < 5.0
 
-    from tiepoint.training.curves import plot_validation_curves
+    from tiepoint.viz.curves import plot_validation_curves
 
     png = plot_validation_curves(
         {"from scratch (4 layers)": scratch, "fine-tuned official": fine},

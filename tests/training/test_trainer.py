@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import os
 
 import cv2
 import numpy as np
@@ -167,6 +168,11 @@ def test_checkpoints_best_pruning_and_matcher_layout(images, tmp_path):
     hist = OmegaConf.load(exp / "config.yaml")
     assert hist.model.matcher.descriptor_dim == 32
     assert (exp / "val_curves.png").exists()
+    # atomic writes still give the permissions a plain open() would (not mkstemp's 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("checkpoint_best.tar", "config.yaml", "val_history.json", "val_curves.png"):
+        assert (exp / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert "validation at step" in (exp / "log.txt").read_text()
     try:
         import tensorboard  # noqa: F401  (the `train` extra)
@@ -352,7 +358,12 @@ def test_run_benchmarks_evaluates_the_checkpoint(images, tmp_path, data_dir):
         "matcher.filter_threshold=0.0",  # an untrained matcher still returns matches
     ]
     conf.benchmarks = {"pairs": {"overrides": overrides}}
-    exp = train("bench", conf, output_dir=tmp_path, run_benchmarks=True, progress=False)
+    cfg = tmp_path / "bench.yaml"
+    OmegaConf.save(conf, cfg)
+    # through the CLI, which hands evaluation's benchmark hook to the trainer
+    args = ["train", "bench", "--conf", str(cfg), "--output-dir", str(tmp_path)]
+    assert cli_main([*args, "--run-benchmarks"]) == 0
+    exp = tmp_path / "training" / "bench"
     summaries = tmp_path / "results" / "pairs" / "bench" / "0" / "summaries.json"
     assert summaries.exists()
     got = json.loads(summaries.read_text())
@@ -390,3 +401,21 @@ def test_run_benchmarks_evaluates_the_checkpoint(images, tmp_path, data_dir):
     for k in sorted(set(got) - timing):  # the file spells infinity "inf"
         want = float(got[k]) if isinstance(got[k], str) else got[k]
         assert direct[k] == pytest.approx(want, nan_ok=True), k
+
+
+def test_training_does_not_import_evaluation():
+    # floors: training/ sits below evaluation/; the benchmark hook is passed in from the CLI
+    import ast
+    from pathlib import Path
+
+    import tiepoint.training
+
+    for path in Path(tiepoint.training.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any("evaluation" in n for n in names), path.name

@@ -165,7 +165,8 @@ class FeatureMatcher(BaseModel):
         for building a model into which given weights are loaded next."""
         known = cls.full_default_conf()
         off = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in known}
-        return OmegaConf.merge(conf, off)
+        plain = OmegaConf.to_container(conf) if isinstance(conf, DictConfig) else dict(conf)
+        return OmegaConf.merge(plain, off)  # a plain copy: `conf` may be a struct missing the keys
 
     @classmethod
     def conf_from_checkpoint(

@@ -1,5 +1,11 @@
-"""Training: a config-driven trainer for matchers on frozen extractors (see `trainer.py`)."""
+"""Training: a config-driven trainer for matchers on frozen extractors.
 
-from .trainer import DEFAULT_TRAIN_CONF, build_conf, load_experiment, train
+experiment.py (config, lookup, load_experiment) · launch.py (`train`) · trainer.py (the loop) ·
+validation.py · checkpoints.py · feature_cache.py
+"""
 
-__all__ = ["DEFAULT_TRAIN_CONF", "build_conf", "load_experiment", "train"]
+from .experiment import DEFAULT_TRAIN_CONF, build_conf, load_experiment
+from .launch import train
+from .trainer import Trainer
+
+__all__ = ["DEFAULT_TRAIN_CONF", "Trainer", "build_conf", "load_experiment", "train"]

@@ -1,4 +1,5 @@
-"""Training checkpoints: atomic writes, pruning, discovery, and architecture checks on load.
+"""Training checkpoints: atomic writes, pruning, discovery, the trainer state they capture and
+restore, and architecture checks on load.
 
 Layout of `checkpoint_<epoch>_<step>[_interrupted].tar` and `checkpoint_best.tar` (plain torch.save,
 loadable with `weights_only=True` — no pickled objects):
@@ -20,14 +21,14 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from ..config import conf_diff
+from ..atomic import atomic_path
+from ..config import conf_diff, to_container
 from ..errors import WeightsError
 from ..weights import load_torch
 
@@ -35,27 +36,13 @@ _NAME = re.compile(r"^checkpoint_(\d+)_(\d+)(_interrupted)?\.tar$")
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:
-    """torch.save into a temporary file beside `path`, fsync, then rename over it."""
+    """torch.save through `atomic_path` (fsynced before the rename): never half a checkpoint."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def list_checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
@@ -162,6 +149,49 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def training_state(
+    model, conf, optimizer, scheduler, scaler, epoch: int, it: int, step: int, best, last_eval
+) -> dict:
+    """Everything a checkpoint holds (layout in the module docstring)."""
+    return {
+        "model": matcher_state(model),
+        "conf": to_container(conf),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,
+        "iter": it,
+        "step": step,
+        "best": best,
+        "eval": last_eval,
+        "rng": rng_state(),
+        "tiepoint_checkpoint": 1,
+    }
+
+
+def load_matcher_checkpoint(model: torch.nn.Module, path: Path, matcher_conf: dict) -> dict:
+    """Load a checkpoint's matcher weights into `model` after checking the architectures agree;
+    returns the whole checkpoint."""
+    ck = load_checkpoint(path)
+    check_compatible(
+        model.state_dict(),
+        ck["model"],
+        str(path),
+        (ck.get("conf") or {}).get("model", {}).get("matcher"),
+        matcher_conf,
+    )
+    model.load_state_dict(ck["model"], strict=False)
+    return ck
+
+
+def restore_optimization(ck: dict, optimizer, scheduler, scaler) -> None:
+    """Optimizer, LR scheduler and (when both sides have one) gradient-scaler states."""
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["lr_scheduler"])
+    if scaler is not None and ck.get("scaler"):
+        scaler.load_state_dict(ck["scaler"])
 
 
 def matcher_overrides(path: str | os.PathLike) -> list[str]:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
+
+logger = logging.getLogger("tiepoint")
 
 
 def cmd_train(args) -> int:
     from ..config import parse_dotlist
-    from .trainer import train
+    from .launch import train
 
+    hook = args.benchmark_hook if args.run_benchmarks else None
+    if args.run_benchmarks and hook is None:
+        logger.warning("--run-benchmarks: tiepoint.evaluation is not available; skipped")
     items = list(args.overrides)
     if args.mixed_precision:
         items.append(f"train.mixed_precision={args.mixed_precision}")
@@ -23,7 +29,7 @@ def cmd_train(args) -> int:
         output_dir=args.output_dir,
         distributed=args.distributed,
         num_processes=args.num_processes,
-        run_benchmarks=args.run_benchmarks,
+        benchmark_hook=hook,
     )
     print(f"{args.experiment}: {exp_dir}")
     return 0
@@ -75,4 +81,6 @@ def register(subparsers) -> None:
         help="root of outputs/ (default: $TIEPOINT_OUTPUTS or ./outputs)",
     )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=10")
-    p.set_defaults(func=cmd_train)
+    # the benchmark hook comes from evaluation/, which training/ never imports: the top-level CLI
+    # sets it (tiepoint.cli.build_parser) when the evaluation package is there
+    p.set_defaults(func=cmd_train, benchmark_hook=None)
