@@ -159,7 +159,12 @@ def _decode_cv2(data: bytes, max_size: int | None) -> tuple[np.ndarray, tuple[in
 
     Also returns the decoded (W, H), before any reduction.
     """
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we raise our own error
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if arr is None or arr.ndim not in (2, 3) or arr.size == 0:
         return None
     if arr.ndim == 2:
@@ -170,6 +175,8 @@ def _decode_cv2(data: bytes, max_size: int | None) -> tuple[np.ndarray, tuple[in
 
 
 _SAMPLE_FORMAT = {1: "uint", 2: "int", 3: "float"}
+_COMPRESSION = {1: "uncompressed", 5: "LZW", 7: "JPEG", 8: "Deflate", 32773: "PackBits"}
+_COMPRESSION |= {34887: "LERC", 34925: "LZMA", 50000: "ZSTD", 50001: "WebP", 50002: "JPEG XL"}
 
 
 def _describe(path: Path, head: bytes) -> str | None:
@@ -183,7 +190,9 @@ def _describe(path: Path, head: bytes) -> str | None:
             n = int(ifd.get(277, 1))
             bits = ifd.get(258, (1,))
             kind = _SAMPLE_FORMAT.get(int(np.ravel(ifd.get(339, 1))[0]), "unknown")
-            return f"TIFF with {n} {kind}{int(np.ravel(bits)[0])} channel{'s' * (n != 1)}"
+            comp = int(ifd.get(259, 1))
+            comp = _COMPRESSION.get(comp, f"compression {comp}")
+            return f"TIFF with {n} {kind}{int(np.ravel(bits)[0])} channel{'s' * (n != 1)} ({comp})"
         except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError):
             return "TIFF"
     for magic, name in [(b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"BM", "BMP")]:
@@ -237,7 +246,7 @@ def read_image(
             if what is None:
                 raise ImageError(f"{path}: not an image file (unrecognised format)") from None
             raise ImageError(
-                f"{path}: {what} could not be decoded (neither PIL nor OpenCV reads it)"
+                f"{path}: {what} could not be decoded (neither PIL nor OpenCV supports it)"
             ) from None
         arr, size = decoded
     except Image.DecompressionBombError as e:
