@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -84,6 +85,10 @@ def test_exif_orientation_is_applied(tmp_path):
     # the displayed top-left pixel is the stored bottom-left one
     expected = torch.tensor(arr[-1, 0] / 255.0, dtype=torch.float32)
     torch.testing.assert_close(img.tensor[0, :, 0, 0], expected, atol=0.06, rtol=0)
+    # above the decode limit the raw frame is reduced (JPEG draft), then turned upright
+    small, size = images.read_image(path, max_size=10)
+    assert size == (40, 80) and small.shape == (10, 5, 3)
+    np.testing.assert_allclose(small[0, 0], arr[-8:, :8].reshape(-1, 3).mean(0) / 255, atol=0.06)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -98,6 +103,9 @@ def test_exif_point_mapping_matches_pil_exif_transpose(tmp_path, orientation):
     stored.save(path, exif=exif)
     assert images.exif_orientation(path) == orientation
     upright = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    np.testing.assert_array_equal(
+        images._orient_array(raw[..., None], orientation)[..., 0], upright
+    )
     assert images.upright_size(raw_size, orientation) == (upright.shape[1], upright.shape[0])
     ys, xs = np.mgrid[0:4, 0:7]
     pts = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float32)
@@ -120,6 +128,9 @@ def test_huge_image_is_reduced_while_decoding(tmp_path):
     img = images.load(path, resize=1024)
     assert img.original_size == (12000, 9000)
     assert img.tensor.shape == (1, 3, 768, 1024)
+    # decoded at the JPEG's 1/8 DCT scale, not in full and not reduced a second time
+    arr, _ = images.read_image(path, max_size=1024)
+    assert arr.shape == (1125, 1500, 3)
     np.testing.assert_allclose(img.scale, [1024 / 12000, 768 / 9000])
 
 
@@ -141,3 +152,106 @@ def test_arrays_and_tensors_are_accepted():
     assert c.shape == (1, 1, 48, 64)
     with pytest.raises(ImageError, match="shape"):
         images.load(np.zeros((4, 4, 4, 4)))
+
+
+def _write_mode(path_stem: Path, mode: str, w: int, h: int) -> tuple[Path, np.ndarray]:
+    """Write a w×h image of `mode` and return its path with the expected [0, 1] array.
+
+    The expectation comes from the source data (or the palette looked up in numpy), not from
+    the reader under test.
+    """
+    rng = np.random.default_rng(sum(map(ord, mode)))
+    rgb = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    gray = (rng.random((h, w)) * 255).astype(np.uint8)
+    alpha = Image.fromarray((rng.random((h, w)) * 255).astype(np.uint8))
+    tif = path_stem.with_suffix(".tif")
+    png = path_stem.with_suffix(".png")
+    if mode in ("cv2-float32", "cv2-uint16"):  # 3-channel TIFFs as OpenCV writes them (BGR)
+        if mode == "cv2-float32":
+            src = (rng.random((h, w, 3)) * 1.5 - 0.25).astype(np.float32)  # out of [0, 1] too
+            expected = src.clip(0, 1)
+        else:
+            src = (rng.random((h, w, 3)) * 65535).astype(np.uint16)
+            expected = src / 65535.0
+        assert cv2.imwrite(str(tif), np.ascontiguousarray(src[..., ::-1]))
+        return tif, expected
+    if mode in ("P", "PA"):
+        img = Image.fromarray(rgb).convert("P")
+        palette = np.array(img.getpalette(), np.float64).reshape(-1, 3)
+        expected = palette[np.asarray(img)] / 255.0
+        if mode == "PA":
+            img = img.convert("PA")
+            img.putalpha(alpha)
+        img.save(tif if mode == "PA" else png)  # PNG cannot store PA
+        return (tif if mode == "PA" else png), expected
+    if mode == "1":
+        img = Image.fromarray(gray).convert("1")  # dithered
+        img.save(png)
+        return png, np.asarray(img, np.float64)[..., None]
+    if mode in ("L", "LA"):
+        img = Image.fromarray(gray)
+        if mode == "LA":
+            img = img.convert("LA")
+            img.putalpha(alpha)
+        img.save(png)
+        return png, gray[..., None] / 255.0
+    if mode in ("I", "I;16"):
+        deep = (rng.random((h, w)) * 65535).astype(np.int32)
+        img = Image.fromarray(deep.astype(np.uint16) if mode == "I;16" else deep)
+        assert img.mode == mode
+        img.save(png if mode == "I;16" else tif)
+        return (png if mode == "I;16" else tif), deep[..., None] / 65535.0
+    if mode == "F":
+        src = (rng.random((h, w)) * 1.5 - 0.25).astype(np.float32)
+        Image.fromarray(src).save(tif)
+        return tif, src.clip(0, 1)[..., None]
+    img = Image.fromarray(rgb)
+    if mode == "RGBA":
+        img.putalpha(alpha)
+    else:
+        img = img.convert(mode)  # RGB, CMYK, YCbCr
+    img.save(png if mode in ("RGB", "RGBA") else tif)
+    return (png if mode in ("RGB", "RGBA") else tif), rgb / 255.0
+
+
+def _box_reduce(arr: np.ndarray, f: int) -> np.ndarray:
+    h, w, c = arr.shape
+    return arr.reshape(h // f, f, w // f, f, c).mean((1, 3))
+
+
+MODES = ["1", "P", "PA", "L", "LA", "I", "I;16", "F", "RGB", "RGBA", "CMYK", "YCbCr"]
+
+
+@pytest.mark.parametrize("mode", [*MODES, "cv2-float32", "cv2-uint16"])
+@pytest.mark.parametrize("size", [(24, 16), (96, 48)])
+def test_every_mode_is_read_below_and_above_the_decode_limit(tmp_path, mode, size):
+    """Each mode reads to the source values; above REDUCE_ABOVE × max_size it is box-reduced."""
+    max_size = 16
+    path, expected = _write_mode(tmp_path / "img", mode, *size)
+    arr, got_size = images.read_image(path, max_size=max_size)
+    assert got_size == size and arr.dtype == np.float32
+    factor = max(size) // max_size if max(size) > images.REDUCE_ABOVE * max_size else 1
+    assert factor == (1 if size == (24, 16) else 6)
+    if factor > 1:
+        expected = _box_reduce(expected, factor)
+    assert arr.shape == expected.shape
+    # 8-bit reduce rounds to 1/255; YCbCr round-trips through 8-bit chroma
+    atol = {"YCbCr": 4 / 255}.get(mode, 1.01 / 255 if factor > 1 else 1e-6)
+    np.testing.assert_allclose(arr, expected, atol=atol, rtol=0)
+
+
+def test_undecodable_tiff_names_its_format(tmp_path):
+    """A TIFF neither PIL nor OpenCV can decode is described, not called 'not an image'."""
+    path = tmp_path / "zstd.tif"
+    assert cv2.imwrite(str(path), np.zeros((8, 8, 3), np.float32))
+    data = bytearray(path.read_bytes())
+    ifd = int.from_bytes(data[4:8], "little")
+    for i in range(int.from_bytes(data[ifd : ifd + 2], "little")):
+        entry = ifd + 2 + 12 * i
+        if int.from_bytes(data[entry : entry + 2], "little") == 259:  # Compression
+            data[entry + 8 : entry + 10] = (50000).to_bytes(2, "little")  # ZSTD, not built in
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError) as e:
+        images.read_image(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: TIFF with 3 float32 channels (ZSTD)") and "\n" not in msg

@@ -15,10 +15,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -27,23 +28,6 @@ Image.MAX_IMAGE_PIXELS = (
 )
 
 ImageLike = str | os.PathLike | np.ndarray | torch.Tensor
-
-
-def _pil_to_array(img: Image.Image, name: str) -> np.ndarray:
-    """PIL image (any mode) → float32 H×W×C in [0, 1], C ∈ {1, 3}; alpha is dropped."""
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        return (arr / (65535.0 if arr.max() > 255 or mode.startswith("I;16") else 255.0))[
-            ..., None
-        ].clip(0, 1)
-    if mode == "F":
-        return np.asarray(img, dtype=np.float32)[..., None].clip(0, 1)
-    if mode in ("L", "1"):
-        return (np.asarray(img.convert("L"), dtype=np.float32) / 255.0)[..., None]
-    if mode not in ("RGB",):
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.float32) / 255.0
 
 
 EXIF_ORIENTATION_TAG = 0x0112
@@ -101,14 +85,145 @@ def upright_to_raw(points: np.ndarray, orientation: int, raw_size: tuple[int, in
     return np.stack([x, y], -1).astype(np.asarray(points).dtype, copy=False)
 
 
+REDUCE_ABOVE = 2
+"""Reduce while decoding when the long side exceeds REDUCE_ABOVE × max_size (the decode limit)."""
+
+_GRAY = {"1": "L", "L": "L", "LA": "L", "La": "L"}  # everything else 8-bit becomes RGB
+_DEEP = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # > 8 bits: scaled in numpy, not by PIL
+
+
+def _orient_array(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF `orientation` to an H×W×C array exactly as `ImageOps.exif_transpose` would."""
+    return {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: a.swapaxes(0, 1)[::-1],
+    }[orientation](arr)
+
+
+def _reduce_array(arr: np.ndarray, factor: int) -> np.ndarray:
+    """Box-average H×W×C by an integer factor to ⌈H/f⌉×⌈W/f⌉, as PIL's `reduce` does."""
+    if factor < 2:
+        return arr
+    h, w = arr.shape[:2]
+    out = cv2.resize(arr, (-(-w // factor), -(-h // factor)), interpolation=cv2.INTER_AREA)
+    return out.reshape(out.shape[0], out.shape[1], arr.shape[2])
+
+
+def _to_unit(arr: np.ndarray) -> np.ndarray:
+    """Integer samples → [0, 1] by their type's range; floats are taken as [0, 1] intensities.
+
+    Float values outside [0, 1] are clipped (not rescaled: a per-image min/max stretch would make
+    the same scene read differently in every file) and NaN/±inf become 0/1/0.
+    """
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if np.issubdtype(arr.dtype, np.integer):
+        top = np.iinfo(arr.dtype).max
+        return (arr.astype(np.float32) / top).clip(0, 1)
+    return np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0).clip(0, 1)
+
+
+def _factor(size: tuple[int, int], max_size: int | None) -> int:
+    return max(size) // max_size if max_size and max(size) > REDUCE_ABOVE * max_size else 1
+
+
+def _decode_pil(img: Image.Image, max_size: int | None) -> np.ndarray:
+    """An open PIL image (raw frame) → float32 H×W×C in [0, 1], C ∈ {1, 3}; alpha is dropped."""
+    if img.mode in _DEEP:
+        arr = np.asarray(img)
+        if img.mode == "I" and arr.max(initial=0) <= 255:
+            arr = arr.astype(np.uint8)  # 8-bit data promoted to 32-bit ints (e.g. L → I)
+        elif img.mode == "I":
+            arr = arr.clip(0, 65535).astype(np.uint16)  # 32-bit TIFF/PNG ints: 16-bit range
+        arr = _to_unit(arr)[..., None]
+        return _reduce_array(arr, _factor(img.size, max_size))
+    factor = _factor(img.size, max_size)
+    if factor > 1 and img.format == "JPEG":
+        img.draft(img.mode, (img.size[0] // factor, img.size[1] // factor))  # DCT scaling
+        factor = max(img.size) // max_size  # draft chose a scale ≥ the request
+    img = img.convert(_GRAY.get(img.mode, "RGB"))  # palette/bilevel cannot be box-averaged
+    if factor > 1:
+        img = img.reduce(factor)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _decode_cv2(data: bytes, max_size: int | None) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """OpenCV's decoder for what PIL cannot read (e.g. float32/uint16 RGB TIFF); None if it fails.
+
+    Also returns the decoded (W, H), before any reduction.
+    """
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we raise our own error
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if arr is None or arr.ndim not in (2, 3) or arr.size == 0:
+        return None
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    arr = arr[..., 2::-1] if arr.shape[2] >= 3 else arr[..., :1]  # BGR(A) → RGB, gray+alpha → gray
+    arr, size = _to_unit(np.ascontiguousarray(arr)), (arr.shape[1], arr.shape[0])
+    return _reduce_array(arr, _factor(size, max_size)), size
+
+
+_SAMPLE_FORMAT = {1: "uint", 2: "int", 3: "float"}
+_COMPRESSION = {1: "uncompressed", 5: "LZW", 7: "JPEG", 8: "Deflate", 32773: "PackBits"}
+_COMPRESSION |= {34887: "LERC", 34925: "LZMA", 50000: "ZSTD", 50001: "WebP", 50002: "JPEG XL"}
+
+
+def _describe(path: Path, head: bytes) -> str | None:
+    """'TIFF with 3 float32 channels' for a file no decoder could read; None if not an image."""
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        try:
+            with open(path, "rb") as f:
+                ifd = TiffImagePlugin.ImageFileDirectory_v2(f.read(8))
+                f.seek(ifd.next)
+                ifd.load(f)
+            n = int(ifd.get(277, 1))
+            bits = ifd.get(258, (1,))
+            kind = _SAMPLE_FORMAT.get(int(np.ravel(ifd.get(339, 1))[0]), "unknown")
+            comp = int(ifd.get(259, 1))
+            comp = _COMPRESSION.get(comp, f"compression {comp}")
+            return f"TIFF with {n} {kind}{int(np.ravel(bits)[0])} channel{'s' * (n != 1)} ({comp})"
+        except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError):
+            return "TIFF"
+    for magic, name in [(b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"BM", "BMP")]:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def _raw_frame(img: Image.Image, path: Path, max_size: int | None) -> np.ndarray:
+    """PIL's decode, except deep multi-channel TIFFs (PIL keeps only 8 bits): OpenCV's."""
+    if img.format == "TIFF" and img.mode not in _DEEP and max(img.tag_v2.get(258, (8,))) > 8:
+        decoded = _decode_cv2(path.read_bytes(), max_size)
+        if decoded is not None:
+            return decoded[0]
+    return _decode_pil(img, max_size)
+
+
 def read_image(
     path: str | os.PathLike, max_size: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Read an image file as float32 H×W×C in [0, 1] with its EXIF orientation applied.
+    """Read an image file as float32 H×W×C (C ∈ {1, 3}) in [0, 1], EXIF orientation applied.
 
-    Returns the array and the original (W, H). When `max_size` is given and the image is larger,
-    it is reduced while decoding (JPEG draft / integer `reduce`), so a 12000×9000 photo never
-    becomes a multi-GB float array; the caller still resizes exactly afterwards.
+    Every PIL mode is read (bilevel, palette, gray/colour with alpha, 16/32-bit integer, float,
+    CMYK, YCbCr); 8-bit samples map by /255, 16-bit by /65535, floats are clipped to [0, 1].
+    Files PIL cannot open (e.g. OpenCV's float32 RGB TIFFs) go to OpenCV. Returns the array and
+    the original upright (W, H). When `max_size` is given and the long side exceeds
+    REDUCE_ABOVE × max_size, the image is reduced while decoding (JPEG draft, integer box
+    average), so a 12000×9000 photo never becomes a multi-GB float array; the caller still
+    resizes exactly afterwards.
     """
     path = Path(path)
     if not path.exists():
@@ -119,20 +234,26 @@ def read_image(
         raise ImageError(f"{path}: empty file")
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            size = img.size
-            if max_size and max(size) > 2 * max_size:
-                factor = max(size) // max_size  # >= 2; the exact resize happens later
-                if img.format == "JPEG":
-                    img.draft(img.mode, (size[0] // factor, size[1] // factor))
-                img = img.reduce(factor) if img.mode not in ("I;16", "I;16B", "I;16L") else img
-            img.load()
-            arr = _pil_to_array(img, str(path))
+            o = int(img.getexif().get(EXIF_ORIENTATION_TAG, 1))
+            o = o if 1 <= o <= 8 else 1  # the value exif_orientation() reports
+            size = upright_size(img.size, o)
+            arr = _orient_array(_raw_frame(img, path, max_size), o)
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (unrecognised format)") from None
+        data = path.read_bytes()
+        decoded = _decode_cv2(data, max_size)  # no EXIF applied: exif_orientation() says 1 too
+        if decoded is None:
+            what = _describe(path, data[:16])
+            if what is None:
+                raise ImageError(f"{path}: not an image file (unrecognised format)") from None
+            raise ImageError(
+                f"{path}: {what} could not be decoded (neither PIL nor OpenCV supports it)"
+            ) from None
+        arr, size = decoded
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: too large to decode ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: corrupt or truncated image ({str(e).splitlines()[0]})") from None
-    return arr, size
+    return np.ascontiguousarray(arr), size
 
 
 def to_tensor(
