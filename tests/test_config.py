@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tiepoint.api import pipeline_conf
@@ -41,3 +43,47 @@ def test_merge_strict_keeps_defaults_and_refuses_new_nested_keys():
     assert conf.a == 1 and conf.b.c == 3
     with pytest.raises(ConfigError, match="did you mean 'b.c'|did you mean 'c'"):
         merge_strict({"a": 1, "b": {"c": 2}}, {"b": {"cc": 3}})
+
+
+def test_every_registry_lookup_says_did_you_mean():
+    """One spelling of the "unknown name" error across registries, each with its error family."""
+    from tiepoint.datasets import dataset_class
+    from tiepoint.errors import DatasetError, EstimatorError, WeightsError
+    from tiepoint.estimators import estimate_homography
+    from tiepoint.evaluation.benchmarks import get_benchmark
+    from tiepoint.models import model_class
+    from tiepoint.weights import resolve
+
+    cases = [
+        (lambda: model_class("matcher", "lightglu"), ConfigError, "matcher", "lightglue"),
+        (lambda: dataset_class("megadeth"), ConfigError, "dataset", "megadepth"),
+        (lambda: get_benchmark("hpatchs"), DatasetError, "benchmark", "hpatches"),
+        (
+            lambda: estimate_homography([[0, 0]] * 4, [[0, 0]] * 4, estimator="poselb"),
+            EstimatorError,
+            "estimator",
+            "poselib",
+        ),
+        (lambda: resolve("aliked_lightglu"), WeightsError, "weights", "aliked_lightglue"),
+        (lambda: load_preset("pipelines", "sift+n"), ConfigError, "pipeline", "sift+nn"),
+    ]
+    for call, error, kind, near in cases:
+        with pytest.raises(
+            error, match=rf"unknown {kind} '.*' \(did you mean '{re.escape(near)}'\?\); valid: "
+        ):
+            call()
+
+
+def test_conf_diff_lists_every_differing_leaf():
+    from tiepoint.config import conf_diff
+
+    a = {"matcher": {"n_layers": 9, "weights": "x", "loss": {"gamma": 1}}, "resize": 1024}
+    b = {"matcher": {"n_layers": 3, "weights": None, "extra": 1}, "resize": 1024}
+    assert conf_diff(a, b) == [
+        "matcher.extra: None → 1",
+        "matcher.loss: {'gamma': 1} → None",
+        "matcher.n_layers: 9 → 3",
+        "matcher.weights: 'x' → None",
+    ]
+    assert conf_diff(a, b, skip=("weights", "loss", "extra")) == ["matcher.n_layers: 9 → 3"]
+    assert conf_diff(a, a) == []

@@ -71,7 +71,7 @@ def test_explicit_path_always_works(tmp_path):
 
 
 def test_unknown_name_and_missing_path(tmp_path):
-    with pytest.raises(WeightsError, match="unknown weights 'nope'; known: .*aliked_lightglue"):
+    with pytest.raises(WeightsError, match="unknown weights 'nope'; valid: .*aliked_lightglue"):
         weights.resolve("nope")
     with pytest.raises(WeightsError, match="does not exist"):
         weights.resolve(str(tmp_path / "no" / "such" / "file.pth"))

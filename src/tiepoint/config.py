@@ -88,7 +88,7 @@ def unknown_name(
     kind: str, name: Any, valid: Iterable[str], error: type[TiepointError] = ConfigError
 ) -> TiepointError:
     """The one "unknown <kind> 'x' (did you mean 'y'?); valid: ..." error of every name lookup."""
-    valid = sorted(valid)
+    valid = sorted(str(v) for v in valid)  # e.g. "None" for a schedule that may be null
     near = difflib.get_close_matches(str(name), valid, n=1)
     hint = f" (did you mean '{near[0]}'?)" if near else ""
     return error(f"unknown {kind} '{name}'{hint}; valid: {', '.join(valid)}")

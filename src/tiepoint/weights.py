@@ -22,6 +22,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from .atomic import atomic_path
+from .config import unknown_name
 from .errors import WeightsError
 
 logger = logging.getLogger("tiepoint")
@@ -196,7 +197,7 @@ def resolve(
     if name not in WEIGHTS:
         if path.suffix or os.sep in name:
             raise WeightsError(f"weights file {name} does not exist")
-        raise WeightsError(f"unknown weights '{name}'; known: {', '.join(sorted(WEIGHTS))}")
+        raise unknown_name("weights", name, WEIGHTS, WeightsError)
     w = WEIGHTS[name]
     target = cache_path(name)
     if target.is_file():

@@ -22,7 +22,9 @@ def test_presets_apply_under_the_given_conf_and_unknown_features_are_errors():
     assert conf.descriptor_dim == 96 and conf.n_layers == 3  # the given value beats the preset
     assert conf.weights is None  # the preset's weights name is not merged into the conf
     assert DiffGlue.build_conf({"features": "aliked"}).input_dim == 128
-    with pytest.raises(ConfigError, match="unknown LightGlue features 'alikde'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown LightGlue features 'alikde' \(did you mean 'aliked'\?\)"
+    ):
         LightGlue.build_conf({"features": "alikde"})
     with pytest.raises(ConfigError, match="unknown DiffGlue features 'sift'"):
         DiffGlue.preset_conf({"features": "sift"})

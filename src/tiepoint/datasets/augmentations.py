@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..config import lookup
 
 PRESETS = ("lg", "dark", "identity")
 
@@ -53,10 +53,7 @@ class Photometric(nn.Module):
 
     def __init__(self, name: str = "lg", p: float = 0.95, rgb: bool = True):
         super().__init__()
-        if name not in PRESETS:
-            raise ConfigError(
-                f"unknown photometric augmentation '{name}'; valid: {', '.join(PRESETS)}"
-            )
+        lookup(PRESETS, name, "photometric augmentation")
         self.p = p
         steps = {"lg": _lg, "dark": _dark, "identity": lambda rgb: []}[name](rgb)
         self.probs = [q for q, _ in steps]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..config import lookup
 from ..errors import EstimatorError
 from ..geometry.epipolar import normalize_points
 from . import mean_focal
@@ -27,9 +28,7 @@ METHODS = {
 
 
 def _method(name: str) -> int:
-    if name not in METHODS:
-        raise EstimatorError(f"unknown opencv method '{name}'; valid: {', '.join(METHODS)}")
-    return METHODS[name]
+    return lookup(METHODS, name, "opencv method", EstimatorError)
 
 
 def homography(p0, p1, threshold, method="ransac", max_iters=3000, confidence=0.995):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pycolmap
 
+from ..config import unknown_name
 from ..errors import EstimatorError
 
 
@@ -57,7 +58,9 @@ def relative_pose(
     elif method == "essential":
         out = pycolmap.estimate_essential_matrix(p0, p1, cam0, cam1, opts)
     else:
-        raise EstimatorError(f"unknown pycolmap method '{method}'; valid: relative_pose, essential")
+        raise unknown_name(
+            "pycolmap method", method, ("relative_pose", "essential"), EstimatorError
+        )
     if out is None:
         return None, None, None
     pose, inliers = out["cam2_from_cam1"], np.asarray(out["inlier_mask"], bool).ravel()

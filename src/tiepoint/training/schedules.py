@@ -18,6 +18,7 @@ import re
 import torch
 from omegaconf import DictConfig
 
+from ..config import lookup
 from ..errors import ConfigError
 
 OPTIMIZERS = {
@@ -32,10 +33,7 @@ SCHEDULES = (None, "exp", "step", "cosine")
 def build_optimizer(model: torch.nn.Module, conf: DictConfig) -> torch.optim.Optimizer:
     """Optimizer over the trainable parameters (optionally only those matching `opt_regexp`)."""
     name = str(conf.optimizer).lower()
-    if name not in OPTIMIZERS:
-        raise ConfigError(
-            f"train.optimizer: unknown '{conf.optimizer}' (valid: {', '.join(OPTIMIZERS)})"
-        )
+    lookup(OPTIMIZERS, name, "train.optimizer")
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if conf.get("opt_regexp"):
         rx = re.compile(conf.opt_regexp)
@@ -51,10 +49,7 @@ def build_optimizer(model: torch.nn.Module, conf: DictConfig) -> torch.optim.Opt
 def lr_factor(conf: DictConfig, total: int):
     """The multiplier function of the counter for `conf` (the `lr_schedule` section)."""
     kind = conf.get("type")
-    if kind not in SCHEDULES:
-        raise ConfigError(
-            f"train.lr_schedule.type: unknown '{kind}' (valid: exp, step, cosine or null)"
-        )
+    lookup(SCHEDULES, kind, "train.lr_schedule.type")
     start = int(conf.get("start", 0) or 0)
     warmup = int(conf.get("warmup", 0) or 0)
     div10 = float(conf.get("exp_div_10", 10) or 10)

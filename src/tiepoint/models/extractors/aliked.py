@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ... import weights as weights_lib
+from ...config import lookup
 from ...errors import ConfigError, ImageError
 from ..base import Extractor, load_state_strict
 from .deform_conv import DeformConv2d, deform_conv2d
@@ -290,10 +291,7 @@ class ALIKED(Extractor):
         return [conf.weights or conf.model_name]
 
     def _init(self, conf: DictConfig) -> None:
-        if conf.model_name not in CONFIGS:
-            raise ConfigError(
-                f"ALIKED model_name '{conf.model_name}' is unknown; valid: {', '.join(CONFIGS)}"
-            )
+        lookup(CONFIGS, conf.model_name, "ALIKED model_name")
         if int(conf.nms_radius) < 1:
             raise ConfigError(f"ALIKED nms_radius must be >= 1, got {conf.nms_radius}")
         c1, c2, c3, c4, dim, k, m = CONFIGS[conf.model_name]

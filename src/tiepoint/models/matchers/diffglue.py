@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ... import weights as weights_lib
+from ...config import lookup
 from ...errors import ConfigError, WeightsError
 from ..base import FeatureMatcher, state_mismatch
 from ..losses import confidence_loss, deep_supervision_loss, matcher_metrics
@@ -135,10 +136,7 @@ class DiffGlue(FeatureMatcher):
         features = (conf or {}).get("features")
         if features is None:
             return defaults
-        if features not in FEATURES:
-            raise ConfigError(
-                f"unknown DiffGlue features '{features}'; valid: {', '.join(FEATURES)}"
-            )
+        lookup(FEATURES, features, "DiffGlue features")
         return OmegaConf.merge(defaults, FEATURES[features])
 
     def _init(self, conf):

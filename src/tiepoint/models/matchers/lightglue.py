@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ... import weights as weights_lib
-from ...errors import ConfigError
+from ...config import lookup
 from ..base import FeatureMatcher, load_state_strict
 from ..losses import confidence_loss, deep_supervision_loss, matcher_metrics
 
@@ -259,10 +259,7 @@ class LightGlue(FeatureMatcher):
         features = (conf or {}).get("features")
         if features is None:
             return defaults
-        if features not in FEATURES:
-            raise ConfigError(
-                f"unknown LightGlue features '{features}'; valid: {', '.join(FEATURES)}"
-            )
+        lookup(FEATURES, features, "LightGlue features")
         # the preset's weights name is not merged: `pretrained: false` must mean random weights
         return OmegaConf.merge(
             defaults, {k: v for k, v in FEATURES[features].items() if k != "weights"}
