@@ -82,14 +82,43 @@ def test_synthetic_scene_maps_to_the_true_cameras(tmp_path, mapper):
         assert len(verified) == len(pairs)
         # wrong matches are removed: about 90 % of 400 remain
         assert all(300 < v <= 400 for v in verified.values())
-        models = colmap.run_mapping(db, img_dir, tmp_path / "models", opts, len(names))
-    summary, best = colmap.summarize(models, names, pairs, verified, opts)
+        models, used = colmap.run_mapping(db, img_dir, tmp_path / "models", opts, len(names))
+    assert used == mapper  # no fallback on a scene every mapper can map
+    summary, best = colmap.summarize(models, names, pairs, verified, opts, used)
     assert summary.registered == len(names) and not summary.unregistered
     assert summary.mean_reprojection_error < 1.0
     est = {best.image(i).name: best.image(i).projection_center() for i in best.reg_image_ids()}
     src = np.array([est[n] for n in names])
     s, R, t = umeyama(src, centres)
     err = np.linalg.norm((s * (R @ src.T)).T + t - centres, axis=1)
+    assert err.max() < 0.01 * np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()
+
+
+def test_incremental_mapping_of_too_few_images_falls_back_to_global(tmp_path, caplog):
+    """An initial angle above every pair's (≤ 30° here; COLMAP halves it twice: 42.5°) leaves
+    incremental mapping without a model; the global mapper then maps all views."""
+    img_dir, names, pairs, centres, _ = synthetic_scene(tmp_path)
+    opts = colmap.MapperOptions(
+        camera_model="SIMPLE_PINHOLE",
+        camera_params=f"{F},{W / 2},{H / 2}",
+        extra={"mapper.init_min_tri_angle": 170.0},  # also stops the 4° retry: the user's value
+    )
+    db = tmp_path / "database.db"
+    colmap.build_database(
+        db, img_dir, names, tmp_path / "features.h5", tmp_path / "matches.h5", pairs, opts
+    )
+    with colmap.colmap_logging(tmp_path / "colmap.log", verbose=False):
+        verified = colmap.verify(db, pairs, opts)
+        models, used = colmap.run_mapping(db, img_dir, tmp_path / "models", opts, len(names))
+    assert used == "global"
+    assert "incremental mapping registered only 0/6 images; trying the global mapper" in caplog.text
+    summary, best = colmap.summarize(models, names, pairs, verified, opts, used)
+    assert summary.registered == len(names) and summary.mapper == "global"
+    assert "(global)" in summary.report()
+    est = np.array([best.image(i).projection_center() for i in sorted(best.reg_image_ids())])
+    order = [names.index(best.image(i).name) for i in sorted(best.reg_image_ids())]
+    s, R, t = umeyama(est, centres[order])
+    err = np.linalg.norm((s * (R @ est.T)).T + t - centres[order], axis=1)
     assert err.max() < 0.01 * np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()
 
 

@@ -148,7 +148,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("reconstruct", help="folder of images → COLMAP model (SfM)")
     _common(p)
     _pairs_arg(p)
-    p.add_argument("--mapper", choices=["incremental", "global"], default="incremental")
+    p.add_argument(
+        "--mapper",
+        choices=["incremental", "global"],
+        default="incremental",
+        help="incremental retries at a 4° initial triangulation angle, then falls back to global "
+        "(with a warning), when its model holds under half of the images",
+    )
     p.add_argument(
         "--camera-mode",
         choices=["single", "per-image", "per-folder", "auto"],

@@ -222,18 +222,18 @@ class Reconstruction:
         shutil.rmtree(work, ignore_errors=True)
         with colmap.colmap_logging(self.out / "colmap.log", mo.verbose):
             if not self.matches_h5.exists():
-                verified, models = {}, {}
+                verified, models, mapper = {}, {}, mo.mapper
             else:
                 colmap.build_database(
                     db, self.images.root, names, self.features_h5, self.matches_h5, pairs, mo
                 )
                 verified = colmap.verify(db, pairs, mo)
-                models = (
+                models, mapper = (
                     colmap.run_mapping(db, self.images.root, work, mo, len(names))
                     if verified
-                    else {}
+                    else ({}, mo.mapper)
                 )
-        summary, best = colmap.summarize(models, names, pairs, verified, mo)
+        summary, best = colmap.summarize(models, names, pairs, verified, mo, mapper)
         for n, why in self.failed_images.items():
             summary.unregistered[n] = f"feature extraction failed: {why}"
         summary.num_images = len(self.images.names)
