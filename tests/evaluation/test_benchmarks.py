@@ -37,6 +37,24 @@ def test_pairs_missing_folder(tmp_path):
         get_benchmark("pairs", {"root": str(tmp_path / "nope")}).load_pairs()
 
 
+def test_pairs_without_root_uses_only_tiepoint_data(tmp_path, monkeypatch):
+    """No data.root: $TIEPOINT_DATA/pairs or a one-line error, never a folder outside the
+    working directory such as ../shared/data (even when one is there)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    write_pairs_dataset(tmp_path / "shared" / "data", n_h=1, n_pose=1)
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("TIEPOINT_DATA", raising=False)
+    with pytest.raises(DatasetError) as e:
+        get_benchmark("pairs").load_pairs()
+    msg = str(e.value)
+    assert "\n" not in msg and "pass --data-root DIR" in msg and "homography/pairs.txt" in msg
+    monkeypatch.setenv("TIEPOINT_DATA", str(tmp_path / "env"))
+    write_pairs_dataset(tmp_path / "env" / "pairs", n_h=2, n_pose=0)
+    pairs = get_benchmark("pairs").load_pairs()
+    assert [p.image0.parent.parent.parent for p in pairs] == [tmp_path / "env" / "pairs"] * 2
+
+
 def test_pairs_malformed_line_names_file_and_line(tmp_path):
     write_pairs_dataset(tmp_path, n_h=2, n_pose=1)
     path = tmp_path / "homography" / "pairs.txt"

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DatasetError
-from .runner import CURVE_RANGE, TASK_PREFIX, UNITS, read_results, results_dir
+from .run_conf import results_dir
+from .runner import CURVE_RANGE, TASK_PREFIX, UNITS, read_results
 
 DEFAULT_STATS = (
     "mnum_matches",

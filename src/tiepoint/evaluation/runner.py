@@ -7,11 +7,9 @@
         summaries.json    the numbers (AUCs, medians/means), in the field's key naming
         *.png             cumulative error curves
 
-Predictions depend only on `data` and `model`: a changed model or data config on an existing
-tag is refused unless `overwrite`; a changed estimator or threshold re-evaluates the cached
-predictions, and a new tag with the same data+model copies a sibling tag's predictions. Each pair
-is written and flushed with a `done` mark, so an interrupted export resumes where it stopped.
-Only the public `tiepoint.Matcher` API (`extract`, `match_features`) is used.
+Predictions depend only on `data` and `model` (`run_conf.py` decides whether a tag's files may be
+reused; `predictions.py` exports them resumably); a changed estimator or threshold re-evaluates
+the cached predictions. This module evaluates them and writes results, summaries and curves.
 """
 
 from __future__ import annotations
@@ -19,49 +17,37 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
-import shutil
-import time
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ..atomic import atomic_path, atomic_write_text
-from ..config import conf_diff, merge_strict, parse_dotlist, to_container
-from ..errors import ConfigError, DatasetError, ImageError, TiepointError
-from ..estimators import DEFAULT_THRESHOLDS, ESTIMATORS
+from ..estimators import DEFAULT_THRESHOLDS
 from ..geometry.homography import scale_homography
 from ..images import scale_points, target_size
-from ..types import MatchResult
 from . import metrics
-from .benchmarks import HOMOGRAPHY, POSE, Benchmark, Pair, get_benchmark
+from .benchmarks import HOMOGRAPHY, POSE, Benchmark, Pair
 from .download import fetch_dataset
+from .predictions import export_predictions, load_prediction
+from .run_conf import (
+    RunConf,
+    build_conf,
+    check_or_reset,
+    default_tag,
+    results_dir,
+    reuse_sibling_predictions,
+    write_conf,
+)
 
 logger = logging.getLogger("tiepoint")
 
-OUTPUTS_ENV = "TIEPOINT_OUTPUTS"
 TASK_PREFIX = {HOMOGRAPHY: "homography", POSE: "pose"}
 AUC_KEYS = {HOMOGRAPHY: ("H_error_dlt", "H_error_ransac"), POSE: ("rel_pose_error",)}
 UNITS = {HOMOGRAPHY: "px", POSE: "°"}
 CURVE_RANGE = {HOMOGRAPHY: 10.0, POSE: 30.0}
-
-
-def outputs_root(output_dir: str | os.PathLike | None = None) -> Path:
-    return Path(output_dir or os.environ.get(OUTPUTS_ENV, "outputs"))
-
-
-def results_dir(benchmark: str, tag: str, output_dir=None) -> Path:
-    return outputs_root(output_dir) / "results" / benchmark / tag
-
-
-# ------------------------------------------------------------------ small I/O helpers
 
 
 def _json_safe(v):
@@ -80,247 +66,7 @@ def _json_safe(v):
     return v
 
 
-def pair_key(name: str) -> str:
-    """A pair name as one flat HDF5 group name."""
-    return name.replace("/", "|")
-
-
-def default_tag(pipeline, estimator, ransac_th, overrides: Sequence[str], weights) -> str:
-    tag = pipeline if isinstance(pipeline, str) else "custom"
-    tag = Path(tag).stem if tag.endswith((".yaml", ".yml")) else tag
-    if weights:
-        tag += f"_{Path(str(weights)).stem}"
-    if estimator:
-        tag += f"_{estimator}"
-    if ransac_th is not None:
-        tag += "_sweep" if float(ransac_th) < 0 else f"_th{float(ransac_th):g}"
-    if overrides:
-        tag += "_" + ":".join(overrides)
-    return re.sub(r"[^A-Za-z0-9_.+:=@,-]", "-", tag)
-
-
-# ------------------------------------------------------------------ configuration
-@dataclass
-class RunConf:
-    benchmark: Benchmark
-    data: dict
-    model: dict
-    eval: dict
-    pipeline_overrides: list[str]
-
-    def export_part(self) -> dict:
-        """What the predictions depend on (the data root is not: moving the data is fine)."""
-        data = {k: v for k, v in self.data.items() if k != "root"}
-        return {"benchmark": self.benchmark.name, "data": data, "model": self.model}
-
-
-def split_overrides(overrides: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
-    data, ev, model = [], [], []
-    for o in overrides or []:
-        if "=" not in o:
-            raise ConfigError(f"override '{o}' must look like key=value")
-        if o.startswith("data."):
-            data.append(o[len("data.") :])
-        elif o.startswith("eval."):
-            ev.append(o[len("eval.") :])
-        else:
-            model.append(o)
-    return data, ev, model
-
-
-def build_conf(
-    benchmark: str,
-    pipeline,
-    estimator=None,
-    ransac_th=None,
-    overrides=(),
-    data_root=None,
-    weights=None,
-) -> RunConf:
-    from ..api import pipeline_conf
-
-    data_ov, eval_ov, model_ov = split_overrides(overrides)
-    data_conf = OmegaConf.merge(
-        parse_dotlist(data_ov), {"root": str(data_root)} if data_root else {}
-    )
-    bench = get_benchmark(benchmark, data_conf)
-    ev_ov = to_container(parse_dotlist(eval_ov))
-    # estimator options are free-form (each backend checks its own): kept out of the strict merge
-    options = {**bench.eval_conf.get("options", {}), **(ev_ov.pop("options", None) or {})}
-    base = {k: v for k, v in bench.eval_conf.items() if k != "options"}
-    ev = to_container(merge_strict(base, ev_ov, where="eval"))
-    ev["options"] = options
-    if estimator is not None:
-        ev["estimator"] = estimator
-    if ransac_th is not None:
-        ev["ransac_th"] = float(ransac_th)
-    if ev["estimator"] not in ESTIMATORS:
-        from ..errors import EstimatorError
-
-        raise EstimatorError(
-            f"unknown estimator '{ev['estimator']}'; valid: {', '.join(ESTIMATORS)}"
-        )
-    if ev["ransac_th"] is not None and float(ev["ransac_th"]) == 0:
-        raise ConfigError("ransac_th must be > 0, or -1 for the standard sweep")
-    # the benchmark protocol fixes the network input size; everything else is the pipeline's
-    prep = {"preprocessing": {"resize": bench.conf.resize, "side": bench.conf.side}}
-    model_conf = pipeline_conf(pipeline, OmegaConf.merge(parse_dotlist(model_ov), prep))
-    model = {
-        "pipeline": pipeline if isinstance(pipeline, str) else "custom",
-        **to_container(model_conf),
-        "weights": str(weights) if weights else None,
-    }
-    return RunConf(bench, to_container(bench.conf), model, ev, model_ov)
-
-
-def _diff(a, b) -> str | None:
-    """First differing key between two nested dicts, as 'key: old → new'."""
-    return next(iter(conf_diff(a, b)), None)
-
-
-def load_conf(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-
-
-def check_or_reset(out: Path, conf: RunConf, overwrite: bool) -> None:
-    saved = load_conf(out / "conf.yaml")
-    if saved is None:
-        return
-    old = {
-        "benchmark": saved.get("benchmark"),
-        "data": {k: v for k, v in (saved.get("data") or {}).items() if k != "root"},
-        "model": saved.get("model"),
-    }
-    d = _diff(old, conf.export_part())
-    if d is None:
-        return
-    if not overwrite:
-        raise ConfigError(
-            f"{out} holds predictions of a different configuration ({d}); "
-            "pass --overwrite to replace them or choose another --tag"
-        )
-    logger.info("overwriting %s (%s)", out, d)
-    for name in ("predictions.h5", "results.h5", "summaries.json"):
-        (out / name).unlink(missing_ok=True)
-
-
-def reuse_sibling_predictions(out: Path, conf: RunConf) -> None:
-    """Copy predictions of another tag of the same benchmark with the same data+model config."""
-    if (out / "predictions.h5").exists() or not out.parent.is_dir():
-        return
-    want = conf.export_part()
-    for sib in sorted(out.parent.iterdir()):
-        if sib == out or not (sib / "predictions.h5").exists():
-            continue
-        saved = load_conf(sib / "conf.yaml")
-        if not saved:
-            continue
-        old = {
-            "benchmark": saved.get("benchmark"),
-            "data": {k: v for k, v in (saved.get("data") or {}).items() if k != "root"},
-            "model": saved.get("model"),
-        }
-        if _diff(old, want) is None:
-            logger.info("reusing the predictions of tag '%s'", sib.name)
-            with atomic_path(out / "predictions.h5") as tmp:
-                shutil.copyfile(sib / "predictions.h5", tmp)
-            return
-
-
-def write_conf(out: Path, conf: RunConf) -> None:
-    text = OmegaConf.to_yaml(
-        OmegaConf.create(
-            {
-                "benchmark": conf.benchmark.name,
-                "data": conf.data,
-                "model": conf.model,
-                "eval": conf.eval,
-            }
-        )
-    )
-    atomic_write_text(out / "conf.yaml", text)
-
-
-# ------------------------------------------------------------------ export
-def open_predictions(path: Path) -> h5py.File:
-    """Open for appending; a file that HDF5 cannot read (crash mid-write) is set aside, not trusted."""
-    try:
-        return h5py.File(path, "a")
-    except OSError as e:
-        bad = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        logger.warning("%s is unreadable (%s); moved to %s and starting over", path, e, bad.name)
-        os.replace(path, bad)
-        return h5py.File(path, "a")
-
-
-def completed_pairs(f: h5py.File) -> set[str]:
-    done = set()
-    for key in list(f.keys()):
-        if f[key].attrs.get("done", False):
-            done.add(key)
-        else:  # written partly before an interruption
-            del f[key]
-    return done
-
-
-class _FeatureCache:
-    """Features of recently seen images (HPatches reuses image 1 five times) and their cost."""
-
-    def __init__(self, matcher, size: int = 4):
-        self.matcher, self.size, self.items = matcher, size, OrderedDict()
-
-    def __call__(self, path: Path, pair: Pair):
-        key = str(path)
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
-        t = time.perf_counter()
-        try:
-            feats = self.matcher.extract(path)
-        except ImageError as e:
-            raise DatasetError(f"{pair.source or pair.name}: {e}") from None
-        item = (feats, time.perf_counter() - t)
-        self.items[key] = item
-        if len(self.items) > self.size:
-            self.items.popitem(last=False)
-        return item
-
-
-def export_predictions(pairs: list[Pair], path: Path, make_matcher, progress: bool = True) -> int:
-    """Match every pair not yet in `path`; returns the number of pairs newly matched."""
-    with open_predictions(path) as f:
-        done = completed_pairs(f)
-        todo = [p for p in pairs if pair_key(p.name) not in done]
-        if not todo:
-            return 0
-        if done:
-            logger.info("resuming: %d of %d pairs already in %s", len(done), len(pairs), path.name)
-        matcher = make_matcher()
-        cache = _FeatureCache(matcher)
-        for p in tqdm(todo, desc="matching", unit="pair", disable=not progress):
-            f0, t0 = cache(p.image0, p)
-            f1, t1 = cache(p.image1, p)
-            t = time.perf_counter()
-            r = matcher.match_features(f0, f1)
-            t_match = time.perf_counter() - t
-            r.timings = {"extract": t0 + t1, "match": t_match}
-            g = f.create_group(pair_key(p.name))
-            r.to_h5(g)
-            g.attrs["done"] = True  # written last: a group without it is redone on resume
-            f.flush()
-        return len(todo)
-
-
 # ------------------------------------------------------------------ evaluation
-def _load_pred(f: h5py.File, p: Pair) -> MatchResult:
-    key = pair_key(p.name)
-    if key not in f:
-        raise DatasetError(f"pair {p.name} missing from {f.filename}; run the export again")
-    return MatchResult.from_h5(f[key])
-
-
 def _thresholds(ev: dict, task: str) -> list[float]:
     th = ev.get("ransac_th")
     if th is None:
@@ -338,7 +84,7 @@ def evaluate_task(
     opts = dict(ev.get("options") or {})  # estimator options, e.g. eval.options.method=usac_magsac
     base, robust = [], {th: [] for th in ths}
     for p in tqdm(pairs, desc=f"evaluating {TASK_PREFIX[task]}", unit="pair", disable=not progress):
-        d = _load_pred(f, p)
+        d = load_prediction(f, p)
         pts0, pts1 = d.points0.astype(np.float64), d.points1.astype(np.float64)
         scores, n_kpts = d.scores.astype(np.float64), (len(d.keypoints0) + len(d.keypoints1)) / 2
         if task == HOMOGRAPHY:
@@ -531,4 +277,4 @@ def format_summaries(summaries: dict, groups: bool = False) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TiepointError", "evaluate", "format_summaries", "read_results", "results_dir", "run"]
+__all__ = ["evaluate", "evaluate_task", "format_summaries", "read_results", "run"]

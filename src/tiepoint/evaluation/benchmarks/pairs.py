@@ -1,6 +1,6 @@
 """Generic pairs: a homography manifest and/or a relative-pose manifest, no download needed.
 
-Layout (as in the project's shared data, see its README):
+Layout (docs/datasets.md; the folder is `--data-root`/`data.root`, else $TIEPOINT_DATA/pairs):
     <root>/homography/pairs.txt   img0 img1 h00 h01 h02 h10 h11 h12 h20 h21 h22
     <root>/pose/pairs.txt         img0 img1 fx0 fy0 cx0 cy0 fx1 fy1 cx1 cy1 r00 … r22 t0 t1 t2
 Image paths are relative to the manifest's folder; H maps img0 pixels to img1 pixels; the pose
@@ -9,7 +9,6 @@ maps camera 0 to camera 1 (X1 = R X0 + t). Metrics are computed in original-imag
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,17 +83,17 @@ class PairsBenchmark(Benchmark):
 
     @property
     def root(self) -> Path:
-        if self.conf.root:
-            return Path(self.conf.root)
-        for cand in (data_root() / "pairs", Path(os.pardir) / "shared" / "data"):
-            if cand.is_dir():
-                return cand
-        return data_root() / "pairs"
+        # no guessing beyond $TIEPOINT_DATA/pairs: a folder picked by accident gives wrong numbers
+        return Path(self.conf.root) if self.conf.root else data_root() / "pairs"
 
     def missing_message(self) -> str:
+        if self.conf.root:
+            problem = f"dataset folder {self.root} not found"
+        else:
+            problem = f"no data root given and {self.root} ($TIEPOINT_DATA/pairs) does not exist"
         return (
-            f"pairs: dataset folder {self.root} not found; pass --data-root DIR (or data.root=DIR) "
-            f"with {MANIFESTS[HOMOGRAPHY]} and/or {MANIFESTS[POSE]} inside"
+            f"pairs: {problem}; pass --data-root DIR (or data.root=DIR), a folder with "
+            f"{MANIFESTS[HOMOGRAPHY]} and/or {MANIFESTS[POSE]} (docs/datasets.md)"
         )
 
     def _read_pairs(self) -> Iterator[Pair]:
