@@ -37,6 +37,11 @@ def opencv_doc_images(tmp_path_factory) -> Path:
     r = subprocess.run(
         ["apt-get", "download", "opencv-doc"], cwd=dl, capture_output=True, text=True
     )
+    if r.returncode and os.geteuid() == 0:  # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+        r = subprocess.run(
+            ["apt-get", "download", "opencv-doc"], cwd=dl, capture_output=True, text=True
+        )
     debs = list(dl.glob("opencv-doc_*.deb"))
     if r.returncode or not debs:
         unavailable(f"cannot download opencv-doc: {r.stderr.strip()[:200]}")
