@@ -10,7 +10,9 @@ own resolution): the GT is computed at the grid's cell centres, not resampled fr
 
 Each function returns `warp` (B,h,w,2) — normalised (x, y) in image 1 — and `prob` (B,h,w) in
 {0, 1}: 1 where the correspondence is known and lands inside image 1. Where `prob` is 0 the warp is
-still finite (0 where undefined) so losses can mask it without NaN gradients.
+still the geometric projection when it is finite (DKM's coarse-to-fine mask compares predictions
+with it, occluded or out-of-image targets included) and 0 where it is not, so losses can mask it
+without NaN gradients.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ def to_normalized(x: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
 
 
 def _finish(u1: torch.Tensor, valid: torch.Tensor, shape, dtype) -> tuple[torch.Tensor, ...]:
-    inside = valid & torch.isfinite(u1).all(-1) & (u1.abs() < 1).all(-1)
-    u1 = torch.where(inside[..., None], u1, torch.zeros_like(u1))
+    finite = torch.isfinite(u1).all(-1)
+    inside = valid & finite & (u1.abs() < 1).all(-1)
+    u1 = torch.where(finite[..., None], u1, torch.zeros_like(u1))
     return u1.reshape(*shape, 2).to(dtype), inside.reshape(shape).to(dtype)
 
 
