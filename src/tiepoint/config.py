@@ -35,6 +35,17 @@ def closest_key(key: str, conf: DictConfig) -> str | None:
     return match[0] if match else None
 
 
+def _open_empty(conf: DictConfig) -> None:
+    """Let empty sub-dicts (e.g. `optimizer_options: {}`) take any key, as merge_strict promises."""
+    for k in conf:
+        v = conf._get_node(k)
+        if isinstance(v, DictConfig):
+            if len(v) == 0:
+                OmegaConf.set_struct(v, False)
+            else:
+                _open_empty(v)
+
+
 def merge_strict(
     default: DictConfig | dict, *overrides: DictConfig | dict | None, where: str = ""
 ) -> DictConfig:
@@ -45,6 +56,7 @@ def merge_strict(
     base = default if isinstance(default, DictConfig) else OmegaConf.create(default)
     base = OmegaConf.merge(base)  # copy
     OmegaConf.set_struct(base, True)
+    _open_empty(base)
     for ov in overrides:
         if ov is None:
             continue

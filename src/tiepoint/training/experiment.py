@@ -33,13 +33,15 @@ DEFAULT_TRAIN_CONF = {
     "optimizer_options": {},
     "opt_regexp": None,  # train only parameters whose name matches
     "lr": 1e-4,
+    "param_groups": None,  # [{regexp: <param name regexp>, lr: ..., ...}]: per-module options
     "lr_schedule": {
-        "type": None,  # null | exp | step | cosine
+        "type": None,  # null | exp | step | cosine | multistep
         "on_epoch": True,  # counter advances per epoch (else per iteration)
         "start": 0,
         "exp_div_10": 10,
         "step_size": 1,
         "gamma": 0.1,
+        "milestones": None,  # multistep: counts, or fractions (< 1) of `total`
         "min_factor": 0.0,
         "total": None,
         "warmup": 0,
