@@ -88,13 +88,14 @@ def reference_half(args) -> None:
     if args.variant == "dkm":
         sys.path.insert(0, args.src)
         import dkm.models.dkm as dkm_mod
-        import dkm.models.model_zoo.DKMv3 as zoo
+        from dkm.models.model_zoo.DKMv3 import DKMv3
 
-        original_load = zoo.RegressionMatcher.load_state_dict
-        zoo.RegressionMatcher.load_state_dict = lambda self, *a, **k: None  # DKMv3() loads weights
+        matcher = dkm_mod.RegressionMatcher
+        original_load = matcher.load_state_dict
+        matcher.load_state_dict = lambda self, *a, **k: None  # DKMv3() loads the weights it gets
         torch.manual_seed(0)
-        model = zoo.DKMv3(None, 540, 720, upsample_preds=True, device=torch.device("cpu"))
-        zoo.RegressionMatcher.load_state_dict = original_load
+        model = DKMv3(None, 540, 720, upsample_preds=True, device=torch.device("cpu"))
+        matcher.load_state_dict = original_load
         _randomize(model, torch)
         torch.save(model.state_dict(), out / "ref_state.pth")
         original_ops = dkm_mod.get_tuple_transform_ops
@@ -116,7 +117,8 @@ def reference_half(args) -> None:
         from networks.dkm.models.model_zoo.DKMv3 import DKMv3
 
         torch.manual_seed(0)
-        model = DKMv3(weights=None, h=672, w=896)
+        model = DKMv3(weights=None, h=args.gim_size[0], w=args.gim_size[1])
+        model.upsample_res = tuple(args.gim_size[2:])
         _randomize(model, torch)
         # GIM's Lightning checkpoint layout: `model.` prefix, plus a classifier the loader drops
         state = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -168,7 +170,7 @@ def main_half(args) -> None:
         out = Path(args.out) / variant
         cmd = [args.ref_python, str(HERE), "--reference", "--variant", variant, "--src", src]
         cmd += ["--out", str(out), "--image0", args.image0, "--image1", args.image1]
-        cmd += ["--cases", *args.cases]
+        cmd += ["--cases", *args.cases, "--gim-size", *map(str, args.gim_size)]
         print("reference:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         ref_times = json.loads((out / "ref_timings.json").read_text())
@@ -184,15 +186,21 @@ def main_half(args) -> None:
                 ("no_upsample", None),
                 ("pil_upsample", [864, 1152]),
             ]
+            ours = {}  # ours sees the same input in the two upsample cases: run it once
             for case, up in cases:
                 if case not in args.cases:
                     continue
-                model = DKM(
-                    {"preset": "outdoor", "weights": str(out / "ref_state.pth"), "upsample_res": up}
-                ).eval()
-                t = time.time()
-                pred = model({"image0": imgs[0], "image1": imgs[1]})
-                dt = time.time() - t
+                if str(up) not in ours:
+                    model = DKM(
+                        {
+                            "preset": "outdoor",
+                            "weights": str(out / "ref_state.pth"),
+                            "upsample_res": up,
+                        }
+                    ).eval()
+                    t = time.time()
+                    ours[str(up)] = model({"image0": imgs[0], "image1": imgs[1]}), time.time() - t
+                pred, dt = ours[str(up)]
                 ref = torch.load(out / f"ref_{case}.pt")
                 results[f"dkm_{case}"] = {
                     **compare(ref, pred),
@@ -202,7 +210,9 @@ def main_half(args) -> None:
                 print(case, json.dumps(results[f"dkm_{case}"]), flush=True)
         else:
             inputs = torch.load(out / "inputs.pt")
-            model = DKM({"preset": "gim", "weights": str(out / "ref_state.pth")}).eval()
+            h, w, uh, uw = args.gim_size
+            conf = {"resize": [h, w], "upsample_res": [uh, uw]}
+            model = DKM({"preset": "gim", "weights": str(out / "ref_state.pth"), **conf}).eval()
             t = time.time()
             pred = model(inputs)
             dt = time.time() - t
@@ -225,6 +235,14 @@ def main() -> None:
     p.add_argument("--image0", default=str(DATA / "img1.png"))
     p.add_argument("--image1", default=str(DATA / "img3.png"))
     p.add_argument("--out", default="/tmp/dkm_parity")
+    p.add_argument(
+        "--gim-size",
+        nargs=4,
+        type=int,
+        default=[672, 896, 1152, 1536],
+        metavar=("H", "W", "UP_H", "UP_W"),
+        help="GIM internal and upsample sizes (GIM's demo: 672 896 1152 1536)",
+    )
     p.add_argument(
         "--cases", nargs="+", default=["upsample", "no_upsample", "pil_upsample"], help="DKM cases"
     )
