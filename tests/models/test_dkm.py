@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from tiepoint.errors import ConfigError, WeightsError
+from tiepoint.errors import ConfigError, ImageError, WeightsError
 from tiepoint.models import model_class
 from tiepoint.models.backbones.resnet import ResNet50, resnet50_state_keys
 from tiepoint.models.dense.dkm import DKM
@@ -214,6 +214,10 @@ def test_degenerate_images_give_finite_outputs(small_model):
             pred = small_model({"image0": a, "image1": b})
             assert pred["warp"].shape == (a.shape[0], 96, 256, 4)
             assert torch.isfinite(pred["warp"]).all() and torch.isfinite(pred["certainty"]).all()
+    with pytest.raises(ImageError, match="batch sizes differ"):
+        small_model({"image0": torch.rand(2, 3, 8, 8), "image1": torch.rand(1, 3, 8, 8)})
+    with pytest.raises(ImageError, match="image1"):
+        small_model({"image0": torch.rand(1, 3, 8, 8), "image1": torch.rand(3, 8, 8)})
 
 
 def test_training_mode_keeps_per_scale_outputs_and_gradients():

@@ -17,6 +17,7 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...config import lookup
+from ...errors import ImageError
 from ..backbones.resnet import ResNet50
 from ..base import DenseMatcher, load_state_strict
 from .decoder import DFN
@@ -248,8 +249,8 @@ class DKM(DenseMatcher):
     def _forward(self, data: dict) -> dict:
         image0, image1 = data["image0"], data["image1"]
         if image0.shape[0] != image1.shape[0]:
-            raise ValueError(
-                f"image0/image1 batch sizes differ: {image0.shape[0]} vs {image1.shape[0]}"
+            raise ImageError(
+                f"DKM: image0 and image1 batch sizes differ ({image0.shape[0]} vs {image1.shape[0]})"
             )
         f0, f1 = self._pyramids(image0, image1, self.conf.resize)
         scales = self._decode(f0, f1, [32, 16, 8, 4, 2, 1])
