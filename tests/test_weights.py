@@ -159,7 +159,14 @@ def test_offline_mode(home, monkeypatch):
 
 
 # files no wheel carries and no URL was reachable for: no checksum could be computed
-UNVERIFIED = {"superpoint", "superpoint_lightglue", "sift_lightglue"}
+UNVERIFIED = {
+    "superpoint",
+    "superpoint_lightglue",
+    "sift_lightglue",
+    "dkmv3_outdoor",
+    "dkmv3_indoor",
+    "gim_dkm_100h",
+}
 
 
 @pytest.mark.parametrize("name", sorted(weights.WEIGHTS))

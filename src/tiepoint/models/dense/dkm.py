@@ -1,0 +1,285 @@
+"""DKMv3 (Edstedt et al., "DKM: Dense Kernelized Feature Matching", CVPR 2023), our own code that
+reproduces `Parskatt/DKM` (`dkm/models/dkm.py`, `model_zoo/DKMv3.py`) and GIM's fork of it.
+
+ResNet-50 pyramid → 1×1 projections at 32/16 → GP kernel regression + DFN decoder at 32 and 16
+(absolute coordinates + certainty logit) → ConvRefiners at 16/8/4/2/1 (local correlation around the
+warp target, radii 7/3/2) → certainty rule of DKM's `match`. With `upsample_res` an inference-time
+second pass re-runs only the refiners 8/4/2/1 on the images resized to that size, starting from the
+low-resolution warp (DKM's `upsample_preds`). See docs/dkm.md for the parity measurements.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from ... import weights as weights_lib
+from ...config import lookup
+from ...errors import ImageError
+from ..backbones.resnet import ResNet50
+from ..base import DenseMatcher, load_state_strict
+from .decoder import DFN
+from .gp import GP, grid_coords
+from .refiner import ConvRefiner
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BLACK_LEVEL = 1 / 32  # GIM: a pixel with every RGB channel below this gets certainty 0
+
+# official settings per checkpoint; `weights` is used only with `pretrained: true`
+PRESETS = {
+    "outdoor": {  # DKMv3_outdoor(): PIL bicubic resize, ImageNet normalisation
+        "resize": [540, 720],
+        "upsample_res": [864, 1152],
+        "resize_mode": "bicubic",
+        "normalize": True,
+        "black_mask": False,
+        "weights": "dkmv3_outdoor",
+    },
+    "indoor": {
+        "resize": [480, 640],
+        "upsample_res": None,
+        "resize_mode": "bicubic",
+        "normalize": True,
+        "black_mask": False,
+        "weights": "dkmv3_indoor",
+    },
+    "gim": {  # GIM's demo: DKMv3(h=672, w=896), its fork's F.interpolate on unnormalised tensors
+        "resize": [672, 896],
+        "upsample_res": [1152, 1536],
+        "resize_mode": "bilinear",
+        "normalize": False,
+        "black_mask": True,
+        "weights": "gim_dkm_100h",
+    },
+}
+
+# (in_dim, hidden_dim, displacement-embedding dim, local-correlation radius) of DKMv3's refiners
+REFINERS = {
+    "16": (2 * 512 + 128 + 15**2, 2 * 512 + 128 + 15**2, 128, 7),
+    "8": (2 * 512 + 64 + 7**2, 2 * 512 + 64 + 7**2, 64, 3),
+    "4": (2 * 256 + 32 + 5**2, 2 * 256 + 32 + 5**2, 32, 2),
+    "2": (2 * 64 + 16, 128 + 16, 16, None),
+    "1": (2 * 3 + 6, 24, 6, None),
+}
+
+
+class _Encoder(nn.Module):
+    """Holds the ResNet as `net` so that state keys read `encoder.net.*` as in DKM."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = ResNet50(
+            with_fc=False
+        )  # DKM's checkpoints carry an unused fc: the loader drops it
+
+
+class _Decoder(nn.Module):
+    """Holds DKM's decoder parts under their checkpoint names (`decoder.{embedding_decoder, gps,
+    proj, conv_refiner}`); the multi-scale loop lives in `DKM._decode`."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding_decoder = DFN(("32", "16"), internal_dim=384, feat_dim=256, gp_dim=256)
+        self.gps = nn.ModuleDict({s: GP(gp_dim=256, T=0.2, sigma_noise=0.1) for s in ("32", "16")})
+        self.proj = nn.ModuleDict(
+            {"16": nn.Conv2d(1024, 512, 1, 1), "32": nn.Conv2d(2048, 512, 1, 1)}
+        )
+        self.conv_refiner = nn.ModuleDict(
+            {
+                s: ConvRefiner(i, h, 3, 5, 8, displacement_emb_dim=e, local_corr_radius=r)
+                for s, (i, h, e, r) in REFINERS.items()
+            }
+        )
+
+
+def _up(x: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class DKM(DenseMatcher):
+    """DKMv3 dense matcher; `preset` outdoor | indoor | gim picks the official settings.
+
+    Output of `forward` (besides `warp`/`certainty`, see `DenseMatcher`):
+    `scales`: {s: {"flow": (B',2,h_s,w_s), "logits": (B',1,h_s,w_s)}} for s in 32, 16, 8, 4, 2, 1 of
+    the main pass (at `resize`), the raw per-scale predictions DKM's loss is computed on: `flow` are
+    the absolute normalised target coordinates in the other image, `logits` the accumulated
+    certainty logits (before DKM's `match` rule). B' = 2B when symmetric (rows 0..B-1: image 0 →
+    image 1, rows B..2B-1: image 1 → image 0), else B. Flow and logits are detached between scales
+    (DKM's `detach=True`). With the upsample pass (eval mode only) `scales_upsampled` holds the
+    same for s in 8, 4, 2, 1 at `upsample_res`.
+    """
+
+    default_conf = {
+        "name": "dkm",
+        "preset": "outdoor",
+        "pretrained": True,  # false: random initialisation (tests, training from scratch)
+        "weights": None,  # None → the preset's registered weights; or a path
+        "resize": [540, 720],  # internal (h, w) of the main pass
+        "upsample_res": [864, 1152],  # (h, w) of the inference-time second pass; null: none
+        "resize_mode": "bicubic",  # bicubic (antialiased, as DKM's PIL resize) | bilinear (GIM)
+        "normalize": True,  # ImageNet mean/std (official DKM) or none (GIM)
+        "black_mask": False,  # GIM: certainty 0 where every RGB channel < 1/32
+        "symmetric": True,
+    }
+    symmetric = True
+
+    @classmethod
+    def preset_conf(cls, conf=None):
+        defaults = cls.full_default_conf()
+        preset = (conf or {}).get("preset") or defaults.preset
+        settings = dict(lookup(PRESETS, preset, "DKM preset"))
+        settings.pop("weights")  # `weights: null` stays "the preset's, when pretrained"
+        return OmegaConf.merge(defaults, settings)
+
+    @classmethod
+    def weight_names(cls, conf=None) -> list[str]:
+        conf = cls.build_conf(conf)
+        if conf.weights is not None:
+            return [conf.weights]
+        return [PRESETS[conf.preset]["weights"]] if conf.pretrained else []
+
+    def _init(self, conf):
+        lookup(("bicubic", "bilinear"), conf.resize_mode, "DKM resize_mode")
+        self.symmetric = bool(conf.symmetric)
+        self.encoder = _Encoder()
+        self.decoder = _Decoder()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        names = self.weight_names(conf)
+        if names:
+            self.load_checkpoint(names[0])
+
+    # ---------------------------------------------------------------- weights
+    @staticmethod
+    def official_state(state: dict) -> dict:
+        """A DKM / GIM checkpoint → our state dict: unwrap `state_dict`, strip GIM's Lightning
+        `model.` prefix, drop the ResNet classifier `encoder.net.fc.*` (unused by DKM)."""
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            return state
+        out = {}
+        for k, v in state.items():
+            k = k[len("model.") :] if k.startswith("model.") else k
+            if not k.startswith("encoder.net.fc."):
+                out[k] = v
+        return out
+
+    def load_checkpoint(self, name_or_path) -> None:
+        """Load official DKMv3 / GIM weights (or a file of ours) strictly; a checkpoint of another
+        architecture raises one WeightsError line naming the first key that does not fit."""
+        state = self.official_state(weights_lib.load_state_dict(name_or_path))
+        load_state_strict(self, state, name_or_path, "DKM")
+
+    # ---------------------------------------------------------------- network
+    def _prepare(self, image: torch.Tensor, size) -> torch.Tensor:
+        """[0,1] RGB at any size → the network's input at `size` (resize, then normalise)."""
+        if image.shape[1] == 1:
+            image = image.expand(-1, 3, -1, -1)
+        image = image.float()
+        if tuple(image.shape[-2:]) != tuple(size):
+            if self.conf.resize_mode == "bicubic":
+                # DKM resizes 8-bit PIL images (bicubic, antialiased, clipped to [0, 255])
+                image = F.interpolate(
+                    image, size=tuple(size), mode="bicubic", align_corners=False, antialias=True
+                ).clamp(0, 1)
+            else:
+                image = _up(image, size)
+        if self.conf.normalize:
+            image = (image - self.mean) / self.std
+        return image
+
+    def _pyramids(self, image0, image1, size, max_stride=32):
+        """Encode both images as one batch → (query pyramid, support pyramid) per DKM's
+        `forward_symmetric` (support = halves swapped) or `forward`."""
+        x = torch.cat((self._prepare(image0, size), self._prepare(image1, size)))
+        feats = self.encoder.net.features(x, max_stride)
+        if self.symmetric:
+            f_s = {s: torch.cat(f.chunk(2)[::-1]) for s, f in feats.items()}
+            return feats, f_s
+        return {s: f.chunk(2)[0] for s, f in feats.items()}, {
+            s: f.chunk(2)[1] for s, f in feats.items()
+        }
+
+    def _decode(self, f0: dict, f1: dict, scales, flow=None, logits=None) -> dict:
+        """DKM's `Decoder.forward`: coarse GP+DFN, then refiners, coarse to fine."""
+        dec = self.decoder
+        coarse = dec.embedding_decoder.scales()
+        sizes = {s: f.shape[-2:] for s, f in f0.items()}
+        h, w = sizes[1]
+        b = f0[1].shape[0]
+        first = scales[0]
+        context = f0[first].new_zeros(b, dec.embedding_decoder.internal_dim, *sizes[first])
+        if flow is None:
+            flow = grid_coords(b, *sizes[first], f0[first].device, f0[first].dtype)
+            logits = 0.0
+        else:
+            flow, logits = _up(flow, sizes[first]), _up(logits, sizes[first])
+        out = {}
+        for s in scales:
+            key = str(s)
+            a, c = f0[s], f1[s]
+            if key in dec.proj:
+                a, c = dec.proj[key](a), dec.proj[key](c)
+            if s in coarse:
+                context = _up(context, sizes[s])
+                mu = dec.gps[key](a, c)
+                flow, logits, context = dec.embedding_decoder(mu, a, context, key)
+            if key in dec.conv_refiner:
+                d_logit, disp = dec.conv_refiner[key](a, c, flow)
+                flow = torch.stack(
+                    (flow[:, 0] + s * disp[:, 0] / (4 * w), flow[:, 1] + s * disp[:, 1] / (4 * h)),
+                    dim=1,
+                )
+                logits = logits + d_logit
+            out[s] = {"flow": flow, "logits": logits}
+            if s != 1:  # carried to the next scale upsampled and detached
+                flow = _up(flow, sizes[s // 2]).detach()
+                logits = _up(logits, sizes[s // 2]).detach()
+        return out
+
+    def _black_mask(self, image: torch.Tensor, size) -> torch.Tensor:
+        """GIM: (B,1,*size) True where every channel of the input pixel is below 1/32."""
+        black = (image < BLACK_LEVEL).all(dim=1, keepdim=True).float()
+        return F.interpolate(black, size=tuple(size), mode="nearest").bool()
+
+    def _forward(self, data: dict) -> dict:
+        image0, image1 = data["image0"], data["image1"]
+        if image0.shape[0] != image1.shape[0]:
+            raise ImageError(
+                f"DKM: image0 and image1 batch sizes differ ({image0.shape[0]} vs {image1.shape[0]})"
+            )
+        f0, f1 = self._pyramids(image0, image1, self.conf.resize)
+        scales = self._decode(f0, f1, [32, 16, 8, 4, 2, 1])
+        pred = {"scales": scales}
+        final, (hs, ws) = scales[1], tuple(self.conf.resize)
+        if self.conf.upsample_res and not self.training:
+            hs, ws = tuple(self.conf.upsample_res)
+            g0, g1 = self._pyramids(image0, image1, (hs, ws), max_stride=8)
+            up = self._decode(g0, g1, [8, 4, 2, 1], final["flow"], final["logits"])
+            pred["scales_upsampled"] = up
+            final = up[1]
+        # DKM's `match`: subtract half of the negative part of the scale-16 logit ("attenuation")
+        low = _up(scales[16]["logits"], (hs, ws))
+        cert = torch.sigmoid(final["logits"] - 0.5 * low * (low < 0))
+        flow = final["flow"]
+        cert = cert.masked_fill((flow.abs() > 1).any(dim=1, keepdim=True), 0.0)
+        if self.conf.black_mask:
+            masks = [self._black_mask(image0, (hs, ws))]
+            if self.symmetric:
+                masks.append(self._black_mask(image1, (hs, ws)))
+            cert = cert.masked_fill(torch.cat(masks), 0.0)
+        flow = flow.clamp(-1, 1).permute(0, 2, 3, 1)
+        grid = grid_coords(flow.shape[0], hs, ws, flow.device, flow.dtype).permute(0, 2, 3, 1)
+        if self.symmetric:
+            fwd, bwd = flow.chunk(2)
+            g = grid.chunk(2)[0]
+            warp = torch.cat((torch.cat((g, fwd), -1), torch.cat((bwd, g), -1)), dim=2)
+            cert = torch.cat(cert.chunk(2), dim=3)
+        else:
+            warp = torch.cat((grid, flow), dim=-1)
+        pred["warp"], pred["certainty"] = warp, cert[:, 0]
+        return pred
