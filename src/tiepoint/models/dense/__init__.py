@@ -1,0 +1,1 @@
+"""Dense matchers: a warp and a certainty for every pixel of image 0, sampled into matches."""
