@@ -90,7 +90,16 @@ def dense_model(conf: DictConfig, weights=None):
         conf = OmegaConf.merge(conf, off)
     model = cls(conf)
     if weights is not None:
-        model.load_weights(weights)
+        # the model's own loader converts official checkpoints (DKM/GIM); else a strict load
+        load = getattr(model, "load_checkpoint", None) or getattr(model, "load_weights", None)
+        if load is not None:
+            load(weights)
+        else:
+            from . import weights as weights_lib
+            from .models.base import load_state_strict
+
+            state = weights_lib.load_state_dict(weights)
+            load_state_strict(model, state, weights, cls.__name__)
     return model, conf
 
 

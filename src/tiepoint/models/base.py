@@ -223,10 +223,3 @@ class DenseMatcher(BaseModel):
         return sample(
             warp, cert, num, self.conf.sample_mode, self.conf.sample_thresh, generator=generator
         )
-
-    def load_weights(self, name_or_path) -> None:
-        """Load a state dict (registered name or file) strictly; subclasses convert foreign ones."""
-        from .. import weights as weights_lib
-
-        state = weights_lib.load_state_dict(name_or_path)
-        load_state_strict(self, state, name_or_path, type(self).__name__)
