@@ -187,3 +187,39 @@ class FeatureMatcher(BaseModel):
         keep = {k: v for k, v in trained_conf.items() if k in known and k not in skip}
         base = {k: v for k, v in inference_conf.items() if k in known}
         return cls.without_own_weights(OmegaConf.merge(base, keep))
+
+
+class DenseMatcher(BaseModel):
+    """Two images → a dense warp and certainty (DKM's convention; `types.DenseResult` documents it).
+
+    Input `image0`, `image1`: (B, 3, H, W) RGB in [0, 1] at any size; the model resizes and
+    normalises internally as its preset says. `_forward` returns `warp` (B, Hg, Wg, 4), rows
+    (x0, y0, x1, y1) normalised to [-1, 1] (align_corners=False), over the model's output grid of
+    image 0, and `certainty` (B, Hg, Wg). A `symmetric` model concatenates both directions along
+    the width (Wg = 2·grid width), as DKM does. `sample` draws matches from one pair's output.
+    """
+
+    base_default_conf = {
+        "name": None,
+        "trainable": False,
+        "num_matches": 5000,
+        "sample_mode": "threshold_balanced",
+        "sample_thresh": 0.05,
+    }
+    required_data_keys = ["image0", "image1"]
+    symmetric: ClassVar[bool] = True
+
+    def sample(self, pred: dict, num: int | None = None, generator=None):
+        """(matches (K, 4) normalised, certainty (K,)) drawn from one pair of `pred` (batch size 1
+        or no batch dimension) by `sampling.sample` with this model's `sample_mode`/`sample_thresh`."""
+        from .dense.sampling import sample
+
+        warp, cert = pred["warp"], pred["certainty"]
+        if warp.ndim == 4:
+            if warp.shape[0] != 1:
+                raise ConfigError(f"sample() takes one pair; got a batch of {warp.shape[0]}")
+            warp, cert = warp[0], cert[0]
+        num = self.conf.num_matches if num is None else num
+        return sample(
+            warp, cert, num, self.conf.sample_mode, self.conf.sample_thresh, generator=generator
+        )

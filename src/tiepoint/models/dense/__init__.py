@@ -1,1 +1,1 @@
-"""Dense matchers (DKM): a warp of every pixel of image 0 into image 1 plus a certainty."""
+"""Dense matchers (DKM): a warp and a certainty for every pixel of image 0, sampled into matches."""
