@@ -259,7 +259,10 @@ def run(
 
         return Matcher(model_conf, device=device, weights=weights)
 
-    n_new = export_predictions(pairs, out / "predictions.h5", make_matcher, progress)
+    dense = "dense" in conf.model
+    n_new = export_predictions(
+        pairs, out / "predictions.h5", make_matcher, progress, dense, bool(conf.eval["store_dense"])
+    )
     if n_new == 0:
         logger.info("all %d pairs already matched in %s", len(pairs), out / "predictions.h5")
     summaries = evaluate(conf, pairs, out, progress)
