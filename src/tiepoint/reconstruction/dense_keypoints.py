@@ -108,3 +108,78 @@ def quantise(pairs: Iterable[PairPoints], cell: float = DEFAULT_CELL) -> Quantis
         out.keypoints[name] = np.asarray(im.points, np.float32).reshape(-1, 2)
         out.scores[name] = np.asarray(im.scores, np.float32)
     return out
+
+
+# ---- the reconstruction's files: raw dense matches in, hloc's features.h5 / matches.h5 out ------
+
+
+def pair_record(result, orientation0: int, orientation1: int) -> dict[str, np.ndarray]:
+    """A dense `MatchResult` (upright frame, sampled point i ↔ point i) → the arrays stored per
+    pair in dense-matches.h5: keypoints and sizes in the stored (raw) frame COLMAP reads."""
+    from . import features_io as fio
+
+    result.dense = None  # the warp is not needed past sampling, and large
+    arrays = result.to_arrays(keypoints=True)
+    for k, o in ((0, orientation0), (1, orientation1)):
+        side = {"keypoints": arrays[f"keypoints{k}"], "image_size": arrays[f"image_size{k}"]}
+        raw = fio.to_raw_frame(side, o)
+        arrays[f"keypoints{k}"] = np.asarray(raw["keypoints"], np.float32)
+        arrays[f"image_size{k}"] = raw["image_size"]
+        arrays[f"exif_orientation{k}"] = np.asarray(o, np.int64)
+    return arrays
+
+
+def write_quantised(
+    raw_h5, pairs, names, image_dir, features_h5, matches_h5, identity: dict, cell: float
+) -> Quantised:
+    """Quantise the raw dense matches of `pairs` (those present in `raw_h5`) and (re)write
+    features.h5 (keypoints + scores, no descriptors) and matches.h5 for the images `names`.
+
+    Both files are rebuilt whole, atomically: a keypoint's index depends on every pair."""
+    import json
+
+    import h5py
+    from PIL import Image
+
+    from ..atomic import atomic_path
+    from ..images import exif_orientation
+    from ..types import Features, MatchResult, matches_from_arrays
+    from . import features_io as fio
+
+    items, sizes, orient = [], {}, {}
+    with h5py.File(raw_h5, "r") as f:
+        for a, b in sorted(pairs):
+            found = fio.find_pair(f, a, b)
+            if found is None:  # a failed pair
+                continue
+            arr = fio.read_group(f, found[0])
+            if found[1]:
+                a, b = b, a
+            m, s = matches_from_arrays(arr)
+            for k, n in ((0, a), (1, b)):
+                sizes[n] = np.asarray(arr[f"image_size{k}"], np.int64)
+                orient[n] = int(arr[f"exif_orientation{k}"])
+            items.append(
+                PairPoints(a, b, arr["keypoints0"][m[:, 0]], arr["keypoints1"][m[:, 1]], s)
+            )
+    q = quantise(items, cell)
+    tag = json.dumps(identity, sort_keys=True)
+    with atomic_path(features_h5) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs[fio.IDENTITY_ATTR] = tag
+        for n in names:
+            if n not in sizes:  # matched with nobody: no keypoints, its size from the file
+                with Image.open(image_dir / n) as im:
+                    o = exif_orientation(image_dir / n)
+                    sizes[n], orient[n] = np.asarray(im.size, np.int64), o
+            kp = q.keypoints.get(n, np.zeros((0, 2), np.float32))
+            sc = q.scores.get(n, np.zeros(0, np.float32))
+            arrays = {"keypoints": kp, "scores": sc, "image_size": sizes[n]}
+            arrays["exif_orientation"] = np.asarray(orient[n], np.int64)
+            fio.write_group(f, n, arrays, Features.FORMAT)
+    with atomic_path(matches_h5) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs[fio.IDENTITY_ATTR] = tag
+        for (a, b), (m, s) in q.matches.items():
+            kp0, kp1 = q.keypoints[a], q.keypoints[b]
+            r = MatchResult(kp0, kp1, m, s, tuple(sizes[a]), tuple(sizes[b]))
+            fio.write_group(f, fio.names_to_pair(a, b), r.to_arrays(False), MatchResult.FORMAT)
+    return q
