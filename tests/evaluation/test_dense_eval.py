@@ -89,3 +89,78 @@ def test_store_dense_keeps_the_warp(data_dir, truth, tmp_path):
     with h5py.File(d / "predictions.h5") as f:
         (g,) = f.values()
         assert g["dense/warp"].shape == (60, 160, 4)
+
+
+# ---- DKM's protocol (evaluation/dkm_protocol.py) ----------------------------------------------
+
+
+def test_dkm_hpatches_error_is_the_corner_shift_at_480px():
+    from tiepoint.evaluation.dkm_protocol import hpatches_error
+
+    rng = np.random.default_rng(0)
+    size = (1280, 960)  # short side 960: errors are halved at 480 px
+    H = np.array([[1.1, 0.05, 20.0], [-0.02, 0.95, 10.0], [1e-5, 0, 1]])
+    p0 = rng.uniform(0, 900, (500, 2))
+    p1 = (np.c_[p0, np.ones(500)] @ H.T)[:, :2] / (np.c_[p0, np.ones(500)] @ H.T)[:, 2:]
+    assert hpatches_error(p0, p1, H, size, size) < 1e-3
+    # every match shifted by 4 px: the estimate is H then the shift, 4 px at every corner
+    assert abs(hpatches_error(p0, p1 + [4, 0], H, size, size) - 2.0) < 1e-3
+    assert hpatches_error(p0[:3], p1[:3], H, size, size) > 100  # no estimate: DKM's fallback
+
+
+def test_dkm_megadepth_errors_five_runs_on_exact_matches():
+    from helpers import rotation
+
+    from tiepoint.evaluation.dkm_protocol import megadepth_errors
+
+    rng = np.random.default_rng(0)
+    K = np.array([[800.0, 0, 799.5], [0, 800, 599.5], [0, 0, 1]])
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = rotation(2, -5, 1), [0.5, 0.05, 0.1]
+    X = np.c_[rng.uniform(-3, 3, (400, 2)), rng.uniform(4, 9, 400)]
+    x0 = X @ K.T
+    X1 = X @ T[:3, :3].T + T[:3, 3]
+    x1 = X1 @ K.T
+    p0, p1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:]
+    errs = megadepth_errors(p0, p1, K, K, T, (1600, 1200), (1600, 1200), rng)
+    assert len(errs) == 5 and max(errs) < 0.1
+    assert megadepth_errors(p0[:4], p1[:4], K, K, T, (1600, 1200), (1600, 1200), rng) == [90] * 5
+
+
+@pytest.fixture(scope="module")
+def mini_hpatches(data_dir, tmp_path_factory):
+    """The shared graffiti sequence in HPatches' own layout (.ppm)."""
+    src = data_dir / "homography" / "hpatches_v_graffiti"
+    seq = tmp_path_factory.mktemp("hpatches") / "v_graffiti"
+    seq.mkdir()
+    for k in range(1, 7):
+        Image.open(src / f"{k}.png").save(seq / f"{k}.ppm")
+        if k > 1:
+            (seq / f"H_1_{k}").write_text((src / f"H_1_{k}").read_text())
+    return seq.parent
+
+
+def test_dkm_protocol_on_hpatches_with_the_oracle(mini_hpatches, tmp_path):
+    bench = get_benchmark("hpatches", {"root": str(mini_hpatches), "protocol": "dkm"})
+    assert bench.conf.resize is None  # DKM loads the images whole
+    truth = {(str(p.image0), str(p.image1)): p.H_0to1 for p in bench.load_pairs()}
+    made = []
+
+    def make(conf):
+        made.append(PerPairOracle(conf, truth))
+        return made[-1]
+
+    summ, d = run(
+        "hpatches",
+        PIPELINE,
+        output_dir=tmp_path,
+        data_root=mini_hpatches,
+        overrides=["data.protocol=dkm"],
+        progress=False,
+        matcher_factory=make,
+    )
+    assert made[0].pairs == 5 and max(made[0].loaded) == 800  # graffiti: 800×640, not shrunk
+    assert summ["protocol"] == "dkm" and summ["H_error_ransac@3px"] > 0.99
+    assert set(k for k in summ if "@" in k) == {f"H_error_ransac@{t}px" for t in (3, 5, 10)}
+    with pytest.raises(Exception, match="unknown protocol 'loftr'"):
+        get_benchmark("hpatches", {"root": str(mini_hpatches), "protocol": "loftr"})
