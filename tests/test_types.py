@@ -10,7 +10,7 @@ import pytest
 
 import tiepoint
 from tiepoint.errors import DatasetError
-from tiepoint.types import FORMAT_VERSION, Features, MatchResult
+from tiepoint.types import FORMAT_VERSION, DenseResult, Features, MatchResult
 
 
 def assert_same(a, b):
@@ -24,6 +24,8 @@ def assert_same(a, b):
                 np.testing.assert_array_equal(x[k], y[k], err_msg=f"{f.name}.{k}")
         elif x is None or y is None:
             assert x is None and y is None, f.name
+        elif dataclasses.is_dataclass(x):
+            assert_same(x, y)
         elif isinstance(x, tuple):
             assert x == y, f.name
         else:
@@ -40,6 +42,11 @@ def features(n=9, d=16, seed=0, **kw) -> Features:
         image_size=(640, 480),
         **kw,
     )
+
+
+def dense_result(h=6, w=8, seed=1) -> DenseResult:
+    rng = np.random.default_rng(seed)
+    return DenseResult(rng.uniform(-1, 1, (h, w, 4)), rng.random((h, w)))
 
 
 def result(n0=9, n1=7, k=5, seed=0, **kw) -> MatchResult:
@@ -130,10 +137,7 @@ def test_features_of_an_hloc_file_without_scores(tmp_path):
             line_matches=np.array([[0, 1], [2, 3]], np.int64),
             line_scores=np.array([0.5, 0.25], np.float32),
         ),
-        lambda: result(
-            warp=np.random.default_rng(1).random((6, 8, 2)).astype(np.float32),
-            certainty=np.full((6, 8), 0.5, np.float32),
-        ),
+        lambda: result(dense=dense_result()),
     ],
 )
 def test_match_result_round_trip(make, tmp_path):
@@ -219,8 +223,56 @@ def test_a_newer_format_is_refused_with_the_file_named(tmp_path):
 
 def test_rewriting_a_group_drops_fields_no_longer_present(tmp_path):
     with h5py.File(tmp_path / "x.h5", "w") as h:
-        result(warp=np.zeros((2, 2, 2), np.float32)).to_h5(h)
+        result(dense=dense_result(), lines0=np.ones((3, 2, 2), np.float32)).to_h5(h)
         result(seed=1).to_h5(h)
     with h5py.File(tmp_path / "x.h5", "r") as h:
-        assert "warp" not in h
+        assert "dense" not in h and "lines0" not in h
         assert_same(MatchResult.from_h5(h), result(seed=1))
+
+
+def test_dense_result_is_a_sub_group_written_only_when_present(tmp_path):
+    d = dense_result(4, 10)
+    with h5py.File(tmp_path / "x.h5", "w") as h:
+        result().to_h5(h.create_group("plain"))
+        result(dense=d).to_h5(h.create_group("pair"))
+        result(dense=dense_result(2, 2, seed=5)).to_h5(h.create_group("twice"))
+        result(dense=d).to_h5(h["twice"])  # rewriting replaces the old dense group
+    with h5py.File(tmp_path / "x.h5", "r") as h:
+        assert "dense" not in h["plain"] and "warp" not in h["pair"]
+        assert sorted(h["pair/dense"]) == ["certainty", "warp"]
+        assert h["pair/dense/warp"].shape == (4, 10, 4) and h["pair/dense/warp"].dtype == np.float32
+        assert h["pair/dense/certainty"].dtype == np.float32
+        np.testing.assert_array_equal(h["twice/dense/warp"][()], d.warp)
+        assert MatchResult.from_h5(h["plain"]).dense is None
+        assert MatchResult.from_h5(h["pair"]).extra == {}
+
+
+def test_a_broken_dense_group_is_an_error_naming_the_file(tmp_path):
+    with h5py.File(tmp_path / "x.h5", "w") as h:
+        result(dense=dense_result(4, 10)).to_h5(h)
+        del h["dense/certainty"]
+        h["dense/certainty"] = np.zeros((3, 3), np.float32)
+    with (
+        h5py.File(tmp_path / "x.h5", "r") as h,
+        pytest.raises(DatasetError, match=r"x\.h5:/: dense certainty of shape \(3, 3\)"),
+    ):
+        MatchResult.from_h5(h)
+
+
+def test_dense_result_tells_dkms_symmetric_layout_from_a_one_way_grid():
+    h, w = 3, 4
+    xs, ys = -1 + (2 * np.arange(w) + 1) / w, -1 + (2 * np.arange(h) + 1) / h
+    grid = np.stack(np.meshgrid(xs, ys), -1)  # (h, w, 2) cell centres
+    rng = np.random.default_rng(0)
+    there = rng.uniform(-1, 1, (h, w, 2))
+    one_way = DenseResult(np.concatenate([grid, there], -1), np.ones((h, w)))
+    # DKM: A→B on the left, B→A on the right, both rows in (xA, yA, xB, yB) order
+    sym = DenseResult(
+        np.concatenate([one_way.warp, np.concatenate([there, grid], -1)], 1), rng.random((h, 2 * w))
+    )
+    assert not one_way.symmetric and sym.symmetric
+    np.testing.assert_array_equal(sym.grid0()[0], one_way.warp)
+    np.testing.assert_array_equal(sym.grid0()[1], sym.certainty[:, :w])
+    assert one_way.grid0()[0] is one_way.warp
+    with pytest.raises(ValueError, match="expected \\(H, W, 4\\)"):
+        DenseResult(np.zeros((3, 4, 2)), np.zeros((3, 4)))

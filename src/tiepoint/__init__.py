@@ -9,13 +9,14 @@ from .errors import (
     TiepointError,
     WeightsError,
 )
-from .types import Features, MatchResult
+from .types import DenseResult, Features, MatchResult
 
 __version__ = "0.1.0"
 __all__ = [
     "match",
     "Matcher",
     "MatchResult",
+    "DenseResult",
     "Features",
     "list_pipelines",
     "TiepointError",

@@ -1,7 +1,9 @@
 """The public surface: `Matcher` loads a pipeline once; `match()` is the one-shot form.
 
-Everything returned is in pixels of the original images (pixel centres at integer coordinates),
-whatever resizing the networks needed.
+A pipeline is either sparse (`extractor` + `matcher`: keypoints of each image, then matches) or
+dense (`dense`: a model such as DKM that predicts a warp between two images, from which
+`num_matches` matches are sampled). Everything returned is in pixels of the original images
+(pixel centres at integer coordinates), whatever resizing the networks needed.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from omegaconf import DictConfig, OmegaConf
 from . import images
 from .config import load_preset, merge_strict, parse_dotlist
 from .errors import ConfigError
-from .models import get_model
-from .types import Features, MatchResult
+from .models import get_model, model_class
+from .types import DenseResult, Features, MatchResult
 
 PIPELINE_DEFAULTS = {
     "preprocessing": {"resize": 1024, "side": "long"},
     "extractor": {},
     "matcher": {},
 }
+DENSE = "dense"  # the section of a dense pipeline, in place of extractor + matcher
+SAMPLE_SEED = 0  # dense sampling is seeded per pair: the same images give the same matches
 
 
 def _as_overrides(overrides) -> DictConfig | None:
@@ -43,19 +47,73 @@ def pipeline_conf(pipeline: str | DictConfig | dict, overrides=None) -> DictConf
         if isinstance(pipeline, str)
         else OmegaConf.create(pipeline)
     )
-    conf = OmegaConf.merge(PIPELINE_DEFAULTS, base, _as_overrides(overrides) or {})
-    unknown = set(conf) - set(PIPELINE_DEFAULTS)
+    given = OmegaConf.merge(base, _as_overrides(overrides) or {})
+    dense = DENSE in given
+    # a dense pipeline gets no empty extractor/matcher sections (sparse configs stay as they were)
+    defaults = {"preprocessing": PIPELINE_DEFAULTS["preprocessing"]} if dense else PIPELINE_DEFAULTS
+    conf = OmegaConf.merge(defaults, given)
+    valid = {*PIPELINE_DEFAULTS, DENSE}
+    unknown = set(conf) - valid
     if unknown:
-        raise ConfigError(
-            f"unknown pipeline section(s) {sorted(unknown)}; valid: {sorted(PIPELINE_DEFAULTS)}"
-        )
+        raise ConfigError(f"unknown pipeline section(s) {sorted(unknown)}; valid: {sorted(valid)}")
     conf.preprocessing = merge_strict(
         PIPELINE_DEFAULTS["preprocessing"], conf.preprocessing, where="preprocessing"
     )
+    if dense:
+        sparse = [s for s in ("extractor", "matcher") if s in conf]
+        if sparse:
+            raise ConfigError(
+                f"a pipeline has either extractor + matcher or dense, not both; this one has "
+                f"dense and {' and '.join(sparse)}"
+            )
+        if not (conf.dense or {}).get("name"):
+            raise ConfigError("pipeline has no dense.name")
+        return conf
     for section in ("extractor", "matcher"):
         if not conf[section].get("name"):
             raise ConfigError(f"pipeline has no {section}.name")
     return conf
+
+
+def is_dense(conf: DictConfig) -> bool:
+    """Whether a pipeline config (from `pipeline_conf`) is dense."""
+    return DENSE in conf
+
+
+def dense_model(conf: DictConfig, weights=None):
+    """The dense model of `conf.dense`; with `weights` (a registered name or file) built without
+    its own weights and loaded with those instead. Returns (model, the config it was built from)."""
+    cls = model_class("dense", conf.name)
+    if weights is not None:
+        known = cls.full_default_conf()
+        off = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in known}
+        conf = OmegaConf.merge(conf, off)
+    model = cls(conf)
+    if weights is not None:
+        # the model's own loader converts official checkpoints (DKM/GIM); else a strict load
+        load = getattr(model, "load_checkpoint", None) or getattr(model, "load_weights", None)
+        if load is not None:
+            load(weights)
+        else:
+            from . import weights as weights_lib
+            from .models.base import load_state_strict
+
+            state = weights_lib.load_state_dict(weights)
+            load_state_strict(model, state, weights, cls.__name__)
+    return model, conf
+
+
+def load_for_dense(image: images.ImageLike, max_size: int | None, side: str = "long"):
+    """An image at its own size, shrunk only when its `side` exceeds `max_size` (a dense model
+    resizes to its own input size; this only bounds memory). Returns `images.LoadedImage`."""
+    name = str(image) if isinstance(image, (str, os.PathLike)) else "image"
+    t, size = images.to_tensor(image, name=name, max_size=max_size)
+    target = size
+    if max_size and (max(size) if side == "long" else min(size)) > max_size:
+        target = images.target_size(size, max_size, side)
+    t, _ = images.resize_image(t, None, side, size=target)
+    scale = np.array([t.shape[-1] / size[0], t.shape[-2] / size[1]])
+    return images.LoadedImage(images.gray_to_rgb(t), size, scale)
 
 
 def matcher_conf_from_checkpoint(weights, matcher_conf: DictConfig) -> DictConfig:
@@ -68,7 +126,6 @@ def matcher_conf_from_checkpoint(weights, matcher_conf: DictConfig) -> DictConfi
     but that the preset's own weights are not loaded first.
     """
     from . import weights as weights_lib
-    from .models import model_class
 
     cls = model_class("matcher", matcher_conf.name)
     path = Path(weights)
@@ -87,10 +144,15 @@ def matcher_conf_from_checkpoint(weights, matcher_conf: DictConfig) -> DictConfi
 
 
 class Matcher:
-    """Extractor + matcher, loaded once.
+    """A pipeline (extractor + matcher, or a dense model), loaded once.
 
     >>> m = Matcher("aliked+lightglue")
     >>> r = m.match("a.jpg", "b.jpg")
+
+    With a dense pipeline (`Matcher("dkm")`) `match` returns the sampled matches as keypoint
+    pairs (keypoint i of image 0 ↔ keypoint i of image 1, score = certainty) and the dense
+    prediction in `result.dense`; `extract` and `match_features` do not apply. `weights` loads
+    into the matcher, or into the dense model.
     """
 
     def __init__(
@@ -106,6 +168,11 @@ class Matcher:
         if resize is not None:
             self.conf.preprocessing.resize = resize if resize > 0 else None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.extractor = self.matcher = self.dense = None
+        if is_dense(self.conf):
+            self.dense, self.conf.dense = dense_model(self.conf.dense, weights)
+            self.dense.eval().to(self.device)
+            return
         self.extractor = get_model("extractor", self.conf.extractor).eval().to(self.device)
         if weights is not None:
             self.conf.matcher = matcher_conf_from_checkpoint(weights, self.conf.matcher)
@@ -113,8 +180,16 @@ class Matcher:
         if weights is not None:
             self.matcher.load_weights(weights)
 
+    def _not_dense(self, what: str) -> None:
+        if self.dense is not None:
+            raise ConfigError(
+                f"pipeline '{self.name}' is dense: dense pipelines match images, not features "
+                f"({what} does not apply; use match(image0, image1))"
+            )
+
     @torch.inference_mode()
     def extract(self, image: images.ImageLike, resize: int | None = None) -> Features:
+        self._not_dense("extract")
         pre = self.conf.preprocessing
         resize = pre.resize if resize is None else (resize or None)
         img = images.load(image, resize=resize, side=pre.side)
@@ -141,6 +216,7 @@ class Matcher:
 
     @torch.inference_mode()
     def match_features(self, f0: Features, f1: Features) -> MatchResult:
+        self._not_dense("match_features")
         data = {**f0.to_data("0", self.device), **f1.to_data("1", self.device)}
         pred = self.matcher(data)
         m0 = pred["matches0"][0].cpu().numpy()
@@ -154,6 +230,8 @@ class Matcher:
     def match(
         self, image0: images.ImageLike, image1: images.ImageLike, resize: int | None = None
     ) -> MatchResult:
+        if self.dense is not None:
+            return self.match_dense(image0, image1, resize)
         t0 = time.perf_counter()
         f0 = self.extract(image0, resize)
         f1 = self.extract(image1, resize)
@@ -162,6 +240,41 @@ class Matcher:
         result.timings = {"extract": t1 - t0, "match": time.perf_counter() - t1}
         return result
 
+    @torch.inference_mode()
+    def match_dense(
+        self, image0: images.ImageLike, image1: images.ImageLike, resize: int | None = None
+    ) -> MatchResult:
+        """Dense pipelines: predict the warp, sample `num_matches` from it (seeded), and map the
+        samples to original-image pixels. `resize` (else `preprocessing.resize`) only caps the
+        size at which the images are loaded; the model resizes to its own input size."""
+        from .models.dense.sampling import to_pixel_coordinates
+
+        pre = self.conf.preprocessing
+        resize = pre.resize if resize is None else (resize or None)
+        t0 = time.perf_counter()
+        im0, im1 = (load_for_dense(im, resize, pre.side) for im in (image0, image1))
+        t1 = time.perf_counter()
+        pred = self.dense(
+            {"image0": im0.tensor.to(self.device), "image1": im1.tensor.to(self.device)}
+        )
+        gen = torch.Generator(device=self.device).manual_seed(SAMPLE_SEED)
+        m, cert = self.dense.sample(pred, generator=gen)
+        m = m.double().cpu().numpy()
+        p0, p1 = to_pixel_coordinates(m, im0.original_size, im1.original_size)
+        k = len(m)
+        return MatchResult(
+            p0.astype(np.float32),
+            p1.astype(np.float32),
+            np.stack([np.arange(k), np.arange(k)], -1).astype(np.int64).reshape(-1, 2),
+            cert.float().cpu().numpy(),
+            im0.original_size,
+            im1.original_size,
+            timings={"load": t1 - t0, "match": time.perf_counter() - t1},
+            dense=DenseResult(
+                pred["warp"][0].float().cpu().numpy(), pred["certainty"][0].float().cpu().numpy()
+            ),
+        )
+
 
 _CACHE: dict[tuple, Matcher] = {}
 
@@ -169,14 +282,14 @@ _CACHE: dict[tuple, Matcher] = {}
 def match(
     image0,
     image1,
-    pipeline: str = "aliked+lightglue",
+    pipeline: str | dict = "aliked+lightglue",
     resize: int | None = None,
     device=None,
     weights=None,
     overrides=None,
 ) -> MatchResult:
     """One-shot matching; the loaded pipeline is kept for the next call with the same settings."""
-    key = (pipeline, str(device), str(weights), repr(overrides))
+    key = (repr(pipeline), str(device), str(weights), repr(overrides))
     if key not in _CACHE:
         _CACHE.clear()
         _CACHE[key] = Matcher(pipeline, device=device, weights=weights, overrides=overrides)
@@ -191,9 +304,9 @@ def list_pipelines() -> list[str]:
 
 def pipeline_weights(pipeline: str) -> list[str]:
     """Registered weight names a pipeline needs (for `tiepoint models`), as its classes say."""
-    from .models import model_class
-
     conf = pipeline_conf(pipeline)
+    if is_dense(conf):
+        return model_class("dense", conf.dense.name).weight_names(conf.dense)
     return [
         name
         for kind in ("extractor", "matcher")
@@ -201,4 +314,4 @@ def pipeline_weights(pipeline: str) -> list[str]:
     ]
 
 
-__all__ = ["Matcher", "MatchResult", "Features", "match", "list_pipelines"]
+__all__ = ["Matcher", "MatchResult", "Features", "DenseResult", "match", "list_pipelines"]

@@ -93,25 +93,39 @@ def cmd_match(args) -> int:
         title=title,
     )
     plot_warp(img0, img1, H, out / f"{stem}_warp.png")
-    t = result.timings
+    if result.dense is not None:
+        from .viz.certainty import plot_certainty
+
+        plot_certainty(img0, img1, result.dense, out / f"{stem}_certainty.png", title=matcher.name)
+    times = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+    what = (
+        "dense"
+        if result.dense is not None
+        else f"{len(result.keypoints0)}/{len(result.keypoints1)} keypoints"
+    )
     print(
-        f"{args.image0} ↔ {args.image1}: {len(result.keypoints0)}/{len(result.keypoints1)} keypoints, "
-        f"{len(result)} matches, {n_in} inliers ({matcher.name}, extract {t['extract']:.2f}s, match {t['match']:.2f}s) → {out}/{stem}_*"
+        f"{args.image0} ↔ {args.image1}: {what}, {len(result)} matches, {n_in} inliers "
+        f"({matcher.name}, {times}) → {out}/{stem}_*"
     )
     return 0
 
 
 def cmd_models(args) -> int:
     from . import weights
-    from .api import list_pipelines, pipeline_weights
+    from .api import list_pipelines, pipeline_conf, pipeline_weights
 
     for name in list_pipelines():
-        needed = pipeline_weights(name)
+        try:
+            needed = pipeline_weights(name)
+        except ImportError as e:  # a model whose code or dependency is missing here
+            print(f"{name:24s} unavailable ({e})")
+            continue
         state = (
             ", ".join(f"{w} {'✓' if weights.is_cached(w) else '✗'}" for w in needed)
             or "no weights needed"
         )
-        print(f"{name:24s} {state}")
+        kind = "dense " if pipeline_conf(name).get("dense") else ""
+        print(f"{name:24s} {kind}{state}")
     return 0
 
 
@@ -148,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "match",
-        help="match two images, write matches (h5) and pictures; keypoints are in the upright "
-        "(EXIF-rotated, as displayed) frame",
+        help="match two images, write matches (h5) and pictures (dense pipelines: also the "
+        "certainty and dense warp); keypoints are in the upright (EXIF-rotated, as displayed) frame",
     )
     p.add_argument("image0")
     p.add_argument("image1")
@@ -159,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         default=None,
-        help="matcher weights: registered name, file or training checkpoint",
+        help="matcher (or dense model) weights: registered name, file or training checkpoint",
     )
     p.add_argument("--estimator", default="opencv")
     p.add_argument("--device", default=None)

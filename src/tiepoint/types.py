@@ -8,6 +8,7 @@ holding the arrays of `to_arrays()` as datasets, plus attrs `tiepoint_format` an
 `tiepoint_format_version`. Features use hloc's feature layout and matches hloc's per-pair
 `matches0`/`matching_scores0`, so hloc-style readers can use either. Optional fields (None by
 default) are written only when present and read when there; unknown datasets become `extra`.
+A dense matcher's warp and certainty (`DenseResult`) form a sub-group `dense/` of a match group.
 """
 
 from __future__ import annotations
@@ -160,6 +161,65 @@ class Features:
 
 
 # ------------------------------------------------------------------------------------ matches
+@dataclass
+class DenseResult:
+    """A dense matcher's output for one pair, kept as the model gave it (DKM's convention).
+
+    `warp` (H, W, 4) float32: each cell holds a match (x0, y0, x1, y1), coordinates normalised to
+    [-1, 1] over each image with align_corners=False: −1 is the left (top) edge of the first
+    pixel, +1 the right (bottom) edge of the last, so a W-pixel image's pixel centres sit at
+    −1 + (2i + 1)/W. `tiepoint.models.dense.sampling.to_pixel_coordinates` turns them into pixels
+    of the original image (centres at integers). The grid is the model's output grid, not the
+    image's pixels. A symmetric model (DKM's default) concatenates both directions along the
+    width, as DKM does: W = 2·Wg, the left half a grid over image 0 ((x0, y0) the cell centres,
+    (x1, y1) where they land in image 1), the right half a grid over image 1 in the same
+    (x0, y0, x1, y1) order ((x1, y1) the cell centres).
+    `certainty` (H, W) float32 in [0, 1]: the model's confidence in each cell's match.
+    """
+
+    warp: np.ndarray
+    certainty: np.ndarray
+
+    FORMAT = "dense"
+    GROUP = "dense"  # the sub-group of a match group, and the `dense/` prefix in `to_arrays`
+
+    def __post_init__(self):
+        self.warp = np.asarray(self.warp, np.float32)
+        self.certainty = np.asarray(self.certainty, np.float32)
+        if self.warp.ndim != 3 or self.warp.shape[-1] != 4:
+            raise ValueError(f"dense warp of shape {self.warp.shape}, expected (H, W, 4)")
+        if self.certainty.shape != self.warp.shape[:2]:
+            raise ValueError(
+                f"dense certainty of shape {self.certainty.shape} for a warp of {self.warp.shape}"
+            )
+
+    @property
+    def symmetric(self) -> bool:
+        """Whether the warp holds both directions (DKM's symmetric layout): its left half's
+        (x0, y0) are exactly the cell centres of a grid half as wide."""
+        h, w = self.warp.shape[:2]
+        if w % 2:
+            return False
+        return _is_grid(self.warp[:, : w // 2, :2]) and not _is_grid(self.warp[..., :2])
+
+    def grid0(self) -> tuple[np.ndarray, np.ndarray]:
+        """The part of (warp, certainty) that is a grid over image 0 (the left half if symmetric)."""
+        if self.symmetric:
+            w = self.warp.shape[1] // 2
+            return self.warp[:, :w], self.certainty[:, :w]
+        return self.warp, self.certainty
+
+
+def _is_grid(xy: np.ndarray, tol: float = 1e-4) -> bool:
+    h, w = xy.shape[:2]
+    xs = -1 + (2 * np.arange(w) + 1) / w
+    ys = -1 + (2 * np.arange(h) + 1) / h
+    return bool(
+        np.abs(xy[..., 0] - xs[None]).max(initial=0) < tol
+        and np.abs(xy[..., 1] - ys[:, None]).max(initial=0) < tol
+    )
+
+
 def matches_from_arrays(
     arrays: dict[str, np.ndarray], where: str = "matches"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -197,12 +257,11 @@ class MatchResult:
     lines1: np.ndarray | None = None
     line_matches: np.ndarray | None = None
     line_scores: np.ndarray | None = None
-    # dense matchers: image 0 grid → image 1 pixels (Hw, Ww, 2) and its certainty (Hw, Ww)
-    warp: np.ndarray | None = None
-    certainty: np.ndarray | None = None
+    # dense matchers: the warp and certainty the matches were sampled from
+    dense: DenseResult | None = None
 
     FORMAT = "matches"
-    OPTIONAL = ("lines0", "lines1", "line_matches", "line_scores", "warp", "certainty")
+    OPTIONAL = ("lines0", "lines1", "line_matches", "line_scores")
     CORE = (
         "keypoints0",
         "keypoints1",
@@ -216,8 +275,6 @@ class MatchResult:
         "lines1": np.float32,
         "line_matches": np.int64,
         "line_scores": np.float32,
-        "warp": np.float32,
-        "certainty": np.float32,
     }
 
     @property
@@ -235,7 +292,8 @@ class MatchResult:
         """The datasets of one match group; `keypoints=False` leaves the keypoints to features.h5.
 
         Matches are stored per keypoint of image 0 (hloc's `matches0`), so a keypoint of image 0
-        may match at most once; reading back gives the matches sorted by that index.
+        may match at most once; reading back gives the matches sorted by that index. A dense
+        result is under the keys `dense/warp`, `dense/certainty` (the h5 sub-group `dense/`).
         """
         n0 = len(self.keypoints0)
         m = np.asarray(self.matches, np.int64).reshape(-1, 2)
@@ -263,6 +321,9 @@ class MatchResult:
         for k in self.OPTIONAL:
             if getattr(self, k) is not None:
                 out[k] = np.asarray(getattr(self, k), self._DTYPES[k])
+        if self.dense is not None:
+            out[f"{DenseResult.GROUP}/warp"] = self.dense.warp
+            out[f"{DenseResult.GROUP}/certainty"] = self.dense.certainty
         for k, v in self.extra.items():
             if k not in out and k not in ("matches", "scores"):
                 out[k] = np.asarray(v)
@@ -294,6 +355,15 @@ class MatchResult:
             size = np.asarray(size).reshape(2)
             sizes.append((int(size[0]), int(size[1])))
         skip = set(cls.CORE) | set(cls.OPTIONAL) | {"matches", "scores"}
+        prefix = f"{DenseResult.GROUP}/"
+        dense = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+        skip |= {prefix + k for k in dense}
+        if dense and set(dense) != {"warp", "certainty"}:
+            raise DatasetError(f"{where}: dense group holds {sorted(dense)}, not warp + certainty")
+        try:
+            dense = DenseResult(dense["warp"], dense["certainty"]) if dense else None
+        except ValueError as e:
+            raise DatasetError(f"{where}: {e}") from None
         timings = {
             k[len(TIME_PREFIX) :]: float(v) for k, v in attrs.items() if k.startswith(TIME_PREFIX)
         }
@@ -307,18 +377,35 @@ class MatchResult:
             timings=timings,
             extra={k: np.asarray(v) for k, v in arrays.items() if k not in skip},
             **{k: _opt(arrays.get(k), cls._DTYPES[k]) for k in cls.OPTIONAL},
+            dense=dense,
         )
 
     def to_h5(self, group, keypoints: bool = True) -> None:
-        """Write into an h5 group (a file's root, or a group the caller named); timings as attrs."""
+        """Write into an h5 group (a file's root, or a group the caller named); timings as attrs.
+
+        The dense result, if any, goes to the sub-group `dense/` (an old one is replaced or removed).
+        """
         attrs = {f"{TIME_PREFIX}{k}": float(v) for k, v in self.timings.items()}
-        write_group(group, self.to_arrays(keypoints), self.FORMAT, attrs)
+        arrays = self.to_arrays(keypoints)
+        prefix = f"{DenseResult.GROUP}/"
+        dense = {k[len(prefix) :]: arrays.pop(k) for k in list(arrays) if k.startswith(prefix)}
+        old = group.get(DenseResult.GROUP)
+        if old is not None and old.attrs.get(FORMAT_ATTR) == DenseResult.FORMAT:
+            del group[DenseResult.GROUP]
+        write_group(group, arrays, self.FORMAT, attrs)
+        if dense:
+            write_group(group.create_group(DenseResult.GROUP), dense, DenseResult.FORMAT)
 
     @classmethod
     def from_h5(cls, group, keypoints0=None, keypoints1=None) -> MatchResult:
         _check_version(group)
+        arrays = read_group(group)
+        sub = group.get(DenseResult.GROUP)
+        if sub is not None and sub.attrs.get(FORMAT_ATTR) == DenseResult.FORMAT:
+            _check_version(sub)
+            arrays |= {f"{DenseResult.GROUP}/{k}": v for k, v in read_group(sub).items()}
         return cls.from_arrays(
-            read_group(group), keypoints0, keypoints1, dict(group.attrs), where=_where(group)
+            arrays, keypoints0, keypoints1, dict(group.attrs), where=_where(group)
         )
 
     def homography(self, estimator: str = "opencv", threshold: float | None = None, **options):
@@ -355,4 +442,4 @@ class MatchResult:
         return est.R, est.t, est.inliers
 
 
-__all__ = ["Features", "MatchResult", "matches_from_arrays", "FORMAT_VERSION"]
+__all__ = ["Features", "MatchResult", "DenseResult", "matches_from_arrays", "FORMAT_VERSION"]

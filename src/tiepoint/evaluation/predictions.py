@@ -2,7 +2,10 @@
 
 Each pair is written and flushed with a `done` mark last, so an interrupted export resumes where
 it stopped; a half-written group is dropped and redone, and a file HDF5 cannot open is set aside.
-Only the public `tiepoint.Matcher` API (`extract`, `match_features`) is used.
+Only the public `tiepoint.Matcher` API is used: `extract` + `match_features` (with a feature cache:
+HPatches reuses image 1 five times) for sparse pipelines, `match(path0, path1)` per pair for dense
+ones (a dense model sees both images at once). A dense result's warp is large (DKM: 2×864×1152×4
+floats a pair), so it is dropped from the predictions unless `store_dense`.
 """
 
 from __future__ import annotations
@@ -73,10 +76,37 @@ class _FeatureCache:
         return item
 
 
-def export_predictions(pairs: list[Pair], path: Path, make_matcher, progress: bool = True) -> int:
+def _match_dense(matcher, p: Pair, store_dense: bool) -> MatchResult:
+    try:
+        r = matcher.match(p.image0, p.image1)
+    except ImageError as e:
+        raise DatasetError(f"{p.source or p.name}: {e}") from None
+    if not store_dense:
+        r.dense = None
+    return r
+
+
+def _match_sparse(matcher, cache: _FeatureCache, p: Pair) -> MatchResult:
+    f0, t0 = cache(p.image0, p)
+    f1, t1 = cache(p.image1, p)
+    t = time.perf_counter()
+    r = matcher.match_features(f0, f1)
+    r.timings = {"extract": t0 + t1, "match": time.perf_counter() - t}
+    return r
+
+
+def export_predictions(
+    pairs: list[Pair],
+    path: Path,
+    make_matcher,
+    progress: bool = True,
+    dense: bool = False,
+    store_dense: bool = False,
+) -> int:
     """Match every pair not yet in `path`; returns the number of pairs newly matched.
 
     `make_matcher()` is only called when there is something to match (no model load otherwise).
+    `dense`: the pipeline is dense (match image pairs); `store_dense`: keep its warp/certainty.
     """
     with open_predictions(path) as f:
         done = completed_pairs(f)
@@ -88,12 +118,7 @@ def export_predictions(pairs: list[Pair], path: Path, make_matcher, progress: bo
         matcher = make_matcher()
         cache = _FeatureCache(matcher)
         for p in tqdm(todo, desc="matching", unit="pair", disable=not progress):
-            f0, t0 = cache(p.image0, p)
-            f1, t1 = cache(p.image1, p)
-            t = time.perf_counter()
-            r = matcher.match_features(f0, f1)
-            t_match = time.perf_counter() - t
-            r.timings = {"extract": t0 + t1, "match": t_match}
+            r = _match_dense(matcher, p, store_dense) if dense else _match_sparse(matcher, cache, p)
             g = f.create_group(pair_key(p.name))
             r.to_h5(g)
             g.attrs["done"] = True  # written last: a group without it is redone on resume

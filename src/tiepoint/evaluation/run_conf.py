@@ -27,6 +27,9 @@ from .benchmarks import Benchmark, get_benchmark
 logger = logging.getLogger("tiepoint")
 
 OUTPUTS_ENV = "TIEPOINT_OUTPUTS"
+# eval settings every benchmark has; `store_dense`: keep a dense pipeline's warp and certainty in
+# predictions.h5 (large; predictions exported without it are reused as they are)
+EVAL_DEFAULTS = {"store_dense": False}
 
 
 def outputs_root(output_dir: str | os.PathLike | None = None) -> Path:
@@ -108,7 +111,7 @@ def build_conf(
     ev_ov = to_container(parse_dotlist(eval_ov))
     # estimator options are free-form (each backend checks its own): kept out of the strict merge
     options = {**bench.eval_conf.get("options", {}), **(ev_ov.pop("options", None) or {})}
-    base = {k: v for k, v in bench.eval_conf.items() if k != "options"}
+    base = {**EVAL_DEFAULTS, **{k: v for k, v in bench.eval_conf.items() if k != "options"}}
     ev = to_container(merge_strict(base, ev_ov, where="eval"))
     ev["options"] = options
     if estimator is not None:

@@ -80,6 +80,10 @@ def evaluate_task(
     bench: Benchmark, task: str, pairs: list[Pair], f: h5py.File, ev: dict, progress: bool = True
 ) -> tuple[dict, dict]:
     """Per-pair results (dict of lists) and summaries of one task."""
+    if bench.conf.get("protocol") == "dkm":
+        from . import dkm_protocol
+
+        return dkm_protocol.evaluate(bench, task, pairs, lambda p: load_prediction(f, p))
     ths = _thresholds(ev, task)
     opts = dict(ev.get("options") or {})  # estimator options, e.g. eval.options.method=usac_magsac
     base, robust = [], {th: [] for th in ths}
@@ -204,7 +208,8 @@ def evaluate(conf: RunConf, pairs: list[Pair], out: Path, progress: bool = True)
 
     for task, res in results.items():
         if task == HOMOGRAPHY:
-            curves = {"DLT": res["H_error_dlt"], ev["estimator"]: res["H_error_ransac"]}
+            curves = {"DLT": res.get("H_error_dlt"), ev["estimator"]: res["H_error_ransac"]}
+            curves = {k: v for k, v in curves.items() if v is not None}  # dkm protocol: no DLT
             name, title = "homography_recall.png", f"{bench.name}: homography corner error"
         else:
             curves = {ev["estimator"]: res["rel_pose_error"]}
@@ -259,7 +264,10 @@ def run(
 
         return Matcher(model_conf, device=device, weights=weights)
 
-    n_new = export_predictions(pairs, out / "predictions.h5", make_matcher, progress)
+    dense = "dense" in conf.model
+    n_new = export_predictions(
+        pairs, out / "predictions.h5", make_matcher, progress, dense, bool(conf.eval["store_dense"])
+    )
     if n_new == 0:
         logger.info("all %d pairs already matched in %s", len(pairs), out / "predictions.h5")
     summaries = evaluate(conf, pairs, out, progress)

@@ -123,6 +123,8 @@ class Worker:
 
     def match(self, pairs: list[tuple[str, str]]) -> list[tuple[tuple[str, str], str | None]]:
         """Match and store each pair; returns (pair, error message or None)."""
+        if self.matcher.dense is not None:
+            return self._match_dense(pairs)
         out = []
         for a, b in pairs:
             try:
@@ -132,6 +134,23 @@ class Worker:
                     fio.arrays_to_features(fio.to_upright_frame(fb)),
                 )
                 arrays = fio.match_to_arrays(result, len(fa["keypoints"]))
+                self._matches_writer().append(fio.names_to_pair(a, b), arrays)
+                out.append(((a, b), None))
+            except TiepointError as e:
+                out.append(((a, b), str(e)))
+        return out
+
+    def _match_dense(self, pairs: list[tuple[str, str]]) -> list:
+        """Dense pipelines: match the two images (upright), store the sampled matches in the raw
+        frame; the driver quantises them into per-image keypoints once all pairs are done."""
+        from .dense_keypoints import pair_record
+
+        out = []
+        root = Path(self.spec.image_dir)
+        for a, b in pairs:
+            try:
+                result = self.matcher.match(root / a, root / b)
+                arrays = pair_record(result, exif_orientation(root / a), exif_orientation(root / b))
                 self._matches_writer().append(fio.names_to_pair(a, b), arrays)
                 out.append(((a, b), None))
             except TiepointError as e:

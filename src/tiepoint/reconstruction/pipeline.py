@@ -2,6 +2,9 @@
 
 OUT/
   features.h5, matches.h5, pairs.txt, global-feats.h5 (retrieval) — hloc layout
+  dense-matches.h5      — dense pipelines: each pair's sampled matches, before they are quantised
+                          into per-image keypoints (dense_keypoints.py) that fill features.h5
+                          (keypoints + scores, no descriptors) and matches.h5
   parts/                — per-worker part files of a running or killed run (merged, then deleted)
   database.db, sparse/, points.ply, summary.json, colmap.log
 Every stage skips what is already in its output or in a part file, so rerunning the same command
@@ -22,7 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..atomic import atomic_write_text
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from . import colmap, retrieval
 from . import features_io as fio
 from . import pairs as pairs_mod
@@ -45,6 +48,7 @@ class Options:
     ray_address: str | None = None
     workers: int | None = None
     shard: tuple[int, int] | None = None
+    dense_cell: float = 2.0  # dense pipelines: keypoint grid cell, px of the stored image
     mapper: colmap.MapperOptions = field(default_factory=colmap.MapperOptions)
 
 
@@ -58,13 +62,19 @@ class StageStats:
 
 
 def identities(opts: Options) -> tuple[dict, dict]:
-    """What determines the features, and what determines the matches (recorded in the h5 files)."""
+    """What determines the features, and what determines the matches (recorded in the h5 files).
+
+    Dense pipelines: (the raw dense matches', the quantised features' and matches')."""
     from ..api import pipeline_conf
 
     conf = pipeline_conf(opts.pipeline, opts.overrides or None)
     if opts.resize is not None:
         conf.preprocessing.resize = opts.resize if opts.resize > 0 else None
     plain = OmegaConf.to_container(conf, resolve=True)
+    if "dense" in plain:
+        raw = {"preprocessing": plain["preprocessing"], "dense": plain["dense"]}
+        raw["weights"] = opts.weights
+        return raw, {**raw, "dense_cell": float(opts.dense_cell)}
     feat = {"preprocessing": plain["preprocessing"], "extractor": plain["extractor"]}
     match = {**feat, "matcher": plain["matcher"], "weights": opts.weights}
     return feat, match
@@ -89,8 +99,14 @@ class Reconstruction:
         self.matches_h5 = self.out / "matches.h5"
         self.pairs_txt = self.out / "pairs.txt"
         self.feat_parts, self.match_parts = part_dirs(self.out)
-        fio.check_identity(self.features_h5, self.feat_id)
+        # dense: workers write raw pair matches (identity feat_id); features.h5 and matches.h5
+        # are rebuilt from them (identity match_id)
+        self.dense = "dense" in self.feat_id
+        self.pair_h5 = self.out / "dense-matches.h5" if self.dense else self.matches_h5
+        self.pair_id = self.feat_id if self.dense else self.match_id
+        fio.check_identity(self.features_h5, self.match_id if self.dense else self.feat_id)
         fio.check_identity(self.matches_h5, self.match_id)
+        fio.check_identity(self.pair_h5, self.pair_id)
         self.failed_images: dict[str, str] = {}
         self._executor = None
 
@@ -108,7 +124,7 @@ class Reconstruction:
                 o.weights,
                 list(o.overrides),
                 self.feat_tag,
-                self.match_tag,
+                self.feat_tag if self.dense else self.match_tag,
             )
             self._executor = make_executor(o.executor, spec, o.workers, o.ray_address, o.shard)
         return self._executor
@@ -137,6 +153,8 @@ class Reconstruction:
 
     # -- steps ---------------------------------------------------------------------------------
     def extract(self) -> StageStats:
+        if self.dense:  # a dense model matches image pairs; keypoints come from its matches
+            return StageStats(total=len(self.images.names), already_done=len(self.images.names))
         t0 = time.perf_counter()
         store = self._store()
         todo_all = [n for n in self.images.names if n not in store]
@@ -164,6 +182,11 @@ class Reconstruction:
         elif spec.kind == "sequential":
             pairs = pairs_mod.sequential(names, spec.n)
         else:
+            if self.dense:
+                raise ConfigError(
+                    f"retrieval pairs need local features; pipeline '{self.opts.pipeline}' is "
+                    "dense: use --pairs exhaustive or sequential:N"
+                )
             store = self._store()
             missing = [n for n in names if n not in store]
             if missing:
@@ -181,11 +204,12 @@ class Reconstruction:
         return pairs
 
     def matched_keys(self) -> set[str]:
-        keys = fio.list_h5_names(self.matches_h5, "matches0")
+        keys = fio.list_h5_names(self.pair_h5, "matches0")
         if self.match_parts.exists():
             from . import records
 
-            for p in self.match_parts.glob(f"{self.match_tag}.*.log"):
+            tag = self.feat_tag if self.dense else self.match_tag
+            for p in self.match_parts.glob(f"{tag}.*.log"):
                 keys |= set(records.scan(p)[0])
         return keys
 
@@ -206,10 +230,39 @@ class Reconstruction:
         if todo:
             stats.failed = self.executor.run("match", todo, desc="match")
             stats.computed = len(todo) - len(stats.failed)
-        self._merge(self.matches_h5, self.match_parts, self.match_tag, self.match_id, "matches0")
-        self._merge(self.features_h5, self.feat_parts, self.feat_tag, self.feat_id, "keypoints")
+        if self.dense:
+            self._merge(self.pair_h5, self.match_parts, self.feat_tag, self.pair_id, "matches0")
+            if self.opts.shard is None and self.pair_h5.exists():
+                self.quantise(pairs)
+        else:
+            self._merge(
+                self.matches_h5, self.match_parts, self.match_tag, self.match_id, "matches0"
+            )
+            self._merge(self.features_h5, self.feat_parts, self.feat_tag, self.feat_id, "keypoints")
         stats.seconds = time.perf_counter() - t0
         return stats
+
+    def quantise(self, pairs: list[tuple[str, str]]) -> None:
+        """Dense: per-image keypoints from all pairs' matches → features.h5 and matches.h5."""
+        from .dense_keypoints import write_quantised
+
+        q = write_quantised(
+            self.pair_h5,
+            pairs,
+            self.names,
+            self.images.root,
+            self.features_h5,
+            self.matches_h5,
+            self.match_id,
+            self.opts.dense_cell,
+        )
+        n = sum(len(k) for k in q.keypoints.values())
+        log.info(
+            "dense matches of %d pairs → %d keypoints (%g px cells)",
+            len(q.matches),
+            n,
+            self.opts.dense_cell,
+        )
 
     def map(self, pairs: list[tuple[str, str]]) -> colmap.Summary:
         """COLMAP database, verification and mapping; writes sparse/, points.ply, summary.json."""

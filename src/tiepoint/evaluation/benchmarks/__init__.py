@@ -61,11 +61,22 @@ class Benchmark:
     auc_thresholds = {HOMOGRAPHY: (1, 3, 5), POSE: (5, 10, 20)}
     stat = {HOMOGRAPHY: "median", POSE: "mean"}
     group_summaries = False
+    # `data.protocol` values besides null (the benchmark's own) → their data defaults; the user's
+    # data settings still win. "dkm": DKM's evaluation (evaluation/dkm_protocol.py), on images
+    # loaded at full size (a dense model resizes them itself)
+    protocols: dict[str, dict] = {}
+    dkm_auc_thresholds: tuple = ()
 
     def __init__(self, conf: dict | DictConfig | None = None):
-        self.conf = merge_strict(
-            {**self.base_data_conf, **self.data_conf}, conf, where=f"data ({self.name})"
-        )
+        where = f"data ({self.name})"
+        base = {**self.base_data_conf, **self.data_conf}
+        self.conf = merge_strict(base, conf, where=where)
+        protocol = self.conf.get("protocol")
+        if protocol is not None:
+            if protocol not in self.protocols:
+                valid = ", ".join(["null", *self.protocols])
+                raise DatasetError(f"{where}: unknown protocol '{protocol}'; valid: {valid}")
+            self.conf = merge_strict({**base, **self.protocols[protocol]}, conf, where=where)
 
     # ---- where the data is
     @property

@@ -46,7 +46,15 @@ class HPatches(Benchmark):
         size=1279545572,
         sha256="99cf7e1ca167896eb4ca2fe3d903beff6566243a3c0c8e07a13a2596648ad670",
     )
-    data_conf = {"resize": 480, "side": "short", "subset": None, "ignore_large_sequences": True}
+    data_conf = {
+        "resize": 480,
+        "side": "short",
+        "subset": None,
+        "ignore_large_sequences": True,
+        "protocol": None,  # dkm: DKM's protocol (evaluation/dkm_protocol.py)
+    }
+    protocols = {"dkm": {"resize": None}}
+    dkm_auc_thresholds = (3, 5, 10)
     # Glue Factory's official LightGlue configs evaluate HPatches with OpenCV RANSAC at 0.5 px
     eval_conf = {"estimator": "opencv", "ransac_th": 0.5, "options": {}}
     eval_at_resized = True

@@ -66,7 +66,9 @@ class MegaDepth1500(Benchmark):
         filename="megadepth1500.zip",
         folder="megadepth1500",
     )
-    data_conf = {"resize": 1600, "side": "long"}
+    data_conf = {"resize": 1600, "side": "long", "protocol": None}  # dkm: DKM's protocol
+    protocols = {"dkm": {"resize": None}}
+    dkm_auc_thresholds = (5, 10, 20)
     eval_conf = {
         "estimator": "opencv",
         "ransac_th": 0.5,
