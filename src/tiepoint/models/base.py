@@ -187,3 +187,56 @@ class FeatureMatcher(BaseModel):
         keep = {k: v for k, v in trained_conf.items() if k in known and k not in skip}
         base = {k: v for k, v in inference_conf.items() if k in known}
         return cls.without_own_weights(OmegaConf.merge(base, keep))
+
+
+class DenseMatcher(BaseModel):
+    """Two images → a dense warp of image 0 into image 1 and a per-pixel certainty.
+
+    Input: `image0`, `image1` (B,3,H,W) float RGB in [0, 1] at any size (the model resizes and
+    normalises internally as its config says; a 1-channel image is repeated to 3).
+    `_forward` returns `warp` (B,H,W,4), rows (x0, y0, x1, y1) in normalised [-1, 1] coordinates
+    (align_corners=False: −1 is the left edge of the left pixel), and `certainty` (B,H,W) in [0, 1],
+    on the model's output grid. A `symmetric` model concatenates both directions along the width:
+    (B,H,2W,4), the left half on image 0's grid, the right half on image 1's grid.
+    """
+
+    base_default_conf = {
+        "name": None,
+        "trainable": True,
+        "num_matches": 10000,  # default number of matches `sample` draws
+        "sample_mode": "threshold_balanced",
+        "sample_thresh": 0.05,
+    }
+    required_data_keys = ["image0", "image1"]
+    symmetric: ClassVar[bool] = False
+
+    def forward(self, data: dict) -> dict:
+        for key in self.required_data_keys:
+            image = data.get(key)
+            if image is not None and (image.ndim != 4 or image.shape[1] not in (1, 3)):
+                raise ImageError(
+                    f"{type(self).__name__} expects {key} of shape (B, 3, H, W), got {tuple(image.shape)}"
+                )
+        return super().forward(data)
+
+    def sample(self, pred: dict, num: int | None = None, generator=None):
+        """Draw matches (K,4) normalised and their certainties (K,) from one pair's dense output
+        (unbatched, or a batch of one) with the config's `sample_mode` / `sample_thresh`."""
+        warp, certainty = pred["warp"], pred["certainty"]
+        if warp.ndim == 4:
+            if warp.shape[0] != 1:
+                raise ConfigError(
+                    f"{type(self).__name__}.sample takes one pair; got a batch of {warp.shape[0]} "
+                    "(pass {'warp': warp[i], 'certainty': certainty[i]})"
+                )
+            warp, certainty = warp[0], certainty[0]
+        from .dense.sampling import sample  # lazy: keeps `import tiepoint.models.base` light
+
+        return sample(
+            warp,
+            certainty,
+            int(num or self.conf.num_matches),
+            mode=self.conf.sample_mode,
+            thresh=self.conf.sample_thresh,
+            generator=generator,
+        )
