@@ -19,6 +19,7 @@ So a checkpoint is directly usable for matching: `Matcher(pipeline, weights=path
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -30,7 +31,7 @@ from omegaconf import DictConfig, ListConfig
 
 from ..atomic import atomic_path
 from ..config import conf_diff, to_container
-from ..errors import WeightsError
+from ..errors import TiepointError, WeightsError
 from ..weights import load_torch
 
 _NAME = re.compile(r"^checkpoint_(\d+)_(\d+)(_interrupted)?\.tar$")
@@ -187,18 +188,28 @@ def training_state(
     }
 
 
-def load_matcher_checkpoint(model: torch.nn.Module, path: Path, sub_conf: dict) -> dict:
+def load_matcher_checkpoint(
+    model: torch.nn.Module, path: Path, sub_conf: dict | None = None
+) -> dict:
     """Load a checkpoint's weights of the trained submodule (`model.trained`: matcher or dense)
-    into `model` after checking the architectures agree (`sub_conf`: the model's config of that
-    submodule, for the report); returns the whole checkpoint."""
+    into `model` after checking the architectures agree; returns the whole checkpoint.
+
+    A mismatch is reported with the differences between the two configs with their class
+    defaults filled in (`sub_conf`: the model's side; default: the built submodule's config).
+    """
     kind = model.trained
+    sub = getattr(model, kind)
     ck = load_checkpoint(path)
+    theirs = (ck.get("conf") or {}).get("model", {}).get(kind)
+    if theirs:
+        with contextlib.suppress(TiepointError):  # another class's config: compared as stored
+            theirs = to_container(type(sub).build_conf(theirs))
     check_compatible(
         model.state_dict(),
         ck["model"],
         str(path),
-        (ck.get("conf") or {}).get("model", {}).get(kind),
-        sub_conf,
+        theirs,
+        to_container(sub.conf) if sub_conf is None else sub_conf,
         prefix=kind,
     )
     model.load_state_dict(ck["model"], strict=False)

@@ -200,7 +200,7 @@ def rebuild_conf(kind: str, conf):
     return OmegaConf.merge(to_container(conf), off)
 
 
-def load_initial_weights(model: torch.nn.Module, spec: str, root: Path, sub_conf) -> None:
+def load_initial_weights(model: torch.nn.Module, spec: str, root: Path) -> None:
     """`train.load_experiment`: official weights by name, an experiment under `root`, or a file;
     loaded into the trained submodule (`model.trained`: matcher or dense)."""
     from .. import weights as weights_lib
@@ -215,7 +215,7 @@ def load_initial_weights(model: torch.nn.Module, spec: str, root: Path, sub_conf
         logger.info("%s initialised from official weights %s", kind, spec)
         return
     path = resolve_experiment(spec, root)
-    ckpt_lib.load_matcher_checkpoint(model, path, to_container(sub_conf))
+    ckpt_lib.load_matcher_checkpoint(model, path)
     logger.info("%s initialised from %s", kind, path)
 
 

@@ -24,7 +24,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ..config import to_container
 from ..errors import ConfigError
 from . import checkpoints as ckpt_lib
 from . import distributed as dist_lib
@@ -174,9 +173,7 @@ class Trainer:
             )
 
         if tc.load_experiment and not restore:
-            load_initial_weights(
-                self.model, tc.load_experiment, self.exp_dir.parent, self.conf.model[self.trained]
-            )
+            load_initial_weights(self.model, tc.load_experiment, self.exp_dir.parent)
 
         self.optimizer = build_optimizer(self.model, tc)
         self.scheduler = build_scheduler(self.optimizer, tc, tc.epochs, len(self.train_loader))
@@ -223,9 +220,7 @@ class Trainer:
             raise ConfigError(
                 f"--restore: experiment {self.exp_dir} has no checkpoint to resume from"
             )
-        ck = ckpt_lib.load_matcher_checkpoint(
-            self.model, path, to_container(self.conf.model[self.trained])
-        )
+        ck = ckpt_lib.load_matcher_checkpoint(self.model, path)
         ckpt_lib.restore_optimization(ck, self.optimizer, self.scheduler, self.scaler)
         self.epoch, self.iter, self.step = int(ck["epoch"]), int(ck["iter"]), int(ck["step"])
         self.best = ck.get("best")
