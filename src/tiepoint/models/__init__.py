@@ -20,9 +20,6 @@ REGISTRY: dict[str, dict[str, str]] = {
         "lightglue": "tiepoint.models.matchers.lightglue:LightGlue",
         "diffglue": "tiepoint.models.matchers.diffglue:DiffGlue",
     },
-    "dense": {
-        "dkm": "tiepoint.models.dense.dkm:DKM",
-    },
 }
 
 
