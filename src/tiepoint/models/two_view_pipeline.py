@@ -9,6 +9,8 @@ so batches stack; padding points are labelled unmatched (−1).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -53,6 +55,7 @@ def pad_features(feats: dict, n: int, image_size: torch.Tensor) -> dict:
 
 
 class TwoViewPipeline(BaseModel):
+    trained: ClassVar[str] = "matcher"  # the submodule training optimises and checkpoints
     default_conf = {
         "extractor": None,  # extractor config ({name: aliked, ...}); frozen
         "matcher": None,  # matcher config ({name: lightglue, ...}); trained

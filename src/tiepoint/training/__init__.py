@@ -1,4 +1,4 @@
-"""Training: a config-driven trainer for matchers on frozen extractors.
+"""Training: a config-driven trainer for matchers on frozen extractors and for dense matchers.
 
 experiment.py (config, lookup, load_experiment) · launch.py (`train`) · trainer.py (the loop) ·
 validation.py · checkpoints.py · feature_cache.py

@@ -3,21 +3,23 @@ restore, and architecture checks on load.
 
 Layout of `checkpoint_<epoch>_<step>[_interrupted].tar` and `checkpoint_best.tar` (plain torch.save,
 loadable with `weights_only=True` — no pickled objects):
-    model         matcher state dict, keys prefixed `matcher.` (the frozen extractor is not saved:
-                  it is rebuilt from `conf.model.extractor`)
-    conf          the resolved experiment config as plain dicts (`conf["model"]["matcher"]` builds
-                  the matcher that the weights fit)
+    model         the trained submodule's state dict: keys prefixed `matcher.` (the frozen
+                  extractor is not saved: it is rebuilt from `conf.model.extractor`), or `dense.`
+                  for a dense model (DenseTwoViewPipeline)
+    conf          the resolved experiment config as plain dicts (`conf["model"]["matcher"]` or
+                  `["dense"]` builds the model that the weights fit)
     optimizer, lr_scheduler, scaler   states for exact resumption
     epoch, iter   position: the next iteration is `iter` of epoch `epoch`
     step          global number of optimizer steps taken
     best, eval    best validation value so far, last validation metrics
     rng           torch / numpy / python generator states
 So a checkpoint is directly usable for matching: `Matcher(pipeline, weights=path)` keeps the
-`matcher.` keys.
+`matcher.` (or `dense.`) keys.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -29,7 +31,7 @@ from omegaconf import DictConfig, ListConfig
 
 from ..atomic import atomic_path
 from ..config import conf_diff, to_container
-from ..errors import WeightsError
+from ..errors import TiepointError, WeightsError
 from ..weights import load_torch
 
 _NAME = re.compile(r"^checkpoint_(\d+)_(\d+)(_interrupted)?\.tar$")
@@ -78,19 +80,28 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def matcher_state(model: torch.nn.Module) -> dict:
-    """The trainable part of a TwoViewPipeline's state dict (keys `matcher.*`)."""
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k.startswith("matcher.")}
+def trained_state(model: torch.nn.Module) -> dict:
+    """The trained part of a pipeline's state dict: keys `<model.trained>.*` (matcher or dense)."""
+    prefix = f"{model.trained}."
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k.startswith(prefix)}
 
 
-# settings that do not change which weights fit a matcher
+matcher_state = trained_state  # the name before dense models
+
+
+# settings that do not change which weights fit a matcher or dense model
 _NOT_ARCHITECTURE = (
     "weights",
     "pretrained",
+    "trainable",
     "loss",
     "filter_threshold",
     "depth_confidence",
     "width_confidence",
+    "num_matches",
+    "sample_mode",
+    "sample_thresh",
+    "symmetric",
 )
 
 
@@ -100,12 +111,18 @@ def check_compatible(
     source: str,
     ckpt_conf: dict | None = None,
     model_conf: dict | None = None,
+    prefix: str = "matcher",
 ) -> None:
-    """Raise a one-line WeightsError naming what differs when `state` does not fit the model."""
-    own = {k: v for k, v in model_state.items() if k.startswith("matcher.")}
-    theirs = {k: v for k, v in state.items() if k.startswith("matcher.")}
+    """Raise a one-line WeightsError naming what differs when `state` does not fit the model's
+    `prefix` submodule (matcher or dense)."""
+    own = {k: v for k, v in model_state.items() if k.startswith(f"{prefix}.")}
+    theirs = {k: v for k, v in state.items() if k.startswith(f"{prefix}.")}
     if not theirs:
-        raise WeightsError(f"{source}: checkpoint has no matcher weights (keys 'matcher.*')")
+        other = sorted({k.split(".", 1)[0] for k in state})
+        raise WeightsError(
+            f"{source}: checkpoint has no {prefix} weights (keys '{prefix}.*'; it has "
+            f"{', '.join(f'{o}.*' for o in other) or 'none'})"
+        )
     missing = sorted(set(own) - set(theirs))
     unexpected = sorted(set(theirs) - set(own))
     wrong = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
@@ -122,11 +139,11 @@ def check_compatible(
         parts.append(f"{len(missing)} parameters missing from the checkpoint (e.g. {missing[0]})")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected parameters (e.g. {unexpected[0]})")
-    msg = f"{source}: checkpoint is for a different matcher architecture: " + "; ".join(parts)
+    msg = f"{source}: checkpoint is for a different {prefix} architecture: " + "; ".join(parts)
     if ckpt_conf is not None and model_conf is not None:
         diff = conf_diff(ckpt_conf, model_conf, skip=_NOT_ARCHITECTURE)
         if diff:
-            msg += " — matcher config differs (checkpoint → model): " + ", ".join(diff[:5])
+            msg += f" — {prefix} config differs (checkpoint → model): " + ", ".join(diff[:5])
     raise WeightsError(msg)
 
 
@@ -156,7 +173,7 @@ def training_state(
 ) -> dict:
     """Everything a checkpoint holds (layout in the module docstring)."""
     return {
-        "model": matcher_state(model),
+        "model": trained_state(model),
         "conf": to_container(conf),
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": scheduler.state_dict(),
@@ -171,16 +188,29 @@ def training_state(
     }
 
 
-def load_matcher_checkpoint(model: torch.nn.Module, path: Path, matcher_conf: dict) -> dict:
-    """Load a checkpoint's matcher weights into `model` after checking the architectures agree;
-    returns the whole checkpoint."""
+def load_matcher_checkpoint(
+    model: torch.nn.Module, path: Path, sub_conf: dict | None = None
+) -> dict:
+    """Load a checkpoint's weights of the trained submodule (`model.trained`: matcher or dense)
+    into `model` after checking the architectures agree; returns the whole checkpoint.
+
+    A mismatch is reported with the differences between the two configs with their class
+    defaults filled in (`sub_conf`: the model's side; default: the built submodule's config).
+    """
+    kind = model.trained
+    sub = getattr(model, kind)
     ck = load_checkpoint(path)
+    theirs = (ck.get("conf") or {}).get("model", {}).get(kind)
+    if theirs:
+        with contextlib.suppress(TiepointError):  # another class's config: compared as stored
+            theirs = to_container(type(sub).build_conf(theirs))
     check_compatible(
         model.state_dict(),
         ck["model"],
         str(path),
-        (ck.get("conf") or {}).get("model", {}).get("matcher"),
-        matcher_conf,
+        theirs,
+        to_container(sub.conf) if sub_conf is None else sub_conf,
+        prefix=kind,
     )
     model.load_state_dict(ck["model"], strict=False)
     return ck

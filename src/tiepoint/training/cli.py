@@ -38,9 +38,9 @@ def cmd_train(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a matcher (homography pre-training, MegaDepth fine-tuning, your data)",
+        help="train a matcher or a dense matcher (homographies, MegaDepth, your data)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a matcher on a frozen extractor. Outputs go to "
+        description="Train a matcher on a frozen extractor, or a dense matcher (DKM). Outputs go to "
         "OUTPUT_DIR/training/EXP/: config.yaml, log.txt,\nTensorBoard events, val_history.json, "
         "val_curves.png, checkpoint_*.tar "
         "(usable as `tiepoint match --weights`).\nDotted overrides: data.*, model.*, train.* "

@@ -3,7 +3,9 @@ and how a finished experiment or checkpoint is found and rebuilt.
 
 An experiment config has four sections:
     data:   a dataset config (`datasets.get_dataset`), e.g. {name: homographies, data_dir: ...}
-    model:  a TwoViewPipeline config: {extractor: {...}, matcher: {...}, ground_truth: {...}}
+    model:  a TwoViewPipeline config {extractor: {...}, matcher: {...}, ground_truth: {...}}
+            (a matcher on a frozen extractor), or a DenseTwoViewPipeline config
+            {dense: {...}, loss: {...}} (a dense matcher such as DKM) — never both
     train:  DEFAULT_TRAIN_CONF below
     benchmarks: optional {<benchmark>: {preprocessing: ..., overrides: [...]}} for --run-benchmarks
 """
@@ -96,11 +98,26 @@ def build_conf(
     return out
 
 
+def pipeline_class(model_conf) -> type:
+    """The training pipeline for a `model` section: dense (`model.dense`) or sparse."""
+    from ..models.dense_two_view_pipeline import DenseTwoViewPipeline
+    from ..models.two_view_pipeline import TwoViewPipeline
+
+    if not model_conf.get("dense"):
+        return TwoViewPipeline
+    sparse = [k for k in ("extractor", "matcher") if model_conf.get(k)]
+    if sparse:
+        raise ConfigError(
+            f"model has both dense and {' and '.join(sparse)}: a model is either "
+            "extractor + matcher or dense"
+        )
+    return DenseTwoViewPipeline
+
+
 def validate_conf(conf: DictConfig) -> None:
     """Check every section against its class defaults before anything heavy starts."""
     from ..datasets import dataset_class
     from ..models import model_class
-    from ..models.two_view_pipeline import TwoViewPipeline
 
     if not conf.data:
         raise ConfigError("training config has no data section")
@@ -110,12 +127,24 @@ def validate_conf(conf: DictConfig) -> None:
         if conf[section]:
             cls = dataset_class(conf[section].get("name"))
             merge_strict(cls.full_default_conf(), conf[section], where=section)
-    merge_strict(TwoViewPipeline.full_default_conf(), conf.model, where="model")
-    for kind in ("extractor", "matcher"):
+    pipeline = pipeline_class(conf.model)
+    merge_strict(pipeline.full_default_conf(), conf.model, where="model")
+    for kind in ("extractor", "matcher", "dense"):
         sub = conf.model.get(kind)
         if sub:
             cls = model_class(kind, sub.get("name"))
             cls.build_conf(sub, where=f"model.{kind}")  # presets (e.g. `features`) included
+    if pipeline.trained == "dense":
+        if conf.train.feature_cache.enabled:
+            raise ConfigError(
+                "train.feature_cache: a dense model reads images, not cached features; "
+                "set train.feature_cache.enabled=false"
+            )
+        if conf.benchmarks:
+            raise ConfigError(
+                "benchmarks during training (--run-benchmarks) support sparse matchers only; "
+                "remove the benchmarks section for a dense model"
+            )
     if conf.train.best_mode not in ("min", "max"):
         raise ConfigError(f"train.best_mode must be min or max, not '{conf.train.best_mode}'")
 
@@ -158,29 +187,48 @@ def resolve_experiment(spec: str, root: Path) -> Path:
     return found
 
 
-def load_initial_weights(model: torch.nn.Module, spec: str, root: Path, matcher_conf) -> None:
-    """`train.load_experiment`: official weights by name, an experiment under `root`, or a file."""
+def rebuild_conf(kind: str, conf):
+    """The config of a trained `kind` submodule rebuilt from a checkpoint: the class's own rule
+    (`conf_from_checkpoint`) when it has one, else `conf` loading no weights of its own."""
+    from ..models import model_class
+
+    cls = model_class(kind, conf.name)
+    if hasattr(cls, "conf_from_checkpoint"):
+        return cls.conf_from_checkpoint(conf)
+    known = cls.full_default_conf()
+    off = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in known}
+    return OmegaConf.merge(to_container(conf), off)
+
+
+def load_initial_weights(model: torch.nn.Module, spec: str, root: Path) -> None:
+    """`train.load_experiment`: official weights by name, an experiment under `root`, or a file;
+    loaded into the trained submodule (`model.trained`: matcher or dense)."""
     from .. import weights as weights_lib
 
-    if spec in weights_lib.WEIGHTS:  # official weights by name
-        model.matcher.load_weights(spec)
-        logger.info("matcher initialised from official weights %s", spec)
+    kind = model.trained
+    if spec in weights_lib.WEIGHTS:  # official weights by name, through the model's own loader
+        sub = getattr(model, kind)
+        load = getattr(sub, "load_weights", None) or getattr(sub, "load_checkpoint", None)
+        if load is None:
+            raise WeightsError(f"{type(sub).__name__} cannot load official weights ('{spec}')")
+        load(spec)
+        logger.info("%s initialised from official weights %s", kind, spec)
         return
     path = resolve_experiment(spec, root)
-    ckpt_lib.load_matcher_checkpoint(model, path, to_container(matcher_conf))
-    logger.info("matcher initialised from %s", path)
+    ckpt_lib.load_matcher_checkpoint(model, path)
+    logger.info("%s initialised from %s", kind, path)
 
 
 def load_experiment(spec: str, overrides: dict | None = None, output_dir=None):
-    """Rebuild a trained TwoViewPipeline from its checkpoint (its stored config ⊕ `overrides`)."""
-    from ..models import model_class
-    from ..models.two_view_pipeline import TwoViewPipeline
-
+    """Rebuild a trained pipeline (TwoViewPipeline or DenseTwoViewPipeline) from its checkpoint
+    (its stored config ⊕ `overrides`), in eval mode."""
     path = resolve_experiment(spec, training_root(output_dir))
     ck = ckpt_lib.load_checkpoint(path)
     mconf = OmegaConf.merge(ck["conf"]["model"], overrides or {})
-    mconf.matcher = model_class("matcher", mconf.matcher.name).conf_from_checkpoint(mconf.matcher)
-    model = TwoViewPipeline(mconf)
-    ckpt_lib.check_compatible(model.state_dict(), ck["model"], str(path))
+    pipeline = pipeline_class(mconf)
+    kind = pipeline.trained
+    mconf[kind] = rebuild_conf(kind, mconf[kind])
+    model = pipeline(mconf)
+    ckpt_lib.check_compatible(model.state_dict(), ck["model"], str(path), prefix=kind)
     model.load_state_dict(ck["model"], strict=False)
     return model.eval()

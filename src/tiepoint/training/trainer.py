@@ -1,4 +1,6 @@
-"""The training loop: a matcher trained on top of a frozen extractor, one process or one rank.
+"""The training loop, one process or one rank: a matcher trained on top of a frozen extractor
+(`TwoViewPipeline`) or a dense matcher such as DKM (`DenseTwoViewPipeline`), chosen by whether the
+config's model section has `dense` (`experiment.pipeline_class`).
 
 An experiment (`launch.train`) lives in `outputs/training/<exp>/`: `config.yaml` (`experiment.py`),
 `log.txt`, TensorBoard events, `val_history.json` + `val_curves.png` (`validation.py`) and
@@ -22,11 +24,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ..config import to_container
 from ..errors import ConfigError
 from . import checkpoints as ckpt_lib
 from . import distributed as dist_lib
-from .experiment import load_initial_weights
+from .experiment import load_initial_weights, pipeline_class
 from .feature_cache import cached_sets
 from .schedules import build_optimizer, build_scheduler
 from .validation import evaluate, is_better, load_history, summary, to_device, write_history
@@ -107,7 +108,6 @@ class Trainer:
         progress: bool = True,
     ):
         from ..datasets import get_dataset
-        from ..models.two_view_pipeline import TwoViewPipeline
 
         self.exp_dir, self.conf, self.tc = Path(exp_dir), conf, conf.train
         tc = self.tc
@@ -140,7 +140,8 @@ class Trainer:
         self.train_set = self.data.get_dataset("train")
         self.val_set = self.val_data.get_dataset("val")
 
-        self.model = TwoViewPipeline(self.conf.model).to(self.device)
+        self.model = pipeline_class(self.conf.model)(self.conf.model).to(self.device)
+        self.trained = self.model.trained  # "matcher" or "dense": what checkpoints hold
         if tc.feature_cache.enabled:
             self.train_set, self.val_set = cached_sets(
                 self.conf,
@@ -172,13 +173,12 @@ class Trainer:
             )
 
         if tc.load_experiment and not restore:
-            load_initial_weights(
-                self.model, tc.load_experiment, self.exp_dir.parent, self.conf.model.matcher
-            )
+            load_initial_weights(self.model, tc.load_experiment, self.exp_dir.parent)
 
         self.optimizer = build_optimizer(self.model, tc)
         self.scheduler = build_scheduler(self.optimizer, tc, tc.epochs, len(self.train_loader))
         self.on_epoch = bool((tc.lr_schedule or {}).get("on_epoch", True))
+        self.group_names = self._group_names()
         self.autocast, self.scaler = _precision(tc.mixed_precision, self.device)
 
         if restore:
@@ -220,9 +220,7 @@ class Trainer:
             raise ConfigError(
                 f"--restore: experiment {self.exp_dir} has no checkpoint to resume from"
             )
-        ck = ckpt_lib.load_matcher_checkpoint(
-            self.model, path, to_container(self.conf.model.matcher)
-        )
+        ck = ckpt_lib.load_matcher_checkpoint(self.model, path)
         ckpt_lib.restore_optimization(ck, self.optimizer, self.scheduler, self.scaler)
         self.epoch, self.iter, self.step = int(ck["epoch"]), int(ck["iter"]), int(ck["step"])
         self.best = ck.get("best")
@@ -238,6 +236,22 @@ class Trainer:
             self.iter,
             self.step,
         )
+
+    def _group_names(self) -> list[str]:
+        """TensorBoard names of the optimizer's learning rates: `lr` with one parameter group;
+        else `lr/<k>` for `train.param_groups[k]` and `lr/rest` for the parameters none matched."""
+        groups = self.optimizer.param_groups
+        if len(groups) == 1:
+            return ["lr"]
+        specs = list(self.tc.param_groups or [])
+        return [f"lr/{k}" if k < len(specs) else "lr/rest" for k in range(len(groups))]
+
+    def _log_param_groups(self) -> None:
+        specs = list(self.tc.param_groups or [])
+        for k, (g, name) in enumerate(zip(self.optimizer.param_groups, self.group_names)):
+            what = f"regexp '{specs[k].regexp}'" if k < len(specs) else "all other parameters"
+            n = sum(p.numel() for p in g["params"])
+            logger.info("parameter group %s (%s): %d parameters, lr %.3g", name, what, n, g["lr"])
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self, epoch: int, it: int) -> dict:
@@ -371,8 +385,8 @@ class Trainer:
                 if self.step % max(1, tc.log_every_iter) == 0 or self.step == 1:
                     for k, v in out.items():
                         self.writer.add_scalar(f"training/{k}", v, self.step)
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    self.writer.add_scalar("training/lr", lr, self.step)
+                    for g, name in zip(self.optimizer.param_groups, self.group_names):
+                        self.writer.add_scalar(f"training/{name}", g["lr"], self.step)
                     bar.set_postfix(loss=f"{out['loss/total']:.3f}")
             budget = (
                 tc.max_minutes is not None and time.time() - start_time > 60 * tc.max_minutes
@@ -406,6 +420,7 @@ class Trainer:
                     self.device,
                     f", {self.world} processes" if self.world > 1 else "",
                 )
+                self._log_param_groups()
             if tc.eval_at_start and self.step == 0 and not self.history:
                 self.validate(self.epoch, self.iter)
             dist_lib.barrier()

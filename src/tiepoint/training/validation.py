@@ -88,5 +88,5 @@ def is_better(results: dict, key: str, mode: str, best: float | None) -> bool:
 
 def summary(results: dict, key: str) -> str:
     """The few numbers worth a log line."""
-    shown = dict.fromkeys((key, "loss/total", "match_recall", "match_precision"))
+    shown = dict.fromkeys((key, "loss/total", "match_recall", "match_precision", "epe", "pck@3"))
     return ", ".join(f"{k} {results[k]:.4g}" for k in shown if k in results)

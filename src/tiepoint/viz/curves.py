@@ -51,13 +51,15 @@ def save_cumulative(panels: Sequence[dict], path: str | os.PathLike, dpi: int = 
 
 
 MATCH_KEYS = ("match_recall", "match_precision", "average_precision")
+DENSE_KEYS = ("pck@1", "pck@3", "pck@5")  # dense models (DenseTwoViewPipeline)
 
 
 def plot_validation_history(history: Sequence[dict], path: str | os.PathLike, title: str) -> Path:
-    """One experiment's validation over steps: matching metrics (left), validation loss (right)."""
+    """One experiment's validation over steps: matching metrics or dense PCKs (left), validation
+    loss (right)."""
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    for k in MATCH_KEYS:
+    for k in MATCH_KEYS + DENSE_KEYS:
         if any(k in h for h in history):
             ax[0].plot(steps, [h.get(k, np.nan) for h in history], marker="o", ms=3, label=k)
     ax[0].set_xlabel("training step")
