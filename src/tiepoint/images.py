@@ -68,21 +68,12 @@ def raw_to_upright(points: np.ndarray, orientation: int, raw_size: tuple[int, in
 
 
 def upright_to_raw(points: np.ndarray, orientation: int, raw_size: tuple[int, int]) -> np.ndarray:
-    """Inverse of `raw_to_upright`: (N,2) upright points → the stored image's pixels."""
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    u, v = p[:, 0], p[:, 1]
-    w, h = raw_size[0] - 1, raw_size[1] - 1
-    x, y = {
-        1: (u, v),
-        2: (w - u, v),
-        3: (w - u, h - v),
-        4: (u, h - v),
-        5: (v, u),
-        6: (v, h - u),
-        7: (w - v, h - u),
-        8: (w - v, u),
-    }[orientation]
-    return np.stack([x, y], -1).astype(np.asarray(points).dtype, copy=False)
+    """Inverse of `raw_to_upright`: (N,2) upright points → the stored image's pixels.
+
+    Every orientation is its own inverse except the two quarter turns, 6 and 8, which undo each
+    other; the inverse map runs on the upright image's size."""
+    inverse = {6: 8, 8: 6}.get(orientation, orientation)
+    return raw_to_upright(points, inverse, upright_size(raw_size, orientation))
 
 
 REDUCE_ABOVE = 2

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..config import class_default_conf, merge_strict
+from ..config import class_default_conf, lookup, merge_strict
 from ..errors import ConfigError, ImageError, WeightsError
 
 
@@ -158,6 +158,19 @@ class FeatureMatcher(BaseModel):
     required_data_keys = ["keypoints0", "keypoints1", "descriptors0", "descriptors1"]
     # settings that only steer inference: a checkpoint's training values never replace the asked ones
     inference_keys: ClassVar[tuple[str, ...]] = ("filter_threshold",)
+    # `features` name → settings for that extractor's descriptors (LightGlue's official presets);
+    # a preset's `weights` names the official file and is never merged into the conf
+    feature_presets: ClassVar[dict[str, dict]] = {}
+
+    @classmethod
+    def preset_conf(cls, conf: dict | DictConfig | None = None) -> DictConfig:
+        """Defaults with the preset of `features` applied (see `feature_presets`)."""
+        defaults = cls.full_default_conf()
+        features = (conf or {}).get("features")
+        if features is None or not cls.feature_presets:
+            return defaults
+        preset = lookup(cls.feature_presets, features, f"{cls.__name__} features")
+        return OmegaConf.merge(defaults, {k: v for k, v in preset.items() if k != "weights"})
 
     @classmethod
     def without_own_weights(cls, conf: dict | DictConfig) -> DictConfig:

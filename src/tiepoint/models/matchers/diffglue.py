@@ -20,12 +20,10 @@ from __future__ import annotations
 import logging
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ... import weights as weights_lib
-from ...config import lookup
 from ...errors import ConfigError, WeightsError
 from ..base import FeatureMatcher, state_mismatch
 from ..losses import confidence_loss, deep_supervision_loss, matcher_metrics
@@ -129,15 +127,7 @@ class DiffGlue(FeatureMatcher):
         "loss": {"gamma": 1.0, "nll_balancing": 0.5},
     }
 
-    @classmethod
-    def preset_conf(cls, conf=None):
-        """Defaults with the input dimension of `features` (see `FEATURES`)."""
-        defaults = cls.full_default_conf()
-        features = (conf or {}).get("features")
-        if features is None:
-            return defaults
-        lookup(FEATURES, features, "DiffGlue features")
-        return OmegaConf.merge(defaults, FEATURES[features])
+    feature_presets = FEATURES
 
     def _init(self, conf):
         d, h = conf.descriptor_dim, conf.num_heads

@@ -14,11 +14,9 @@ import re
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
 from ... import weights as weights_lib
-from ...config import lookup
 from ..base import FeatureMatcher, load_state_strict
 from ..losses import confidence_loss, deep_supervision_loss, matcher_metrics
 
@@ -252,18 +250,7 @@ class LightGlue(FeatureMatcher):
 
     inference_keys = ("depth_confidence", "width_confidence", "filter_threshold")
 
-    @classmethod
-    def preset_conf(cls, conf=None):
-        """Defaults with the official settings of `features` applied (see `FEATURES`)."""
-        defaults = cls.full_default_conf()
-        features = (conf or {}).get("features")
-        if features is None:
-            return defaults
-        lookup(FEATURES, features, "LightGlue features")
-        # the preset's weights name is not merged: `pretrained: false` must mean random weights
-        return OmegaConf.merge(
-            defaults, {k: v for k, v in FEATURES[features].items() if k != "weights"}
-        )
+    feature_presets = FEATURES
 
     @classmethod
     def weight_names(cls, conf=None) -> list[str]:
