@@ -6,8 +6,9 @@ timed in the same run, plus where our time goes (per-stage breakdown).
 
 Each side runs in its own subprocess (ours: this interpreter with tiepoint; the reference: the venv
 of benchmarks/dkm_parity.py, which has the reference's dependencies and no tiepoint), the two
-alternated for `--rounds` rounds with the first side swapped every round; each subprocess makes one
-warm-up call then `--repeats` timed calls, and a side's time is the minimum over all its timed calls.
+alternated for `--rounds` rounds with the first side swapped every round; each subprocess makes
+`--warmup` untimed calls (default 1) then `--repeats` timed calls, and a side's time is the
+minimum over all its timed calls.
 Both sides load the same random weights (the reference DKMv3 at seed 0 with randomised BatchNorm,
 saved once, loaded into ours through our official loader), run symmetric matching on the same
 pair at the preset's native resolution (outdoor: 540×720 then the 864×1152 upsample pass; indoor:
@@ -28,6 +29,7 @@ certainty rule and warp assembly).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -53,10 +55,8 @@ def _status_kib(field: str) -> int:
 
 
 def _reset_peak() -> None:
-    try:
+    with contextlib.suppress(OSError):  # not permitted: the peak then includes loading
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:  # not permitted: the peak then includes loading
-        pass
 
 
 def _check_threads(torch, n: int) -> None:
@@ -68,16 +68,16 @@ def _check_threads(torch, n: int) -> None:
         sys.exit(f"expected {n} intra-op threads, torch has {torch.get_num_threads()}")
 
 
-def _timed_calls(fn, repeats: int, after=None) -> dict:
-    """One warm-up call, then `repeats` timed ones; memory measured across all of them."""
+def _timed_calls(fn, repeats: int, warmup: int, after=None) -> dict:
+    """`warmup` untimed calls, then `repeats` timed ones; memory measured across all of them."""
     rss0 = _status_kib("VmRSS")
     _reset_peak()
     times, extra = [], []
-    for i in range(repeats + 1):
+    for i in range(warmup + repeats):
         t = time.perf_counter()
         fn()
         dt = time.perf_counter() - t
-        if i:
+        if i >= warmup:
             times.append(dt)
             extra.append(after() if after else None)
     return {
@@ -131,7 +131,9 @@ def reference_worker(args) -> dict:
         model.upsample_res = up
     model.eval()
     im0, im1 = (Image.open(p).convert("RGB") for p in (args.image0, args.image1))
-    res = _timed_calls(lambda: model.match(im0, im1, device=torch.device("cpu")), args.repeats)
+    res = _timed_calls(
+        lambda: model.match(im0, im1, device=torch.device("cpu")), args.repeats, args.warmup
+    )
     warp, cert = model.match(im0, im1, device=torch.device("cpu"))
     res["shape"] = list(warp.shape)
     return res
@@ -214,7 +216,9 @@ def ours_worker(args) -> dict:
         with torch.inference_mode():
             out["pred"] = model({"image0": imgs[0], "image1": imgs[1]})
 
-    res = _timed_calls(call, args.repeats, after=(lambda: dict(stages)) if args.stages else None)
+    res = _timed_calls(
+        call, args.repeats, args.warmup, after=(lambda: dict(stages)) if args.stages else None
+    )
     res["shape"] = list(out["pred"]["warp"][0].shape)
     if args.save_output:
         torch.save(
@@ -240,6 +244,7 @@ def driver(args) -> None:
     ours_env = {**env, "PYTHONPATH": src + os.pathsep + env.get("PYTHONPATH", "")}
     common = ["--state", str(state), "--image0", args.image0, "--image1", args.image1]
     common += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+    common += ["--warmup", str(args.warmup)]
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs")
     results = {}
@@ -323,6 +328,7 @@ def main() -> None:
     p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     p.add_argument("--rounds", type=int, default=2, help="subprocess pairs per preset")
     p.add_argument("--repeats", type=int, default=1, help="timed calls per subprocess")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls per subprocess first")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ref-python", default="/tmp/dkm_ref/bin/python", help="'' to skip")
     p.add_argument("--dkm-src", default="/tmp/DKM")
