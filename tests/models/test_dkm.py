@@ -263,3 +263,32 @@ def test_sample_takes_one_pair(small_model):
     batch = {"warp": torch.zeros(2, 4, 8, 4), "certainty": torch.ones(2, 4, 8)}
     with pytest.raises(ConfigError, match="one pair"):
         small_model.sample(batch)
+
+
+def test_inference_fast_paths_equal_the_training_forms():
+    """The eval-only speed-ups (BatchNorm folded into channels-last convs, local correlation one
+    offset at a time) compute what the plain module path and DKM's one-call correlation compute."""
+    from tiepoint.models.dense.refiner import ConvRefiner
+
+    torch.manual_seed(0)
+    f0, f1 = torch.randn(2, 8, 6, 7), torch.randn(2, 8, 6, 7)
+    flow = torch.rand(2, 2, 6, 7) * 2 - 1
+    looped = local_correlation(f0, f1, 2, flow)  # no gradient: one offset at a time
+    one_call = local_correlation(f0.requires_grad_(), f1, 2, flow)  # the training form
+    torch.testing.assert_close(looped, one_call.detach(), atol=1e-5, rtol=1e-5)
+
+    refiner = ConvRefiner(2 * 8 + 4 + 25, 2 * (2 * 8 + 4 + 25), 3, 5, 2, 4, 2)
+    for m in refiner.modules():  # non-trivial BatchNorm statistics, so folding them matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    refiner.eval()
+    x, y = f0.detach(), f1
+    with torch.no_grad():
+        fast_cert, fast_disp = refiner(x, y, flow)
+        refiner.training = True  # the module path, with the BatchNorms still in eval mode
+        slow_cert, slow_disp = refiner(x, y, flow)
+    torch.testing.assert_close(fast_cert, slow_cert, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast_disp, slow_disp, atol=1e-4, rtol=1e-4)
