@@ -17,8 +17,8 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...config import lookup
-from ...errors import ImageError
-from ..backbones.resnet import ResNet50
+from ...errors import ImageError, WeightsError
+from ..backbones.resnet import ResNet18, ResNet50
 from ..base import DenseMatcher, load_state_strict
 from .decoder import DFN
 from .gp import GP, grid_coords
@@ -56,41 +56,59 @@ PRESETS = {
     },
 }
 
-# (in_dim, hidden_dim, displacement-embedding dim, local-correlation radius) of DKMv3's refiners
-REFINERS = {
-    "16": (2 * 512 + 128 + 15**2, 2 * 512 + 128 + 15**2, 128, 7),
-    "8": (2 * 512 + 64 + 7**2, 2 * 512 + 64 + 7**2, 64, 3),
-    "4": (2 * 256 + 32 + 5**2, 2 * 256 + 32 + 5**2, 32, 2),
-    "2": (2 * 64 + 16, 128 + 16, 16, None),
-    "1": (2 * 3 + 6, 24, 6, None),
-}
+# per refiner scale: (displacement-embedding dim, local-correlation radius) of DKMv3's refiners
+REFINERS = {"16": (128, 7), "8": (64, 3), "4": (32, 2), "2": (16, None), "1": (6, None)}
+ENCODERS = {"resnet50": ResNet50, "resnet18": ResNet18}  # resnet18: light, for CPU-scale training
+
+
+def refiner_dims(channels: dict[int, int], proj_dim: int) -> dict[str, tuple[int, int, int, int]]:
+    """(in_dim, hidden_dim, emb_dim, radius) per scale: the refiner sees both images' features
+    (projected to `proj_dim` at 16), the displacement embedding and the local correlation; hidden =
+    in (×2 at full resolution), DKMv3's rule (e.g. 16: 2·512 + 128 + 15² for ResNet-50)."""
+    out = {}
+    for s, (emb, r) in REFINERS.items():
+        c = proj_dim if s == "16" else channels[int(s)]
+        in_dim = 2 * c + emb + ((2 * r + 1) ** 2 if r else 0)
+        out[s] = (in_dim, in_dim * (2 if s == "1" else 1), emb, r)
+    return out
 
 
 class _Encoder(nn.Module):
     """Holds the ResNet as `net` so that state keys read `encoder.net.*` as in DKM."""
 
-    def __init__(self):
+    def __init__(self, name: str = "resnet50"):
         super().__init__()
-        self.net = ResNet50(
-            with_fc=False
-        )  # DKM's checkpoints carry an unused fc: the loader drops it
+        # DKM's checkpoints carry an unused fc: the loader drops it
+        self.net = lookup(ENCODERS, name, "DKM encoder")(with_fc=False)
 
 
 class _Decoder(nn.Module):
     """Holds DKM's decoder parts under their checkpoint names (`decoder.{embedding_decoder, gps,
-    proj, conv_refiner}`); the multi-scale loop lives in `DKM._decode`."""
+    proj, conv_refiner}`); the multi-scale loop lives in `DKM._decode`. Widths from the config
+    (DKMv3: proj 512, GP 256, DFN 384/256, 8 hidden refiner blocks)."""
 
-    def __init__(self):
+    def __init__(self, conf, channels: dict[int, int]):
         super().__init__()
-        self.embedding_decoder = DFN(("32", "16"), internal_dim=384, feat_dim=256, gp_dim=256)
-        self.gps = nn.ModuleDict({s: GP(gp_dim=256, T=0.2, sigma_noise=0.1) for s in ("32", "16")})
+        p = conf.proj_dim
+        self.embedding_decoder = DFN(
+            ("32", "16"),
+            internal_dim=conf.dfn_dim,
+            feat_dim=conf.feat_dim,
+            gp_dim=conf.gp_dim,
+            in_dim=p,
+        )
+        self.gps = nn.ModuleDict(
+            {s: GP(gp_dim=conf.gp_dim, T=0.2, sigma_noise=0.1) for s in ("32", "16")}
+        )
         self.proj = nn.ModuleDict(
-            {"16": nn.Conv2d(1024, 512, 1, 1), "32": nn.Conv2d(2048, 512, 1, 1)}
+            {"16": nn.Conv2d(channels[16], p, 1, 1), "32": nn.Conv2d(channels[32], p, 1, 1)}
         )
         self.conv_refiner = nn.ModuleDict(
             {
-                s: ConvRefiner(i, h, 3, 5, 8, displacement_emb_dim=e, local_corr_radius=r)
-                for s, (i, h, e, r) in REFINERS.items()
+                s: ConvRefiner(
+                    i, h, 3, 5, conf.refiner_blocks, displacement_emb_dim=e, local_corr_radius=r
+                )
+                for s, (i, h, e, r) in refiner_dims(channels, p).items()
             }
         )
 
@@ -123,8 +141,16 @@ class DKM(DenseMatcher):
         "normalize": True,  # ImageNet mean/std (official DKM) or none (GIM)
         "black_mask": False,  # GIM: certainty 0 where every RGB channel < 1/32
         "symmetric": True,
+        # architecture (DKMv3's by default; narrower/shallower for CPU-scale training)
+        "encoder": "resnet50",  # resnet50 | resnet18
+        "proj_dim": 512,  # 1×1 projection of the stride-16/32 features (GP and DFN input)
+        "gp_dim": 256,  # GP coordinate embedding
+        "dfn_dim": 384,  # DFN internal width
+        "feat_dim": 256,  # DFN feature input width
+        "refiner_blocks": 8,  # hidden blocks of every ConvRefiner
     }
     symmetric = True
+    inference_overrides = ("upsample_res",)  # a pipeline may add/drop the second pass
 
     @classmethod
     def preset_conf(cls, conf=None):
@@ -144,8 +170,8 @@ class DKM(DenseMatcher):
     def _init(self, conf):
         lookup(("bicubic", "bilinear"), conf.resize_mode, "DKM resize_mode")
         self.symmetric = bool(conf.symmetric)
-        self.encoder = _Encoder()
-        self.decoder = _Decoder()
+        self.encoder = _Encoder(conf.encoder)
+        self.decoder = _Decoder(conf, type(self.encoder.net).channels())
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         names = self.weight_names(conf)
@@ -155,10 +181,13 @@ class DKM(DenseMatcher):
     # ---------------------------------------------------------------- weights
     @staticmethod
     def official_state(state: dict) -> dict:
-        """A DKM / GIM checkpoint → our state dict: unwrap `state_dict`, strip GIM's Lightning
-        `model.` prefix, drop the ResNet classifier `encoder.net.fc.*` (unused by DKM)."""
+        """A DKM / GIM checkpoint or a tiepoint training checkpoint → our state dict: unwrap
+        `state_dict`, or a trainer's `model` keeping its `dense.` weights (unprefixed); strip GIM's
+        Lightning `model.` prefix, drop the ResNet classifier `encoder.net.fc.*` (unused by DKM)."""
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
+        if isinstance(state, dict) and isinstance(state.get("model"), dict) and "conf" in state:
+            state = {k[6:]: v for k, v in state["model"].items() if k.startswith("dense.")}
         if not isinstance(state, dict):
             return state
         out = {}
@@ -168,9 +197,41 @@ class DKM(DenseMatcher):
                 out[k] = v
         return out
 
+    @staticmethod
+    def trained_conf(state) -> dict | None:
+        """The dense model's config stored in a tiepoint training checkpoint (`conf.model.dense`),
+        or None for official weights / a plain state dict."""
+        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+            return None
+        conf = ((state.get("conf") or {}).get("model") or {}).get("dense")
+        return dict(conf) if isinstance(conf, dict) and conf.get("name") else None
+
+    @classmethod
+    def from_checkpoint(cls, name_or_path, inference_conf=None) -> DKM:
+        """A DKM of the architecture a checkpoint was trained with, its weights loaded strictly.
+
+        A tiepoint training checkpoint rebuilds its stored config (`conf_from_checkpoint`: the
+        pipeline's `inference_conf` chooses sampling, symmetry and the second pass); official
+        DKMv3 / GIM weights or a plain state dict go into `inference_conf`'s architecture."""
+        raw = weights_lib.load_state_dict(name_or_path)
+        trained = cls.trained_conf(raw)
+        if trained is not None:
+            name = str(trained.get("name")).removeprefix("dense.")
+            if name != "dkm":
+                raise WeightsError(
+                    f"{name_or_path}: a training checkpoint of dense model '{name}', not of DKM"
+                )
+            conf = cls.conf_from_checkpoint(trained, inference_conf or {"name": "dkm"})
+        else:
+            conf = cls.without_own_weights(inference_conf or {"name": "dkm"})
+        model = cls(conf)
+        load_state_strict(model, cls.official_state(raw), name_or_path, "DKM")
+        return model
+
     def load_checkpoint(self, name_or_path) -> None:
-        """Load official DKMv3 / GIM weights (or a file of ours) strictly; a checkpoint of another
-        architecture raises one WeightsError line naming the first key that does not fit."""
+        """Load official DKMv3 / GIM weights, a file of ours, or the `dense.` weights of a training
+        checkpoint strictly; a checkpoint of another architecture raises one WeightsError line
+        naming the first key that does not fit (`from_checkpoint` rebuilds the architecture)."""
         state = self.official_state(weights_lib.load_state_dict(name_or_path))
         load_state_strict(self, state, name_or_path, "DKM")
 
