@@ -121,3 +121,44 @@ def trained_state_plain(model: DKM) -> dict:
 def test_rebuild_for_resuming_keeps_the_trained_config():
     conf = DKM.conf_from_checkpoint({**TRAINED, "symmetric": False, "trainable": True})
     assert conf.symmetric is False and conf.pretrained is False and conf.encoder == "resnet18"
+
+
+def test_resnet18_matches_torchvisions_size_and_pyramid():
+    from tiepoint.models.backbones.resnet import ResNet18
+
+    net = ResNet18()
+    # torchvision's resnet18: 11,689,512 parameters, 102 state tensors besides the BN counters
+    assert sum(p.numel() for p in net.parameters()) == 11_689_512
+    keys = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
+    assert len(keys) == 102 and "layer2.0.downsample.0.weight" in keys
+    assert "layer1.0.downsample.0.weight" not in keys  # no shape change in layer1
+    f = ResNet18(with_fc=False).features(torch.rand(1, 3, 64, 96))
+    assert {s: tuple(v.shape[1:]) for s, v in f.items()} == {
+        s: (c, 64 // s, 96 // s) for s, c in ResNet18.channels().items()
+    }
+
+
+def test_xfeat_encoder_is_the_frozen_pretrained_xfeat(official_weights):
+    official_weights("xfeat")
+    from tiepoint.errors import ConfigError
+    from tiepoint.models.extractors.xfeat import XFeat
+
+    conf = {**TRAINED, "encoder": "xfeat", "resize": [64, 96]}
+    m = DKM(conf).train()
+    assert not any(p.requires_grad for p in m.encoder.parameters())
+    assert all(p.requires_grad for p in m.decoder.parameters())
+    assert not m.encoder.training and m.decoder.training  # BN statistics stay XFeat's
+    ref = XFeat({"max_num_keypoints": 16}).net.state_dict()
+    for k, v in m.encoder.net.net.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+    # its stride-8 features are XFeat's descriptors map (before normalisation)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        feats = m.encoder.net.features(x, rgb=x)
+        desc, _, _ = XFeat({"max_num_keypoints": 16}).net(
+            torch.nn.functional.instance_norm(x.mean(1, keepdim=True))
+        )
+    assert torch.allclose(feats[8], desc, atol=1e-5)
+    assert feats[32].shape == (1, 64, 2, 3)
+    with pytest.raises(ConfigError, match="xfeat encoder needs resize divisible by 32"):
+        DKM({**conf, "resize": [60, 96]})

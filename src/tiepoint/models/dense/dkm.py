@@ -17,7 +17,7 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...config import lookup
-from ...errors import ImageError, WeightsError
+from ...errors import ConfigError, ImageError, WeightsError
 from ..backbones.resnet import ResNet18, ResNet50
 from ..base import DenseMatcher, load_state_strict
 from .decoder import DFN
@@ -59,6 +59,41 @@ PRESETS = {
 # per refiner scale: (displacement-embedding dim, local-correlation radius) of DKMv3's refiners
 REFINERS = {"16": (128, 7), "8": (64, 3), "4": (32, 2), "2": (16, None), "1": (6, None)}
 ENCODERS = {"resnet50": ResNet50, "resnet18": ResNet18}  # resnet18: light, for CPU-scale training
+XFEAT_CHANNELS = {1: 3, 2: 8, 4: 24, 8: 64, 16: 64, 32: 64}
+
+
+class XFeatPyramid(nn.Module):
+    """The pretrained XFeat network (frozen) as a DKM encoder, for CPU-scale training: its
+    matching descriptors (stride 8) and their 2×/4× average pools feed the refiner at 8 and the GP
+    at 16 and 32, its early blocks the refiners at 2 and 4. XFeat sees the gray, instance-normalised
+    image (H, W divisible by 32), as it was trained."""
+
+    def __init__(self):
+        super().__init__()
+        from ..extractors.xfeat import XFeatNet
+
+        self.net = XFeatNet()
+        load_state_strict(self.net, weights_lib.load_state_dict("xfeat"), "xfeat", "XFeat")
+
+    @staticmethod
+    def channels() -> dict[int, int]:
+        return dict(XFEAT_CHANNELS)
+
+    def features(self, x: torch.Tensor, max_stride: int = 32, rgb=None) -> dict[int, torch.Tensor]:
+        n = self.net
+        g = F.instance_norm((x if rgb is None else rgb).mean(1, keepdim=True))
+        feats = {1: x, 2: n.block1[:2](g)}
+        x4 = n.block2(n.block1[2:](feats[2]) + n.skip1(g))
+        feats[4] = x4
+        if max_stride >= 8:
+            x3 = n.block3(x4)
+            x_16 = n.block4(x3)
+            fused = x3 + _up(x_16, x3.shape[-2:]) + _up(n.block5(x_16), x3.shape[-2:])
+            feats[8] = n.block_fusion(fused)
+            for s in (16, 32):
+                if s <= max_stride:
+                    feats[s] = F.avg_pool2d(feats[8], s // 8)
+        return feats
 
 
 def refiner_dims(channels: dict[int, int], proj_dim: int) -> dict[str, tuple[int, int, int, int]]:
@@ -78,8 +113,12 @@ class _Encoder(nn.Module):
 
     def __init__(self, name: str = "resnet50"):
         super().__init__()
-        # DKM's checkpoints carry an unused fc: the loader drops it
-        self.net = lookup(ENCODERS, name, "DKM encoder")(with_fc=False)
+        if name == "xfeat":
+            self.net = XFeatPyramid()
+            for p in self.parameters():  # frozen: pretrained features, nothing to train
+                p.requires_grad_(False)
+        else:  # DKM's checkpoints carry an unused fc: the loader drops it
+            self.net = lookup(ENCODERS, name, "DKM encoder (or xfeat)")(with_fc=False)
 
 
 class _Decoder(nn.Module):
@@ -142,7 +181,7 @@ class DKM(DenseMatcher):
         "black_mask": False,  # GIM: certainty 0 where every RGB channel < 1/32
         "symmetric": True,
         # architecture (DKMv3's by default; narrower/shallower for CPU-scale training)
-        "encoder": "resnet50",  # resnet50 | resnet18
+        "encoder": "resnet50",  # resnet50 | resnet18 | xfeat (pretrained XFeat, frozen)
         "proj_dim": 512,  # 1×1 projection of the stride-16/32 features (GP and DFN input)
         "gp_dim": 256,  # GP coordinate embedding
         "dfn_dim": 384,  # DFN internal width
@@ -170,6 +209,12 @@ class DKM(DenseMatcher):
     def _init(self, conf):
         lookup(("bicubic", "bilinear"), conf.resize_mode, "DKM resize_mode")
         self.symmetric = bool(conf.symmetric)
+        if conf.encoder == "xfeat":
+            for key in ("resize", "upsample_res"):
+                if conf[key] and any(int(v) % 32 for v in conf[key]):
+                    raise ConfigError(
+                        f"DKM with the xfeat encoder needs {key} divisible by 32, got {list(conf[key])}"
+                    )
         self.encoder = _Encoder(conf.encoder)
         self.decoder = _Decoder(conf, type(self.encoder.net).channels())
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -177,6 +222,13 @@ class DKM(DenseMatcher):
         names = self.weight_names(conf)
         if names:
             self.load_checkpoint(names[0])
+
+    def train(self, mode: bool = True):
+        """A frozen (XFeat) encoder keeps its batch norms on their running statistics."""
+        super().train(mode)
+        if self.conf.encoder == "xfeat":
+            self.encoder.eval()
+        return self
 
     # ---------------------------------------------------------------- weights
     @staticmethod
@@ -257,7 +309,11 @@ class DKM(DenseMatcher):
         """Encode both images as one batch → (query pyramid, support pyramid) per DKM's
         `forward_symmetric` (support = halves swapped) or `forward`."""
         x = torch.cat((self._prepare(image0, size), self._prepare(image1, size)))
-        feats = self.encoder.net.features(x, max_stride)
+        if isinstance(self.encoder.net, XFeatPyramid):  # XFeat reads the unnormalised image
+            rgb = x * self.std + self.mean if self.conf.normalize else x
+            feats = self.encoder.net.features(x, max_stride, rgb=rgb)
+        else:
+            feats = self.encoder.net.features(x, max_stride)
         if self.symmetric:
             f_s = {s: torch.cat(f.chunk(2)[::-1]) for s, f in feats.items()}
             return feats, f_s
