@@ -12,8 +12,11 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from helpers import read_h
+from omegaconf import OmegaConf
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -73,27 +76,51 @@ def test_dkm_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
     hist = json.loads((exp / "val_history.json").read_text())
     first, last = hist[0], hist[-1]
     best = min(hist, key=lambda h: h["epe"])
-    print("DKM CPU demo:", json.dumps({"first": first, "last": last}))
-    # the finest warp against the exact GT warp, in pixels of the 256×192 image 1
+    ident = identity_metrics(exp)
+    print("DKM CPU demo:", json.dumps({"first": first, "last": last, "identity": ident}))
+    # the finest warp against the exact GT warp, in pixels of the 256×192 image 1: the EPE falls
+    # well below both the untrained model's and the identity warp's (it learned the homographies)
     assert last["step"] >= 50
-    assert best["epe"] < 0.6 * first["epe"], (first["epe"], best["epe"])
+    assert best["epe"] < 0.6 * first["epe"] and best["epe"] < 0.75 * ident["epe"], (first, best)
     assert last["epe"] < 0.75 * first["epe"], (first["epe"], last["epe"])
     for t in (1, 3, 5):
-        assert best[f"pck@{t}"] > first[f"pck@{t}"]
-    assert last["pck@3"] > 5 * first["pck@3"] + 0.01, (first["pck@3"], last["pck@3"])
+        assert max(h[f"pck@{t}"] for h in hist) > 2 * first[f"pck@{t}"], t
+    assert last["pck@3"] > 5 * first["pck@3"], (first["pck@3"], last["pck@3"])
+    assert max(h["pck@3"] for h in hist) > ident["pck@3"], ident
 
     ckpt = exp / "checkpoint_best.tar"
     arch = load_checkpoint(ckpt)["conf"]["model"]["dense"]
     untrained = {"dense": {**arch, "num_matches": 2000}}  # same network, no trained weights
     pipe = {"preprocessing": {"resize": 1024}, "dense": {"name": "dkm", "num_matches": 2000}}
+    before_all = []
     for seq in EVAL_PAIRS:
+        torch.manual_seed(0)  # the untrained decoder's random initialisation
         before = corner_error(None, untrained, data_dir / "homography" / seq)
         after = corner_error(ckpt, pipe, data_dir / "homography" / seq)
         print(f"{seq} img1→img2 corner error: untrained {before:.1f} px, trained {after:.1f} px")
-        assert after < before and after < 20.0, (seq, before, after)
+        assert after < 0.6 * before, (seq, before, after)
+        before_all.append(before)
 
-    # `tiepoint eval pairs` with the checkpoint: homography accuracy on the held-out pairs
+    # `tiepoint eval pairs` with the checkpoint on the held-out pairs (img1→img2, img1→img3)
     root = small_pairs_root(data_dir, tmp_path / "pairs")
-    summ, _ = run("pairs", "dkm", data_root=root, weights=ckpt, output_dir=out, progress=False)
-    print("eval pairs:", {k: v for k, v in summ.items() if k.startswith("homography/H_error")})
-    assert summ["homography/H_error_ransac@10px"] >= 0.5
+    summ, d = run("pairs", "dkm", data_root=root, weights=ckpt, output_dir=out, progress=False)
+    print("eval pairs:", {k: v for k, v in summ.items() if k.startswith(("mH_", "mprec"))})
+    assert (d / "summaries.json").exists() and summ["mnum_matches"] == 5000
+    assert summ["mH_error_ransac"] < 0.6 * float(np.mean(before_all)), summ["mH_error_ransac"]
+
+
+def identity_metrics(exp: Path) -> dict:
+    """EPE / PCK of the identity warp on the experiment's validation pairs (a floor to beat)."""
+    from tiepoint.datasets import get_dataset
+    from tiepoint.geometry.dense_gt import dense_gt, normalized_grid
+    from tiepoint.models.dense.losses import dense_metrics
+    from tiepoint.training.checkpoints import load_checkpoint
+
+    conf = OmegaConf.create(load_checkpoint(exp / "checkpoint_best.tar")["conf"]["data"])
+    per_pair = []
+    for batch in get_dataset(conf).get_data_loader("val"):
+        img1 = batch["view1"]["image"]
+        b, h, w = img1.shape[0], img1.shape[-2], img1.shape[-1]
+        gt, prob = dense_gt(batch, (h, w))
+        per_pair.append(dense_metrics(normalized_grid(b, h, w, dtype=gt.dtype), gt, prob, (w, h)))
+    return {k: float(torch.cat([m[k] for m in per_pair]).nanmean()) for k in per_pair[0]}
