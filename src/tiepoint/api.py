@@ -157,7 +157,7 @@ class Matcher:
     With a dense pipeline (`Matcher("dkm")`) `match` returns the sampled matches as keypoint
     pairs (keypoint i of image 0 ↔ keypoint i of image 1, score = certainty) and the dense
     prediction in `result.dense`; `extract` and `match_features` do not apply. `weights` loads
-    into the matcher, or into the dense model.
+    into the matcher, or into the dense model; a training checkpoint brings its architecture.
     """
 
     def __init__(
