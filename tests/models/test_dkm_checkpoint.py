@@ -162,3 +162,10 @@ def test_xfeat_encoder_is_the_frozen_pretrained_xfeat(official_weights):
     assert feats[32].shape == (1, 64, 2, 3)
     with pytest.raises(ConfigError, match="xfeat encoder needs resize divisible by 32"):
         DKM({**conf, "resize": [60, 96]})
+
+
+def test_weight_names_list_what_building_loads():
+    assert DKM.weight_names({"encoder": "xfeat", "pretrained": False}) == ["xfeat"]
+    assert DKM.weight_names({"encoder": "xfeat"}) == ["dkmv3_outdoor", "xfeat"]
+    assert DKM.weight_names({"preset": "indoor"}) == ["dkmv3_indoor"]
+    assert DKM.weight_names(TRAINED) == []

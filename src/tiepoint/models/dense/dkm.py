@@ -201,10 +201,13 @@ class DKM(DenseMatcher):
 
     @classmethod
     def weight_names(cls, conf=None) -> list[str]:
+        """The DKM weights `conf` loads (first), and XFeat's for the `xfeat` encoder."""
         conf = cls.build_conf(conf)
         if conf.weights is not None:
-            return [conf.weights]
-        return [PRESETS[conf.preset]["weights"]] if conf.pretrained else []
+            names = [conf.weights]
+        else:
+            names = [PRESETS[conf.preset]["weights"]] if conf.pretrained else []
+        return names + (["xfeat"] if conf.encoder == "xfeat" else [])
 
     def _init(self, conf):
         lookup(("bicubic", "bilinear"), conf.resize_mode, "DKM resize_mode")
@@ -220,6 +223,8 @@ class DKM(DenseMatcher):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         names = self.weight_names(conf)
+        if conf.encoder == "xfeat":
+            names = names[:-1]  # XFeat's own: the encoder loads them
         if names:
             self.load_checkpoint(names[0])
 
