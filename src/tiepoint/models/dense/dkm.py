@@ -5,7 +5,9 @@ ResNet-50 pyramid → 1×1 projections at 32/16 → GP kernel regression + DFN d
 (absolute coordinates + certainty logit) → ConvRefiners at 16/8/4/2/1 (local correlation around the
 warp target, radii 7/3/2) → certainty rule of DKM's `match`. With `upsample_res` an inference-time
 second pass re-runs only the refiners 8/4/2/1 on the images resized to that size, starting from the
-low-resolution warp (DKM's `upsample_preds`). See docs/dkm.md for the parity measurements.
+low-resolution warp (DKM's `upsample_preds`). The widths and the encoder are config keys (DKMv3's
+by default) so that a reduced DKM trains on a CPU. See docs/dkm.md for the parity measurements
+and the CPU demonstration.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def refiner_dims(channels: dict[int, int], proj_dim: int) -> dict[str, tuple[int
 
 
 class _Encoder(nn.Module):
-    """Holds the ResNet as `net` so that state keys read `encoder.net.*` as in DKM."""
+    """Holds the ResNet (or the XFeat pyramid) as `net` so that state keys read `encoder.net.*` as
+    in DKM."""
 
     def __init__(self, name: str = "resnet50"):
         super().__init__()
