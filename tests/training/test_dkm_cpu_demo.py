@@ -12,7 +12,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from helpers import read_h
@@ -59,9 +58,7 @@ def small_pairs_root(data_dir: Path, root: Path) -> Path:
 
 def test_dkm_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
     from tiepoint.config import parse_dotlist
-    from tiepoint.evaluation.runner import run
     from tiepoint.training import train
-    from tiepoint.training.checkpoints import load_checkpoint
 
     official_weights("xfeat")
     out = Path(os.environ.get("TIEPOINT_DEMO_OUTPUTS", tmp_path / "outputs"))
@@ -88,25 +85,39 @@ def test_dkm_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
     assert last["pck@3"] > 5 * first["pck@3"], (first["pck@3"], last["pck@3"])
     assert max(h["pck@3"] for h in hist) > ident["pck@3"], ident
 
-    ckpt = exp / "checkpoint_best.tar"
+    check_checkpoint(exp / "checkpoint_best.tar", data_dir, out, tmp_path / "pairs")
+
+
+def check_checkpoint(ckpt: Path, data_dir: Path, out: Path, pairs_root: Path) -> None:
+    """The trained checkpoint against the same network untrained, on held-out real pairs."""
+    from tiepoint.evaluation.runner import run
+    from tiepoint.training.checkpoints import load_checkpoint
+
     arch = load_checkpoint(ckpt)["conf"]["model"]["dense"]
     untrained = {"dense": {**arch, "num_matches": 2000}}  # same network, no trained weights
     pipe = {"preprocessing": {"resize": 1024}, "dense": {"name": "dkm", "num_matches": 2000}}
-    before_all = []
     for seq in EVAL_PAIRS:
         torch.manual_seed(0)  # the untrained decoder's random initialisation
         before = corner_error(None, untrained, data_dir / "homography" / seq)
         after = corner_error(ckpt, pipe, data_dir / "homography" / seq)
         print(f"{seq} img1→img2 corner error: untrained {before:.1f} px, trained {after:.1f} px")
         assert after < 0.6 * before, (seq, before, after)
-        before_all.append(before)
 
-    # `tiepoint eval pairs` with the checkpoint on the held-out pairs (img1→img2, img1→img3)
-    root = small_pairs_root(data_dir, tmp_path / "pairs")
+    # `tiepoint eval pairs` on the held-out pairs (img1→img2, img1→img3), trained vs untrained.
+    # A 3-minute model's matches are coarse (few within 3 px), so RANSAC's fit is erratic; the DLT
+    # fit over all 5000 sampled matches and the match precision measure it steadily.
+    root = small_pairs_root(data_dir, pairs_root)
     summ, d = run("pairs", "dkm", data_root=root, weights=ckpt, output_dir=out, progress=False)
-    print("eval pairs:", {k: v for k, v in summ.items() if k.startswith(("mH_", "mprec"))})
+    torch.manual_seed(0)
+    ref, _ = run(
+        "pairs", {"dense": {**arch, "num_matches": 5000}}, tag="dkm_untrained",
+        data_root=root, output_dir=out, progress=False,
+    )  # fmt: skip
+    keys = ("mH_error_dlt", "mH_error_ransac", "mprec@1px", "mprec@3px")
+    print("eval pairs:", {k: (round(summ[k], 4), round(ref[k], 4)) for k in keys})
     assert (d / "summaries.json").exists() and summ["mnum_matches"] == 5000
-    assert summ["mH_error_ransac"] < 0.6 * float(np.mean(before_all)), summ["mH_error_ransac"]
+    assert summ["mH_error_dlt"] < 0.6 * ref["mH_error_dlt"], (summ, ref)
+    assert summ["mprec@3px"] > ref["mprec@3px"], (summ, ref)
 
 
 def identity_metrics(exp: Path) -> dict:
