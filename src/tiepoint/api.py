@@ -82,8 +82,13 @@ def is_dense(conf: DictConfig) -> bool:
 
 def dense_model(conf: DictConfig, weights=None):
     """The dense model of `conf.dense`; with `weights` (a registered name or file) built without
-    its own weights and loaded with those instead. Returns (model, the config it was built from)."""
+    its own weights and loaded with those instead — by the class's `from_checkpoint` when it has
+    one, which rebuilds the architecture a training checkpoint stores. Returns (model, the config
+    it was built from)."""
     cls = model_class("dense", conf.name)
+    if weights is not None and hasattr(cls, "from_checkpoint"):
+        model = cls.from_checkpoint(weights, conf)
+        return model, OmegaConf.create(OmegaConf.to_container(model.conf))
     if weights is not None:
         known = cls.full_default_conf()
         off = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in known}
@@ -152,7 +157,7 @@ class Matcher:
     With a dense pipeline (`Matcher("dkm")`) `match` returns the sampled matches as keypoint
     pairs (keypoint i of image 0 ↔ keypoint i of image 1, score = certainty) and the dense
     prediction in `result.dense`; `extract` and `match_features` do not apply. `weights` loads
-    into the matcher, or into the dense model.
+    into the matcher, or into the dense model; a training checkpoint brings its architecture.
     """
 
     def __init__(

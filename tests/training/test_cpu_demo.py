@@ -11,42 +11,12 @@ Budget: in the test suite 3 minutes from scratch and 1.5 minutes of fine-tuning 
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import read_h, require, unavailable
+from helpers import read_h
 
 pytestmark = pytest.mark.slow
-
-OPENCV_DOC = Path("usr/share/doc/opencv-doc/examples/data")
-
-
-@pytest.fixture(scope="session")
-def opencv_doc_images(tmp_path_factory) -> Path:
-    """The opencv-doc sample photographs: unpacked where $TIEPOINT_OPENCV_DOC says (the folder
-    `dpkg-deb -x` wrote into), else fetched with apt-get download into a temporary folder."""
-    if os.environ.get("TIEPOINT_OPENCV_DOC"):
-        return require(Path(os.environ["TIEPOINT_OPENCV_DOC"]) / OPENCV_DOC, "opencv-doc images")
-    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
-        unavailable("opencv-doc images need apt-get and dpkg-deb (or set TIEPOINT_OPENCV_DOC)")
-    tmp = tmp_path_factory.mktemp("opencv_doc")
-    dl = tmp / "deb"
-    dl.mkdir()
-    r = subprocess.run(
-        ["apt-get", "download", "opencv-doc"], cwd=dl, capture_output=True, text=True
-    )
-    if r.returncode and os.geteuid() == 0:  # a fresh machine may have no package lists yet
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-        r = subprocess.run(
-            ["apt-get", "download", "opencv-doc"], cwd=dl, capture_output=True, text=True
-        )
-    debs = list(dl.glob("opencv-doc_*.deb"))
-    if r.returncode or not debs:
-        unavailable(f"cannot download opencv-doc: {r.stderr.strip()[:200]}")
-    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "ocvdoc")], check=True)
-    return require(tmp / "ocvdoc" / OPENCV_DOC, "opencv-doc images")
 
 
 def leuven_corner_error(checkpoint: Path, data_dir: Path) -> float:

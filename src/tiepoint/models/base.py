@@ -51,6 +51,15 @@ class BaseModel(nn.Module):
         weights = cls.build_conf(conf).get("weights")
         return [weights] if weights else []
 
+    @classmethod
+    def without_own_weights(cls, conf: dict | DictConfig) -> DictConfig:
+        """`conf` loading no weights of its own (neither `weights` nor the preset's official ones):
+        for building a model into which given weights are loaded next."""
+        known = cls.full_default_conf()
+        off = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in known}
+        plain = OmegaConf.to_container(conf) if isinstance(conf, DictConfig) else dict(conf)
+        return OmegaConf.merge(plain, off)  # a plain copy: `conf` may be a struct missing the keys
+
     def __init__(self, conf: dict | DictConfig | None = None, **overrides: Any):
         super().__init__()
         self.conf = conf = self.build_conf(conf, overrides)
@@ -173,15 +182,6 @@ class FeatureMatcher(BaseModel):
         return OmegaConf.merge(defaults, {k: v for k, v in preset.items() if k != "weights"})
 
     @classmethod
-    def without_own_weights(cls, conf: dict | DictConfig) -> DictConfig:
-        """`conf` loading no weights of its own (neither `weights` nor the preset's official ones):
-        for building a model into which given weights are loaded next."""
-        known = cls.full_default_conf()
-        off = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in known}
-        plain = OmegaConf.to_container(conf) if isinstance(conf, DictConfig) else dict(conf)
-        return OmegaConf.merge(plain, off)  # a plain copy: `conf` may be a struct missing the keys
-
-    @classmethod
     def conf_from_checkpoint(
         cls, trained_conf: dict | DictConfig, inference_conf: dict | DictConfig | None = None
     ) -> DictConfig:
@@ -222,6 +222,35 @@ class DenseMatcher(BaseModel):
     }
     required_data_keys = ["image0", "image1"]
     symmetric: ClassVar[bool] = False
+    # settings a pipeline chooses at inference, whatever the checkpoint was trained with (`symmetric`
+    # too: training runs one direction, the weights serve both)
+    inference_keys: ClassVar[tuple[str, ...]] = (
+        "num_matches",
+        "sample_mode",
+        "sample_thresh",
+        "symmetric",
+    )
+    inference_overrides: ClassVar[tuple[str, ...]] = ()  # trained value unless the pipeline sets it
+
+    @classmethod
+    def conf_from_checkpoint(
+        cls, trained_conf: dict | DictConfig, inference_conf: dict | DictConfig | None = None
+    ) -> DictConfig:
+        """The config to build before loading a training checkpoint (`conf.model.dense`) of this
+        class: with `inference_conf=None` exactly as trained (resuming, fine-tuning); otherwise the
+        architecture and input settings as trained plus the `inference_keys` that `inference_conf`
+        (the pipeline's section, as written) sets — the rest of them at the class defaults, not at
+        their training values — and the `inference_overrides` it sets (else as trained).
+        `trainable` and the training-only `loss` are dropped. Either way the model loads no
+        weights of its own."""
+        if inference_conf is None:
+            return cls.without_own_weights(trained_conf)
+        known = cls.full_default_conf()
+        skip = ("weights", "pretrained", "trainable", "loss", *cls.inference_keys)
+        keep = {k: v for k, v in trained_conf.items() if k in known and k not in skip}
+        chosen = (*cls.inference_keys, *cls.inference_overrides)
+        asked = {k: v for k, v in inference_conf.items() if k in chosen}
+        return cls.without_own_weights(OmegaConf.merge(OmegaConf.create(keep), asked))
 
     def forward(self, data: dict) -> dict:
         for key in self.required_data_keys:

@@ -5,7 +5,9 @@ ResNet-50 pyramid → 1×1 projections at 32/16 → GP kernel regression + DFN d
 (absolute coordinates + certainty logit) → ConvRefiners at 16/8/4/2/1 (local correlation around the
 warp target, radii 7/3/2) → certainty rule of DKM's `match`. With `upsample_res` an inference-time
 second pass re-runs only the refiners 8/4/2/1 on the images resized to that size, starting from the
-low-resolution warp (DKM's `upsample_preds`). See docs/dkm.md for the parity measurements.
+low-resolution warp (DKM's `upsample_preds`). The widths and the encoder are config keys (DKMv3's
+by default) so that a reduced DKM trains on a CPU. See docs/dkm.md for the parity measurements
+and the CPU demonstration.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...config import lookup
-from ...errors import ImageError
-from ..backbones.resnet import ResNet50
+from ...errors import ConfigError, ImageError, WeightsError
+from ..backbones.resnet import ResNet18, ResNet50
 from ..base import DenseMatcher, load_state_strict
 from .decoder import DFN
 from .gp import GP, grid_coords
@@ -56,41 +58,99 @@ PRESETS = {
     },
 }
 
-# (in_dim, hidden_dim, displacement-embedding dim, local-correlation radius) of DKMv3's refiners
-REFINERS = {
-    "16": (2 * 512 + 128 + 15**2, 2 * 512 + 128 + 15**2, 128, 7),
-    "8": (2 * 512 + 64 + 7**2, 2 * 512 + 64 + 7**2, 64, 3),
-    "4": (2 * 256 + 32 + 5**2, 2 * 256 + 32 + 5**2, 32, 2),
-    "2": (2 * 64 + 16, 128 + 16, 16, None),
-    "1": (2 * 3 + 6, 24, 6, None),
-}
+# per refiner scale: (displacement-embedding dim, local-correlation radius) of DKMv3's refiners
+REFINERS = {"16": (128, 7), "8": (64, 3), "4": (32, 2), "2": (16, None), "1": (6, None)}
+ENCODERS = {"resnet50": ResNet50, "resnet18": ResNet18}  # resnet18: light, for CPU-scale training
+XFEAT_CHANNELS = {1: 3, 2: 8, 4: 24, 8: 64, 16: 64, 32: 64}
 
 
-class _Encoder(nn.Module):
-    """Holds the ResNet as `net` so that state keys read `encoder.net.*` as in DKM."""
+class XFeatPyramid(nn.Module):
+    """The pretrained XFeat network (frozen) as a DKM encoder, for CPU-scale training: its
+    matching descriptors (stride 8) and their 2×/4× average pools feed the refiner at 8 and the GP
+    at 16 and 32, its early blocks the refiners at 2 and 4. XFeat sees the gray, instance-normalised
+    image (H, W divisible by 32), as it was trained."""
 
     def __init__(self):
         super().__init__()
-        self.net = ResNet50(
-            with_fc=False
-        )  # DKM's checkpoints carry an unused fc: the loader drops it
+        from ..extractors.xfeat import XFeatNet
+
+        self.net = XFeatNet()
+        load_state_strict(self.net, weights_lib.load_state_dict("xfeat"), "xfeat", "XFeat")
+
+    @staticmethod
+    def channels() -> dict[int, int]:
+        return dict(XFEAT_CHANNELS)
+
+    def features(self, x: torch.Tensor, max_stride: int = 32, rgb=None) -> dict[int, torch.Tensor]:
+        n = self.net
+        g = F.instance_norm((x if rgb is None else rgb).mean(1, keepdim=True))
+        feats = {1: x, 2: n.block1[:2](g)}
+        x4 = n.block2(n.block1[2:](feats[2]) + n.skip1(g))
+        feats[4] = x4
+        if max_stride >= 8:
+            x3 = n.block3(x4)
+            x_16 = n.block4(x3)
+            fused = x3 + _up(x_16, x3.shape[-2:]) + _up(n.block5(x_16), x3.shape[-2:])
+            feats[8] = n.block_fusion(fused)
+            for s in (16, 32):
+                if s <= max_stride:
+                    feats[s] = F.avg_pool2d(feats[8], s // 8)
+        return feats
+
+
+def refiner_dims(channels: dict[int, int], proj_dim: int) -> dict[str, tuple[int, int, int, int]]:
+    """(in_dim, hidden_dim, emb_dim, radius) per scale: the refiner sees both images' features
+    (projected to `proj_dim` at 16), the displacement embedding and the local correlation; hidden =
+    in (×2 at full resolution), DKMv3's rule (e.g. 16: 2·512 + 128 + 15² for ResNet-50)."""
+    out = {}
+    for s, (emb, r) in REFINERS.items():
+        c = proj_dim if s == "16" else channels[int(s)]
+        in_dim = 2 * c + emb + ((2 * r + 1) ** 2 if r else 0)
+        out[s] = (in_dim, in_dim * (2 if s == "1" else 1), emb, r)
+    return out
+
+
+class _Encoder(nn.Module):
+    """Holds the ResNet (or the XFeat pyramid) as `net` so that state keys read `encoder.net.*` as
+    in DKM."""
+
+    def __init__(self, name: str = "resnet50"):
+        super().__init__()
+        if name == "xfeat":
+            self.net = XFeatPyramid()
+            for p in self.parameters():  # frozen: pretrained features, nothing to train
+                p.requires_grad_(False)
+        else:  # DKM's checkpoints carry an unused fc: the loader drops it
+            self.net = lookup(ENCODERS, name, "DKM encoder (or xfeat)")(with_fc=False)
 
 
 class _Decoder(nn.Module):
     """Holds DKM's decoder parts under their checkpoint names (`decoder.{embedding_decoder, gps,
-    proj, conv_refiner}`); the multi-scale loop lives in `DKM._decode`."""
+    proj, conv_refiner}`); the multi-scale loop lives in `DKM._decode`. Widths from the config
+    (DKMv3: proj 512, GP 256, DFN 384/256, 8 hidden refiner blocks)."""
 
-    def __init__(self):
+    def __init__(self, conf, channels: dict[int, int]):
         super().__init__()
-        self.embedding_decoder = DFN(("32", "16"), internal_dim=384, feat_dim=256, gp_dim=256)
-        self.gps = nn.ModuleDict({s: GP(gp_dim=256, T=0.2, sigma_noise=0.1) for s in ("32", "16")})
+        p = conf.proj_dim
+        self.embedding_decoder = DFN(
+            ("32", "16"),
+            internal_dim=conf.dfn_dim,
+            feat_dim=conf.feat_dim,
+            gp_dim=conf.gp_dim,
+            in_dim=p,
+        )
+        self.gps = nn.ModuleDict(
+            {s: GP(gp_dim=conf.gp_dim, T=0.2, sigma_noise=0.1) for s in ("32", "16")}
+        )
         self.proj = nn.ModuleDict(
-            {"16": nn.Conv2d(1024, 512, 1, 1), "32": nn.Conv2d(2048, 512, 1, 1)}
+            {"16": nn.Conv2d(channels[16], p, 1, 1), "32": nn.Conv2d(channels[32], p, 1, 1)}
         )
         self.conv_refiner = nn.ModuleDict(
             {
-                s: ConvRefiner(i, h, 3, 5, 8, displacement_emb_dim=e, local_corr_radius=r)
-                for s, (i, h, e, r) in REFINERS.items()
+                s: ConvRefiner(
+                    i, h, 3, 5, conf.refiner_blocks, displacement_emb_dim=e, local_corr_radius=r
+                )
+                for s, (i, h, e, r) in refiner_dims(channels, p).items()
             }
         )
 
@@ -123,8 +183,16 @@ class DKM(DenseMatcher):
         "normalize": True,  # ImageNet mean/std (official DKM) or none (GIM)
         "black_mask": False,  # GIM: certainty 0 where every RGB channel < 1/32
         "symmetric": True,
+        # architecture (DKMv3's by default; narrower/shallower for CPU-scale training)
+        "encoder": "resnet50",  # resnet50 | resnet18 | xfeat (pretrained XFeat, frozen)
+        "proj_dim": 512,  # 1×1 projection of the stride-16/32 features (GP and DFN input)
+        "gp_dim": 256,  # GP coordinate embedding
+        "dfn_dim": 384,  # DFN internal width
+        "feat_dim": 256,  # DFN feature input width
+        "refiner_blocks": 8,  # hidden blocks of every ConvRefiner
     }
     symmetric = True
+    inference_overrides = ("upsample_res",)  # a pipeline may add/drop the second pass
 
     @classmethod
     def preset_conf(cls, conf=None):
@@ -136,29 +204,50 @@ class DKM(DenseMatcher):
 
     @classmethod
     def weight_names(cls, conf=None) -> list[str]:
+        """The DKM weights `conf` loads (first), and XFeat's for the `xfeat` encoder."""
         conf = cls.build_conf(conf)
         if conf.weights is not None:
-            return [conf.weights]
-        return [PRESETS[conf.preset]["weights"]] if conf.pretrained else []
+            names = [conf.weights]
+        else:
+            names = [PRESETS[conf.preset]["weights"]] if conf.pretrained else []
+        return names + (["xfeat"] if conf.encoder == "xfeat" else [])
 
     def _init(self, conf):
         lookup(("bicubic", "bilinear"), conf.resize_mode, "DKM resize_mode")
         self.symmetric = bool(conf.symmetric)
-        self.encoder = _Encoder()
-        self.decoder = _Decoder()
+        if conf.encoder == "xfeat":
+            for key in ("resize", "upsample_res"):
+                if conf[key] and any(int(v) % 32 for v in conf[key]):
+                    raise ConfigError(
+                        f"DKM with the xfeat encoder needs {key} divisible by 32, got {list(conf[key])}"
+                    )
+        self.encoder = _Encoder(conf.encoder)
+        self.decoder = _Decoder(conf, type(self.encoder.net).channels())
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         names = self.weight_names(conf)
+        if conf.encoder == "xfeat":
+            names = names[:-1]  # XFeat's own: the encoder loads them
         if names:
             self.load_checkpoint(names[0])
+
+    def train(self, mode: bool = True):
+        """A frozen (XFeat) encoder keeps its batch norms on their running statistics."""
+        super().train(mode)
+        if self.conf.encoder == "xfeat":
+            self.encoder.eval()
+        return self
 
     # ---------------------------------------------------------------- weights
     @staticmethod
     def official_state(state: dict) -> dict:
-        """A DKM / GIM checkpoint → our state dict: unwrap `state_dict`, strip GIM's Lightning
-        `model.` prefix, drop the ResNet classifier `encoder.net.fc.*` (unused by DKM)."""
+        """A DKM / GIM checkpoint or a tiepoint training checkpoint → our state dict: unwrap
+        `state_dict`, or a trainer's `model` keeping its `dense.` weights (unprefixed); strip GIM's
+        Lightning `model.` prefix, drop the ResNet classifier `encoder.net.fc.*` (unused by DKM)."""
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
+        if isinstance(state, dict) and isinstance(state.get("model"), dict) and "conf" in state:
+            state = {k[6:]: v for k, v in state["model"].items() if k.startswith("dense.")}
         if not isinstance(state, dict):
             return state
         out = {}
@@ -168,9 +257,41 @@ class DKM(DenseMatcher):
                 out[k] = v
         return out
 
+    @staticmethod
+    def trained_conf(state) -> dict | None:
+        """The dense model's config stored in a tiepoint training checkpoint (`conf.model.dense`),
+        or None for official weights / a plain state dict."""
+        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+            return None
+        conf = ((state.get("conf") or {}).get("model") or {}).get("dense")
+        return dict(conf) if isinstance(conf, dict) and conf.get("name") else None
+
+    @classmethod
+    def from_checkpoint(cls, name_or_path, inference_conf=None) -> DKM:
+        """A DKM of the architecture a checkpoint was trained with, its weights loaded strictly.
+
+        A tiepoint training checkpoint rebuilds its stored config (`conf_from_checkpoint`: the
+        pipeline's `inference_conf` chooses sampling, symmetry and the second pass); official
+        DKMv3 / GIM weights or a plain state dict go into `inference_conf`'s architecture."""
+        raw = weights_lib.load_state_dict(name_or_path)
+        trained = cls.trained_conf(raw)
+        if trained is not None:
+            name = str(trained.get("name")).removeprefix("dense.")
+            if name != "dkm":
+                raise WeightsError(
+                    f"{name_or_path}: a training checkpoint of dense model '{name}', not of DKM"
+                )
+            conf = cls.conf_from_checkpoint(trained, inference_conf or {"name": "dkm"})
+        else:
+            conf = cls.without_own_weights(inference_conf or {"name": "dkm"})
+        model = cls(conf)
+        load_state_strict(model, cls.official_state(raw), name_or_path, "DKM")
+        return model
+
     def load_checkpoint(self, name_or_path) -> None:
-        """Load official DKMv3 / GIM weights (or a file of ours) strictly; a checkpoint of another
-        architecture raises one WeightsError line naming the first key that does not fit."""
+        """Load official DKMv3 / GIM weights, a file of ours, or the `dense.` weights of a training
+        checkpoint strictly; a checkpoint of another architecture raises one WeightsError line
+        naming the first key that does not fit (`from_checkpoint` rebuilds the architecture)."""
         state = self.official_state(weights_lib.load_state_dict(name_or_path))
         load_state_strict(self, state, name_or_path, "DKM")
 
@@ -196,7 +317,11 @@ class DKM(DenseMatcher):
         """Encode both images as one batch → (query pyramid, support pyramid) per DKM's
         `forward_symmetric` (support = halves swapped) or `forward`."""
         x = torch.cat((self._prepare(image0, size), self._prepare(image1, size)))
-        feats = self.encoder.net.features(x, max_stride)
+        if isinstance(self.encoder.net, XFeatPyramid):  # XFeat reads the unnormalised image
+            rgb = x * self.std + self.mean if self.conf.normalize else x
+            feats = self.encoder.net.features(x, max_stride, rgb=rgb)
+        else:
+            feats = self.encoder.net.features(x, max_stride)
         if self.symmetric:
             f_s = {s: torch.cat(f.chunk(2)[::-1]) for s, f in feats.items()}
             return feats, f_s
