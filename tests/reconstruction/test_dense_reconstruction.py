@@ -109,3 +109,19 @@ def test_dense_pipelines_refuse_retrieval_and_a_changed_cell(planar_scene, tmp_p
         r.match(r.make_pairs())
     with pytest.raises(ConfigError, match="another configuration"):
         Reconstruction(root, tmp_path, _options(pipe, dense_cell=4.0))
+
+
+def test_dense_cell_flag_reaches_the_options(tmp_path, capsys):
+    import argparse
+
+    from tiepoint.cli import main as cli_main
+    from tiepoint.reconstruction.cli import _common, _options
+
+    parser = argparse.ArgumentParser()
+    _common(parser)
+    args = parser.parse_args([str(tmp_path), str(tmp_path / "out"), "--dense-cell", "3.5"])
+    assert _options(args).dense_cell == 3.5
+    assert _options(parser.parse_args([str(tmp_path), str(tmp_path / "o")])).dense_cell == 2.0
+    code = cli_main(["reconstruct", str(tmp_path), str(tmp_path / "out"), "--dense-cell", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--dense-cell 0.0: must be > 0" in err and "\n" not in err

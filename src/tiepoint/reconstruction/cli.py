@@ -20,6 +20,12 @@ def _common(p: argparse.ArgumentParser, matching: bool = True) -> None:
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start one)")
     p.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per CPU)")
     p.add_argument(
+        "--dense-cell",
+        type=float,
+        default=2.0,
+        help="dense pipelines: grid cell (px) on which matches merge into keypoints (default 2)",
+    )
+    p.add_argument(
         "--shard",
         default=None,
         metavar="i/N",
@@ -39,6 +45,14 @@ def _pairs_arg(p: argparse.ArgumentParser) -> None:
         default="exhaustive",
         help="exhaustive | sequential:N | retrieval:K (default: exhaustive)",
     )
+
+
+def _positive(value: float, flag: str) -> float:
+    if not value > 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{flag} {value}: must be > 0")
+    return value
 
 
 def _options(args):
@@ -72,6 +86,7 @@ def _options(args):
         ray_address=args.ray_address,
         workers=args.workers,
         shard=parse_shard(args.shard),
+        dense_cell=_positive(getattr(args, "dense_cell", 2.0), "--dense-cell"),
         mapper=mapper,
     )
 
