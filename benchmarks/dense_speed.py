@@ -89,43 +89,19 @@ def _timed_calls(fn, repeats: int, warmup: int, after=None) -> dict:
 
 
 # ------------------------------------------------------------------ the reference side
-def _randomize(model, torch) -> None:
-    """As benchmarks/dkm_parity.py: non-trivial BatchNorm statistics."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = 0.5 + torch.rand(n, generator=g)
-            m.bias.data = 0.1 * torch.randn(n, generator=g)
-            m.running_mean = 0.1 * torch.randn(n, generator=g)
-            m.running_var = 0.5 + torch.rand(n, generator=g)
-
-
 def reference_worker(args) -> dict:
     import torch
+    from dkm_parity import build_reference_dkmv3, randomize_batchnorm  # same folder
     from PIL import Image
 
     _check_threads(torch, args.threads)
-    # see benchmarks/dkm_parity.py: torchvision's CUDA wheel on a CPU torch needs these schemas
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    sys.path.insert(0, args.src)
-    import dkm.models.dkm as dkm_mod
-    from dkm.models.model_zoo.DKMv3 import DKMv3
-
     (h, w), up = PRESETS[args.preset]
-    matcher = dkm_mod.RegressionMatcher
-    original_load = matcher.load_state_dict
-    matcher.load_state_dict = lambda self, *a, **k: None  # DKMv3() loads the weights it gets
-    torch.manual_seed(0)
-    model = DKMv3(None, h, w, upsample_preds=up is not None, device=torch.device("cpu"))
-    matcher.load_state_dict = original_load
+    model = build_reference_dkmv3(args.src, h, w, up is not None, torch)
     state = Path(args.state)
     if state.exists():
         model.load_state_dict(torch.load(state))
     else:
-        _randomize(model, torch)
+        randomize_batchnorm(model, torch)
         torch.save(model.state_dict(), state)
     if up:
         model.upsample_res = up

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve()
 DATA = Path("/work/shared/data/homography/oxford_bikes")
 
 
-def _randomize(model, torch) -> None:
+def randomize_batchnorm(model, torch) -> None:
     """Make BatchNorm layers non-trivial (random affine and running statistics), so the comparison
     also checks that every BN sits where the reference has it."""
     g = torch.Generator().manual_seed(1)
@@ -46,6 +46,37 @@ def _randomize(model, torch) -> None:
             m.running_var = 0.5 + torch.rand(n, generator=g)
 
 
+_TORCHVISION_SCHEMAS = []  # the library object must stay alive for its schemas to stay defined
+
+
+def allow_torchvision_import(torch) -> None:
+    """torchvision's CUDA wheel cannot load its C ops on a CPU-only torch; DKM needs none of them,
+    but `import torchvision` registers fake kernels for nms/qnms, which must exist as schemas."""
+    if _TORCHVISION_SCHEMAS:
+        return
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _TORCHVISION_SCHEMAS.append(lib)
+
+
+def build_reference_dkmv3(src: str, h: int, w: int, upsample_preds: bool, torch):
+    """The reference DKMv3 (checkout at `src`) at seed 0, without the weights it would load."""
+    allow_torchvision_import(torch)
+    sys.path.insert(0, src)
+    import dkm.models.dkm as dkm_mod
+    from dkm.models.model_zoo.DKMv3 import DKMv3
+
+    matcher = dkm_mod.RegressionMatcher
+    original_load = matcher.load_state_dict
+    matcher.load_state_dict = lambda self, *a, **k: None  # DKMv3() loads the weights it gets
+    try:
+        torch.manual_seed(0)
+        return DKMv3(None, h, w, upsample_preds=upsample_preds, device=torch.device("cpu"))
+    finally:
+        matcher.load_state_dict = original_load
+
+
 def reference_half(args) -> None:
     """Runs in the reference environment: build, save state, run `match`, save outputs."""
     import numpy as np
@@ -53,11 +84,7 @@ def reference_half(args) -> None:
     import torch.nn.functional as F
     from PIL import Image
 
-    # torchvision's CUDA wheel cannot load its C ops on a CPU-only torch; DKM needs none of them,
-    # but `import torchvision` registers fake kernels for nms/qnms, which must exist as schemas
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    allow_torchvision_import(torch)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,17 +113,10 @@ def reference_half(args) -> None:
     im0, im1 = Image.open(args.image0).convert("RGB"), Image.open(args.image1).convert("RGB")
     timings = {}
     if args.variant == "dkm":
-        sys.path.insert(0, args.src)
+        model = build_reference_dkmv3(args.src, 540, 720, True, torch)
         import dkm.models.dkm as dkm_mod
-        from dkm.models.model_zoo.DKMv3 import DKMv3
 
-        matcher = dkm_mod.RegressionMatcher
-        original_load = matcher.load_state_dict
-        matcher.load_state_dict = lambda self, *a, **k: None  # DKMv3() loads the weights it gets
-        torch.manual_seed(0)
-        model = DKMv3(None, 540, 720, upsample_preds=True, device=torch.device("cpu"))
-        matcher.load_state_dict = original_load
-        _randomize(model, torch)
+        randomize_batchnorm(model, torch)
         torch.save(model.state_dict(), out / "ref_state.pth")
         original_ops = dkm_mod.get_tuple_transform_ops
         for case, upsample, ops in [
@@ -119,7 +139,7 @@ def reference_half(args) -> None:
         torch.manual_seed(0)
         model = DKMv3(weights=None, h=args.gim_size[0], w=args.gim_size[1])
         model.upsample_res = tuple(args.gim_size[2:])
-        _randomize(model, torch)
+        randomize_batchnorm(model, torch)
         # GIM's Lightning checkpoint layout: `model.` prefix, plus a classifier the loader drops
         state = {f"model.{k}": v for k, v in model.state_dict().items()}
         state["model.encoder.net.fc.weight"] = torch.zeros(1000, 2048)
