@@ -128,3 +128,38 @@ def write_noise_image(path: Path, rng: np.random.Generator, size=(160, 120), sig
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img.astype(np.uint8))
     return path
+
+
+# a LightGlue small enough to train in seconds on SIFT descriptors (trainer and dataset tests)
+TINY_LIGHTGLUE = {
+    "name": "lightglue",
+    "input_dim": 128,
+    "descriptor_dim": 32,
+    "n_layers": 2,
+    "num_heads": 2,
+    "depth_confidence": -1,
+    "width_confidence": -1,
+}
+
+
+def resume_and_compare(exp_dir: Path, conf, steps_done: int, total: int, uninterrupted: dict):
+    """Resume the run in `exp_dir` (stopped after `steps_done` steps) up to `total` steps and check
+    that every step after the restart has the loss of the uninterrupted run (`{step: loss}`).
+    Returns the resumed Trainer."""
+    from tiepoint.config import parse_dotlist
+    from tiepoint.training import build_conf
+    from tiepoint.training.trainer import Trainer
+
+    resumed = Trainer(
+        exp_dir,
+        build_conf(conf, parse_dotlist([f"train.max_iterations={total}"])),
+        restore=True,
+        progress=False,
+    )
+    assert (resumed.epoch, resumed.iter, resumed.step) == (0, steps_done, steps_done)
+    resumed.run()
+    got = dict(resumed.loss_history)
+    assert sorted(got) == list(range(steps_done + 1, total + 1))
+    for s in got:
+        assert got[s] == pytest.approx(uninterrupted[s], rel=1e-6, abs=1e-7), s
+    return resumed

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_LIGHTGLUE
 
 from tiepoint.datasets import get_dataset
 from tiepoint.errors import DatasetError
@@ -199,15 +200,7 @@ def test_megadepth_trains_with_depth_ground_truth(tmp_path):
                 "model": {
                     "extractor": {"name": "sift", "max_num_keypoints": 32},
                     "ground_truth": {"th_positive": 3, "th_negative": 5, "th_epipolar": 5},
-                    "matcher": {
-                        "name": "lightglue",
-                        "input_dim": 128,
-                        "descriptor_dim": 32,
-                        "n_layers": 2,
-                        "num_heads": 2,
-                        "depth_confidence": -1,
-                        "width_confidence": -1,
-                    },
+                    "matcher": TINY_LIGHTGLUE,
                 },
                 "train": {
                     "epochs": 1,

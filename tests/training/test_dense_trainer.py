@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from helpers import resume_and_compare
 from omegaconf import OmegaConf
 
-from tiepoint.config import parse_dotlist
 from tiepoint.errors import ConfigError, WeightsError
 from tiepoint.models.base import load_state_strict
 from tiepoint.training import build_conf, load_experiment
@@ -115,18 +115,7 @@ def test_dense_resume_gives_the_same_next_steps(trained, data_dir, tmp_path):
     conf = build_conf(dense_conf(data_dir, max_iterations=3, eval_every_iter=0))
     Trainer(tmp_path / "part", conf, progress=False).run()
     assert [s for s, _ in list_checkpoints(tmp_path / "part")] == [3]
-    resumed = Trainer(
-        tmp_path / "part",
-        build_conf(conf, parse_dotlist(["train.max_iterations=6"])),
-        restore=True,
-        progress=False,
-    )
-    assert (resumed.epoch, resumed.iter, resumed.step) == (0, 3, 3)
-    resumed.run()
-    got = dict(resumed.loss_history)
-    assert sorted(got) == [4, 5, 6]
-    for s in got:
-        assert got[s] == pytest.approx(full[s], rel=1e-6, abs=1e-7), s
+    resume_and_compare(tmp_path / "part", conf, 3, 6, full)
 
 
 def _batch(data_dir, n=2):

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_LIGHTGLUE, resume_and_compare
 from omegaconf import OmegaConf
 
 from tiepoint.cli import main as cli_main
-from tiepoint.config import parse_dotlist
 from tiepoint.errors import ConfigError, WeightsError
 from tiepoint.training import build_conf, train
 from tiepoint.training.checkpoints import list_checkpoints, load_checkpoint
@@ -44,15 +44,7 @@ def tiny_conf(images, **train):
             },
             "model": {
                 "extractor": {"name": "sift", "max_num_keypoints": 48},
-                "matcher": {
-                    "name": "lightglue",
-                    "input_dim": 128,
-                    "descriptor_dim": 32,
-                    "n_layers": 2,
-                    "num_heads": 2,
-                    "depth_confidence": -1,
-                    "width_confidence": -1,
-                },
+                "matcher": TINY_LIGHTGLUE,
             },
             "train": {
                 "epochs": 2,
@@ -86,19 +78,7 @@ def test_resume_gives_the_same_next_steps(images, tmp_path):
     conf = build_conf(tiny_conf(images, max_iterations=2))
     Trainer(tmp_path / "part", conf, progress=False).run()
     assert [s for s, _ in list_checkpoints(tmp_path / "part")] == [2]
-    resumed = Trainer(
-        tmp_path / "part",
-        build_conf(conf, parse_dotlist(["train.max_iterations=6"])),
-        restore=True,
-        progress=False,
-    )
-    assert (resumed.epoch, resumed.iter, resumed.step) == (0, 2, 2)
-    resumed.run()
-    want = dict(full.loss_history)
-    got = dict(resumed.loss_history)
-    assert sorted(got) == [3, 4, 5, 6]
-    for s in got:
-        assert got[s] == pytest.approx(want[s], rel=1e-6, abs=1e-7), s
+    resumed = resume_and_compare(tmp_path / "part", conf, 2, 6, dict(full.loss_history))
     for k, v in _params(full).items():
         assert torch.allclose(v, _params(resumed)[k], atol=1e-7), k
 
