@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..types import DenseResult
-from .matches import save_figure
+from .warp import save_panels
 
 
 def warp_to_image0(
@@ -53,15 +53,5 @@ def plot_certainty(
     gray = img0.mean(-1, keepdims=True)
     heat_panel = 0.35 * gray + 0.65 * heat
     warped_panel = cert[..., None] * warped + (1 - cert[..., None])
-    gap = np.ones((h0, 10, 3), np.float32)
-    canvas = np.concatenate([img0, gap, heat_panel, gap, warped_panel], 1)
-    fig = plt.figure(figsize=(canvas.shape[1] / dpi, canvas.shape[0] / dpi), dpi=dpi)
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(np.clip(canvas, 0, 1))
-    ax.set_axis_off()
-    box = dict(facecolor="black", alpha=0.6, lw=0)
-    for k, label in enumerate(["A", "certainty", "B warped onto A by the dense warp"]):
-        ax.text(5 + k * (w0 + 10), 5, label, color="white", fontsize=8, va="top", bbox=box)
-    if title:
-        ax.text(5, h0 - 5, title, color="white", fontsize=9, va="bottom", bbox=box)
-    save_figure(fig, path, dpi)
+    labels = ["A", "certainty", "B warped onto A by the dense warp"]
+    save_panels([img0, heat_panel, warped_panel], labels, path, title, dpi)

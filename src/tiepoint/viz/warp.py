@@ -39,31 +39,24 @@ def plot_warp(
     else:
         warped = warp_to_reference(img1, H_0to1, (w0, h0))
     blend = 0.5 * img0 + 0.5 * warped
-    gap = np.ones((h0, 10, 3), np.float32)
-    canvas = np.concatenate([img0, gap, warped, gap, blend], 1)
+    save_panels([img0, warped, blend], ["A", "B warped onto A", "blend"], path, title, dpi)
+
+
+def save_panels(
+    panels: list[np.ndarray], labels: list[str], path: str | Path, title: str | None, dpi: int
+) -> None:
+    """Equal-sized (H, W, 3) panels in [0, 1] side by side at their own pixel size, each labelled
+    at its top left, an optional title at the bottom left; saved atomically."""
+    h, w = panels[0].shape[:2]
+    gap = np.ones((h, 10, 3), np.float32)
+    canvas = np.concatenate([x for p in panels for x in (gap, p)][1:], 1)
     fig = plt.figure(figsize=(canvas.shape[1] / dpi, canvas.shape[0] / dpi), dpi=dpi)
     ax = fig.add_axes([0, 0, 1, 1])
     ax.imshow(np.clip(canvas, 0, 1))
     ax.set_axis_off()
-    labels = ["A", "B warped onto A", "blend"]
-    for k, lab in enumerate(labels):
-        ax.text(
-            5 + k * (w0 + 10),
-            5,
-            lab,
-            color="white",
-            fontsize=8,
-            va="top",
-            bbox=dict(facecolor="black", alpha=0.6, lw=0),
-        )
+    box = dict(facecolor="black", alpha=0.6, lw=0)
+    for k, label in enumerate(labels):
+        ax.text(5 + k * (w + 10), 5, label, color="white", fontsize=8, va="top", bbox=box)
     if title:
-        ax.text(
-            5,
-            h0 - 5,
-            title,
-            color="white",
-            fontsize=9,
-            va="bottom",
-            bbox=dict(facecolor="black", alpha=0.6, lw=0),
-        )
+        ax.text(5, h - 5, title, color="white", fontsize=9, va="bottom", bbox=box)
     save_figure(fig, path, dpi)
