@@ -90,9 +90,7 @@ def dense_model(conf: DictConfig, weights=None):
         model = cls.from_checkpoint(weights, conf)
         return model, OmegaConf.create(OmegaConf.to_container(model.conf))
     if weights is not None:
-        known = cls.full_default_conf()
-        off = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in known}
-        conf = OmegaConf.merge(conf, off)
+        conf = cls.without_own_weights(conf)
     model = cls(conf)
     if weights is not None:
         # the model's own loader converts official checkpoints (DKM/GIM); else a strict load

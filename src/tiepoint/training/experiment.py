@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..atomic import atomic_write_text
-from ..config import load_preset, merge_strict, to_container
+from ..config import load_preset, merge_strict
 from ..errors import ConfigError, WeightsError
 from . import checkpoints as ckpt_lib
 
@@ -195,9 +195,7 @@ def rebuild_conf(kind: str, conf):
     cls = model_class(kind, conf.name)
     if hasattr(cls, "conf_from_checkpoint"):
         return cls.conf_from_checkpoint(conf)
-    known = cls.full_default_conf()
-    off = {k: v for k, v in (("weights", None), ("pretrained", False)) if k in known}
-    return OmegaConf.merge(to_container(conf), off)
+    return cls.without_own_weights(conf)
 
 
 def load_initial_weights(model: torch.nn.Module, spec: str, root: Path) -> None:
