@@ -1,0 +1,1 @@
+"""GIM's video pipeline: frames, masks, labels, propagation to wide baselines."""
