@@ -156,3 +156,26 @@ def test_seed_rule_needs_every_set_and_the_first_hop_covered():
     # (the last seed is 35: 36 + 4 = 40 starts no largest-skip pair; its end is 39)
     assert max(starts) == 35
     assert t[0].tolist() == [0, 12] and t[:, 1].max() == 39 and t[-1].tolist() == [35, 39]
+
+
+def test_chain_picture_is_written_and_not_blank(pseudo, tmp_path):
+    import cv2
+
+    from .synthetic_labels import H, W, frame_homography
+
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (H * 2, W * 2, 3)).astype(np.uint8), (0, 0), 3)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(0, 161, 5):  # the frame cache in GIM's `{idx}.png` layout
+        Hm = frame_homography(t) @ np.array([[1, 0, -150], [0, 1, -200], [0, 0, 1.0]])
+        cv2.imwrite(str(frames / f"{t}.png"), cv2.warpPerspective(texture, Hm, (W, H)))
+    s = P.show_chain(pseudo, VIDEO, tmp_path / "chain.png", frames_dir=frames)
+    assert s["labels"] >= 512 and s["pair"][1] - s["pair"][0] >= 2 * SKIPS[-1]
+    assert [h[0] for h in s["hops"]][:2] == [(s["pair"][0], s["pair"][0] + 20)] + [
+        (s["pair"][0] + 20, s["pair"][0] + 40)
+    ]
+    img = cv2.imread(str(tmp_path / "chain.png"))
+    assert img is not None and img.shape[0] > 500 and img.shape[1] > 800
+    assert img.std() > 20  # pictures, lines and a plot, not a blank canvas
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 1000

@@ -412,3 +412,45 @@ def propagate_video(pseudo_root, video: str, out_root, conf: PropagateConf | Non
         "pairs": len(list(folder.glob("*_*.npy"))),
         "bad": len(bad),
     }
+
+
+def show_chain(pseudo_root, video: str, out_png, target=None, frames_dir=None, conf=None):
+    """Draw one target's chain (frames, hops, surviving labels) to `out_png`; returns a summary.
+
+    target: (idx0, idx1), default the first seed target. frames_dir: GIM's frame cache
+    (`{idx}.png`); without it the frames are grey placeholders.
+    """
+    from ..viz.chain import plot_chain
+
+    conf = conf or PropagateConf()
+    sets = find_label_sets(pseudo_root, video, conf.label_sets)
+    if not sets:
+        raise DatasetError(f"{pseudo_root}: no non-empty label set for video '{video}'")
+    if target is None:
+        targets = seed_pairs(sets, conf)
+        if len(targets) == 0:
+            raise DatasetError(f"{video}: no seed frames, no chain to show")
+        target = targets[0].tolist()
+    trace: list = []
+    result, reason = Propagator(sets, conf).propagate_pair(int(target[0]), int(target[1]), trace)
+    labels, i0, i1 = result if result is not None else (np.zeros((0, 4)), *target)
+
+    def frame(idx):
+        if frames_dir is None:
+            return None
+        img = cv2.imread(str(Path(frames_dir) / f"{idx}.png"), cv2.IMREAD_COLOR)
+        return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    title = f"{video}: target {target[0]}_{target[1]}" + (f" rejected ({reason})" if reason else "")
+    plot_chain(
+        out_png,
+        labels,
+        i0,
+        i1,
+        trace,
+        frame,
+        size=sets[0].size,
+        min_links=conf.min_final_matches,
+        title=title,
+    )
+    return {"path": Path(out_png), "pair": (i0, i1), "labels": len(labels), "hops": trace}
