@@ -228,7 +228,11 @@ def test_zeb_one_pair_per_file(tmp_path):
         pairs[0].image0.name == "5b2c6ccb_00000012.png"
         and pairs[1].image1.name == "night_1418236199.png"
     )
-    assert pairs[0].extra == {"covisible0": 0.51, "covisible1": 0.47}
+    assert pairs[0].extra == {
+        "covisible0": 0.51,
+        "covisible1": 0.47,
+        "identifier": "5b2c6ccb#00000012#00000031",  # GIM's spelling of the pair in its dumps
+    }
     assert np.allclose(pairs[1].T_0to1, T)
     with pytest.raises(DatasetError, match="zeb: set folder .*blendedmvs not found"):
         get_benchmark("zeb", {"root": str(root)}).load_pairs()  # default: all 12 sets

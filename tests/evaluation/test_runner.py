@@ -285,7 +285,7 @@ def test_zeb_per_set_auc_and_mean_of_sets(tmp_path):
     rng = np.random.default_rng(0)
     K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
     root = tmp_path / "zeb"
-    for s, good in (("gl3d", True), ("kitti", False)):
+    for s, good in (("gl3d", True), ("robotcarnight", False)):
         T = np.eye(4)
         T[:3, :3], T[:3, 3] = rotation(ry=4), [1.0, 0.1, 0.0]
         X = np.c_[rng.uniform(-2, 2, (80, 2)), rng.uniform(4, 8, 80)]
@@ -303,9 +303,9 @@ def test_zeb_per_set_auc_and_mean_of_sets(tmp_path):
         data_root=root,
         progress=False,
         matcher_factory=Oracle,
-        overrides=["data.sets=[gl3d,kitti]", "eval.options.method=usac_magsac"],
+        overrides=["data.sets=[gl3d,robotcarnight]", "eval.options.method=usac_magsac"],
     )
-    assert summ["gl3d/rel_pose_error@5°"] > 0.95 and summ["kitti/rel_pose_error@5°"] == 0.0
+    assert summ["gl3d/rel_pose_error@5°"] > 0.95 and summ["robotcarnight/rel_pose_error@5°"] == 0.0
     assert summ["rel_pose_error@5°_mean_of_sets"] == pytest.approx(
         summ["gl3d/rel_pose_error@5°"] / 2, abs=1e-4
     )

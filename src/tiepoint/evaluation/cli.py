@@ -59,6 +59,41 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_zeb_analysis(args) -> int:
+    from .zeb_gim import analyse, format_analysis, models_in
+
+    runs = [(args.model, args.version)] if args.model else models_in(args.dump_dir)
+    if args.model and not args.version:
+        runs = [(m, v) for m, v in models_in(args.dump_dir) if m == args.model] or runs
+    rows = {f"{m} {v}": analyse(args.dump_dir, m, v) for m, v in runs}
+    if not rows:
+        from ..errors import DatasetError
+
+        raise DatasetError(f"{args.dump_dir}: no '[T] MODEL SET VERSION.txt' ZEB dump files")
+    print("ZEB AUC@5° (%), GIM's analysis:")
+    print(format_analysis(rows))
+    return 0
+
+
+def cmd_zeb_dump(args) -> int:
+    from pathlib import Path
+
+    from .benchmarks import get_benchmark
+    from .run_conf import load_conf
+    from .zeb_gim import dumps_from_run
+
+    run = Path(args.run_dir)
+    conf = load_conf(run / "conf.yaml")
+    if conf is None or conf.get("benchmark") != "zeb":
+        from ..errors import DatasetError
+
+        raise DatasetError(f"{run}: not a ZEB run folder (conf.yaml with benchmark: zeb)")
+    pairs = get_benchmark("zeb", conf["data"]).load_pairs()
+    for p in dumps_from_run(pairs, run / "predictions.h5", args.dump_dir, args.model, args.version):
+        print(f"→ {p}")
+    return 0
+
+
 def register(subparsers) -> None:
     names = ", ".join(BENCHMARKS)
     p = subparsers.add_parser(
@@ -127,3 +162,21 @@ def register(subparsers) -> None:
         "--data-root", default=None, help="where datasets live (default: $TIEPOINT_DATA or ./data)"
     )
     p.set_defaults(func=cmd_download)
+
+    p = subparsers.add_parser(
+        "zeb-analysis",
+        help="GIM's ZEB analysis of '[T] MODEL SET VERSION.txt' dumps: AUC@5° per set and mean",
+    )
+    p.add_argument("dump_dir", help="folder of GIM-format dumps (GIM's dump/zeb)")
+    p.add_argument("--model", default=None, help="model name in the file names (default: all)")
+    p.add_argument("--version", default=None, help="version in the file names (default: all)")
+    p.set_defaults(func=cmd_zeb_analysis)
+
+    p = subparsers.add_parser(
+        "zeb-dump", help="write GIM's per-set ZEB dump files from a `tiepoint eval zeb` run"
+    )
+    p.add_argument("run_dir", help="outputs/results/zeb/TAG")
+    p.add_argument("dump_dir")
+    p.add_argument("--model", required=True, help="model name in the file names (no spaces)")
+    p.add_argument("--version", default="tiepoint", help="version in the file names")
+    p.set_defaults(func=cmd_zeb_dump)

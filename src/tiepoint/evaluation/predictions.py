@@ -66,7 +66,8 @@ class _FeatureCache:
             return self.items[key]
         t = time.perf_counter()
         try:
-            feats = self.matcher.extract(path)
+            cap = _cap(path, pair)
+            feats = self.matcher.extract(path) if cap is None else self.matcher.extract(path, cap)
         except ImageError as e:
             raise DatasetError(f"{pair.source or pair.name}: {e}") from None
         item = (feats, time.perf_counter() - t)
@@ -76,9 +77,29 @@ class _FeatureCache:
         return item
 
 
+def _cap(path: Path, pair: Pair) -> int | None:
+    """A benchmark's per-pair size cap (`extra["max_size"]`, long side; ZEB as GIM runs it):
+    the cap when the image is larger, 0 (native size) when not, None when the pair has none."""
+    cap = pair.extra.get("max_size")
+    if cap is None:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(cap) if max(im.size) > int(cap) else 0
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read image ({e})") from None
+
+
 def _match_dense(matcher, p: Pair, store_dense: bool) -> MatchResult:
     try:
-        r = matcher.match(p.image0, p.image1)
+        cap = p.extra.get("max_size")
+        r = (
+            matcher.match(p.image0, p.image1)
+            if cap is None
+            else matcher.match(p.image0, p.image1, cap)
+        )
     except ImageError as e:
         raise DatasetError(f"{p.source or p.name}: {e}") from None
     if not store_dense:
