@@ -108,3 +108,20 @@ def write_gim_labels(
                 np.save(d / "idxs.npy", np.array(idxs, np.int64))
                 np.save(d / "nums.npy", np.array(nums, np.int64))
     return root
+
+
+def render_frames(folder: Path, frames: int = 161, gap: int = 5, seed: int = 0) -> Path:
+    """The frame cache (`{idx}.png`) of the scene: a smooth random texture on the world plane."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(0, 255, (H * 2, W * 2, 3)).astype(np.uint8)
+    texture = cv2.GaussianBlur(noise, (0, 0), 2.5)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shift = np.array([[1, 0, -150], [0, 1, -200], [0, 0, 1.0]])  # texture pixel → world
+    for t in range(0, frames, gap):
+        img = cv2.warpPerspective(texture, frame_homography(t) @ shift, (W, H))
+        cv2.imwrite(str(folder / f"{t}.png"), img)
+    return folder

@@ -12,6 +12,7 @@ DATASETS: dict[str, str] = {
     "homographies": "tiepoint.datasets.homographies:Homographies",
     "megadepth": "tiepoint.datasets.megadepth:MegaDepth",
     "posed_images": "tiepoint.datasets.posed_images:PosedImages",
+    "video_labels": "tiepoint.datasets.video_labels:VideoLabels",
 }
 
 
