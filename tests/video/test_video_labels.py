@@ -104,3 +104,17 @@ def test_missing_inputs_are_one_line_errors(video_data, tmp_path):
                       "frames_dir": str(tmp_path)}).get_dataset("train")  # fmt: skip
     with pytest.raises(DatasetError, match="frame image not found"):
         ds[0]
+
+
+def test_mixed_datasets_train_on_a_balanced_mixture(video_data):
+    prop, frames = video_data
+    part = {"name": "video_labels", "propagate_dir": str(prop), "frames_dir": str(frames),
+            "img_size": [256, 256], "pad_labels": 2048}  # fmt: skip
+    mixed = get_dataset({"name": "mixed", "datasets": {"a": part, "b": {**part, "seed": 5}},
+                         "maxlen": 4, "batch_size": 2})  # fmt: skip
+    loader = mixed.get_data_loader("train")
+    assert len(loader.sampler) == 8 and len(loader) == 4
+    idx = loader.sampler.indices()
+    assert ((idx[0::2] < 3) & (idx[1::2] >= 3)).all()  # 3 items each, upsampled to 4, alternating
+    batch = next(iter(loader))
+    assert batch["pseudo_labels"].shape == (2, 2048, 4) and batch["zs"].all()

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 DATASETS: dict[str, str] = {
     "homographies": "tiepoint.datasets.homographies:Homographies",
     "megadepth": "tiepoint.datasets.megadepth:MegaDepth",
+    "mixed": "tiepoint.datasets.balanced:Mixed",
     "posed_images": "tiepoint.datasets.posed_images:PosedImages",
     "video_labels": "tiepoint.datasets.video_labels:VideoLabels",
 }

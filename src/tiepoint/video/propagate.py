@@ -414,7 +414,9 @@ def propagate_video(pseudo_root, video: str, out_root, conf: PropagateConf | Non
     }
 
 
-def show_chain(pseudo_root, video: str, out_png, target=None, frames_dir=None, conf=None):
+def show_chain(
+    pseudo_root, video: str, out_png, target=None, frames_dir=None, conf=None, dpi: int = 90
+):
     """Draw one target's chain (frames, hops, surviving labels) to `out_png`; returns a summary.
 
     target: (idx0, idx1), default the first seed target. frames_dir: GIM's frame cache
@@ -452,5 +454,6 @@ def show_chain(pseudo_root, video: str, out_png, target=None, frames_dir=None, c
         size=sets[0].size,
         min_links=conf.min_final_matches,
         title=title,
+        dpi=dpi,
     )
     return {"path": Path(out_png), "pair": (i0, i1), "labels": len(labels), "hops": trace}

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.collections import LineCollection
 
 from .matches import save_figure, side_by_side
 
@@ -47,6 +48,7 @@ def plot_chain(
     max_lines: int = 150,
     max_thumbs: int = 8,
     title: str | None = None,
+    dpi: int = 90,
 ) -> Path:
     """Write the chain picture to `path` (PNG).
 
@@ -67,7 +69,7 @@ def plot_chain(
     )
     thumbs = [chain[k] for k in pick]
 
-    fig = plt.figure(figsize=(max(2.0 * len(thumbs), 10), 11), dpi=90)
+    fig = plt.figure(figsize=(max(2.0 * len(thumbs), 10), 11), dpi=dpi)
     gs = fig.add_gridspec(3, len(thumbs), height_ratios=[1, 2.2, 1.4], hspace=0.3)
     for k, idx in enumerate(thumbs):
         ax = fig.add_subplot(gs[0, k])
@@ -83,8 +85,8 @@ def plot_chain(
         rng = np.random.default_rng(0)
         sel = rng.choice(len(labels), min(max_lines, len(labels)), replace=False)
         colors = plt.get_cmap("hsv")(labels[sel, 0] / max(size[0], 1) * 0.85)
-        for c, (x0, y0, x1, y1) in zip(colors, labels[sel]):
-            ax.plot([x0, x1 + dx], [y0, y1], "-", color=c, lw=0.7, alpha=0.8)
+        segs = np.stack([labels[sel, :2], labels[sel, 2:] + [dx, 0]], 1)
+        ax.add_collection(LineCollection(segs, colors=colors, linewidths=0.7, alpha=0.8))
         ax.scatter(labels[:, 0], labels[:, 1], s=1, c="k", alpha=0.3)
         ax.scatter(labels[:, 2] + dx, labels[:, 3], s=1, c="k", alpha=0.3)
     ax.set_title(
@@ -114,7 +116,7 @@ def plot_chain(
     ax.legend(fontsize=8, loc="lower left")
     if title:
         fig.suptitle(title)
-    save_figure(fig, path, dpi=90)
+    save_figure(fig, path, dpi=dpi, tight=False)  # a tight bbox draws the figure twice
     return Path(path)
 
 
