@@ -2,9 +2,10 @@
 
 Input (GIM's layout, written by `tiepoint.video.propagate`):
     propagate_dir/<video>/{idx0}_{idx1}.npy   row 0 = [i0, i1, i0, i1], then (K, 4) labels
-    frames_dir/<video>/{idx}.png              the frame cache (GIM's `image_1080p/<video>/`)
+    frames_dir/<video>/{idx}.png              the frame cache (GIM's `image_1080p/<video>/`), or
+    frames_dir/{idx}.png                      one video's cache folder
 Labels are in frame-cache pixels after multiplying by `label_scale` (GIM: frame size / source
-video size).
+video size, i.e. 1 / vratio for labels in video pixels).
 
 Per item (`GIM:train-gim-glue:datasets/walk/walk.py`, `datasets/utils.py:read_images`,
 `datasets/augment.py`), with every draw from the item's own generator (seed, epoch, index):
@@ -240,6 +241,8 @@ class _VideoPairs(Dataset):
         i0, i1 = raw[0, :2].astype(np.int64).tolist()
         labels = raw[1:].astype(np.float64) * float(c.label_scale)
         frames = self.owner.frames / video
+        if not frames.is_dir():  # one video's own cache folder (`tiepoint video frames`)
+            frames = self.owner.frames
         color0 = read_frame(frames / f"{i0}.png")
         color1 = read_frame(frames / f"{i1}.png")
         rng = item_rng(c.seed, self.epoch, idx)
