@@ -27,6 +27,7 @@ kill (done targets are skipped; bad_pairs.txt is rewritten atomically, in target
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -361,11 +362,10 @@ def propagate_video(pseudo_root, video: str, out_root, conf: PropagateConf | Non
     """
     from tqdm import tqdm
 
-    conf = conf or PropagateConf()
-    for k, v in kw.items():
-        if not hasattr(conf, k):
-            raise DatasetError(f"propagate: unknown option '{k}'")
-        setattr(conf, k, v)
+    unknown = [k for k in kw if k not in PropagateConf.__dataclass_fields__]
+    if unknown:
+        raise DatasetError(f"propagate: unknown option(s) {unknown}")
+    conf = dataclasses.replace(conf or PropagateConf(), **kw)
     names = list(conf.label_sets) if conf.label_sets is not None else None
     sets = find_label_sets(pseudo_root, video, names)
     if not sets:
