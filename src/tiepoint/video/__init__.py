@@ -1,0 +1,2 @@
+"""GIM's self-training from videos: frames (`frames`), pseudo-labels (`labels`), a synthetic
+video with exact homographies (`synthetic`); propagation and the CLI build on these."""
