@@ -208,7 +208,8 @@ def extract_frames(
     listing = frame_listing(info, rng, gap)
     if not listing:
         raise VideoError(
-            f"{video}: no frames in the time range {rng[0]}–{rng[1]} s "
+            f"{video}: no frames in the time range {start if start is not None else rng[0]}–"
+            f"{end if end is not None else rng[1]} s "
             f"(the video is {info.num_frames / info.fps:.1f} s long)"
         )
     skips = pair_skips(info.fps)
