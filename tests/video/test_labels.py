@@ -124,20 +124,23 @@ def test_bad_masks(sift, synthetic_frames, tmp_path, caplog):
 
 
 def test_static_points_and_outliers_are_removed():
+    from helpers import rotation
+
+    from tiepoint.geometry.epipolar import fundamental_from_pose, sym_epipolar_distance
+
     rng = np.random.default_rng(0)
     K = np.array([[500.0, 0, 300], [0, 500, 300], [0, 0, 1]])
+    R, t = rotation(3, -8, 5), np.array([0.6, 0.1, 0.2])
     X = np.c_[rng.uniform(-3, 3, (300, 2)), rng.uniform(4, 12, 300)]  # a 3-D scene, not a plane
-    x0, x1 = X @ K.T, (X + [0.4, 0.1, 0.2]) @ K.T  # the camera translates
+    x0, x1 = X @ K.T, (X @ R.T + t) @ K.T
     p0, p1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:]
     p1[:40] = p0[:40] + rng.uniform(-0.9, 0.9, (40, 2))  # a watermark: static to < 1 px
     p1[40:80] = rng.uniform(0, 600, (40, 2))  # gross outliers
-    from tiepoint.geometry.epipolar import fundamental_from_pose, sym_epipolar_distance
-
-    F = fundamental_from_pose(K, K, np.eye(3), [0.4, 0.1, 0.2])
-    outlier = sym_epipolar_distance(p0, p1, F) > 2  # a random point may land on its line
-    assert outlier[40:80].sum() >= 38
     keep = filter_labels(p0, p1)
-    assert keep.min() >= 40 and not outlier[keep].any() and len(keep) > 0.95 * 220
+    assert keep.min() >= 40  # every static point is gone
+    # MAGSAC++ may keep a random point that fell within a few pixels of its epipolar line
+    d = sym_epipolar_distance(p0, p1, fundamental_from_pose(K, K, R, t))
+    assert d[keep].max() < 3 and (keep >= 80).sum() == 220
 
 
 def test_resize_run_crops_to_another_label_set(sift, synthetic_video, synthetic_frames, tmp_path):
