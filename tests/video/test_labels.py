@@ -166,3 +166,26 @@ def test_too_short_for_a_skip(sift, synthetic_frames, tmp_path, caplog):
         label_set(sift, fs2, tmp_path, 40, progress=False)
     with pytest.raises(VideoError, match="too short for every requested skip"):
         label_video(sift, fs2, tmp_path, skips=(2,), progress=False)
+
+
+def test_real_video_labels_in_video_pixels(opencv_doc_videos, sift, tmp_path):
+    """Megamind.avi (720×528, 23.976 fps) stored at half size: labels come back in video pixels
+    (vratio 2) and satisfy one F per pair at the stored-frame threshold scaled by vratio."""
+    from tiepoint.estimators import estimate_fundamental
+    from tiepoint.video.frames import extract_frames
+
+    fs = extract_frames(
+        opencv_doc_videos / "Megamind.avi", tmp_path / "f", end=3, max_size=360, progress=False
+    )
+    assert fs.frame_size == (360, 264) and fs.gap == 10 and fs.listing == list(range(0, 71, 10))
+    np.testing.assert_allclose(fs.vratio, [2, 2])
+    d = label_set(sift, fs, tmp_path / "l", 40, progress=False)
+    assert d.name == "Megamind WH  720  528 RG    0    3 SP 40 8"
+    labels = read_labels(d)
+    assert len(labels) >= 3
+    for v in labels.values():
+        assert len(v) >= 20
+        assert (v >= -0.5).all() and (v[:, [0, 2]] < 720).all() and (v[:, [1, 3]] < 528).all()
+        assert v[:, [0, 2]].max() > 400  # video pixels, not the stored 360-wide frames
+        est = estimate_fundamental(v[:, :2], v[:, 2:], threshold=1.5)
+        assert est.num_inliers > 0.9 * len(v)

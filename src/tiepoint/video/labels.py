@@ -149,7 +149,7 @@ class Labeler:
             raise VideoError("mask mode 'keypoints' needs a sparse pipeline (dense: use 'image')")
         self.resize_box = None if is_sift else RESIZE_BOX  # GIM: SIFT crops go to frame size
         self.min_keypoints = min_keypoints
-        self.cache_size = 8  # frames shared by consecutive pairs (skip/gap + 1 at most 9)
+        self.cache_size = 8  # frames shared by consecutive pairs: skip/gap + 1 ≤ 5
         self._cache: OrderedDict = OrderedDict()
 
     def _extract(self, rgb, mask, key):
@@ -321,6 +321,7 @@ def label_set(
             )
         crops = read_labels(src)
     folder.mkdir(parents=True, exist_ok=True)
+    labeler._cache.clear()  # features of another run (other masks, other frames) never leak in
     nums, idxs = [], []
     bar = tqdm(
         pairs,
