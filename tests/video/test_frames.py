@@ -119,3 +119,17 @@ def test_real_video_from_opencv_doc(opencv_doc_videos, tmp_path):
     ok, frame = cap.read()
     np.testing.assert_array_equal(fs.read(50), frame[..., ::-1])
     assert math.isclose(fs.vratio[0], 1.0)
+
+
+def test_truncated_video_ends_the_listing_where_decoding_stops(synthetic_video, tmp_path, caplog):
+    data = synthetic_video.path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * 0.6)])  # the header still claims 41 frames
+    assert F.probe(cut).num_frames == 41
+    fs = extract_frames(cut, tmp_path / "f", progress=False)
+    assert "decoding stopped before frame" in caplog.text
+    n = len(decode_all(cut))  # the frames that really decode (25 here)
+    assert 20 < n < 41 and fs.listing == [f for f in range(0, 41, 10) if f < n]
+    assert all(fs.path(f).is_file() for f in fs.listing)
+    assert F.FrameSet.load(tmp_path / "f").listing == fs.listing  # a rerun keeps it
+    assert extract_frames(cut, tmp_path / "f", progress=False).listing == fs.listing

@@ -237,16 +237,29 @@ def extract_frames(
     )
     if (out / MANIFEST).is_file():
         old = json.loads((out / MANIFEST).read_text())
-        if old.get("settings") != settings or old.get("listing") != listing:
+        if old.get("settings") != settings or old.get("video_id") != fs.video_id:
             raise VideoError(
                 f"{out}: holds frames extracted with other settings ({old.get('settings')}); "
                 "use another folder"
             )
+        if old.get("complete"):
+            return FrameSet.load(out)
     out.mkdir(parents=True, exist_ok=True)
     fs.save()
     todo = [f for f in listing if not fs.path(f).is_file()]
     if todo:
-        _decode(info, fs, todo, progress and tqdm)
+        lost = _decode(info, fs, todo, progress and tqdm)
+        if lost:
+            log.warning(
+                f"{video}: decoding stopped before frame {lost}, though the container claims "
+                f"{info.num_frames} frames; the listing ends there"
+            )
+            fs.listing = [f for f in listing if f < lost]
+            if not fs.pairs(skips[0]):
+                raise VideoError(
+                    f"{video}: only {len(fs.listing)} frame(s) decode before frame {lost}: too "
+                    f"short for GIM's frame skips"
+                )
     fs.complete = True
     fs.save()
     return fs
@@ -258,7 +271,9 @@ def _write_frame(path: Path, frame: np.ndarray) -> None:
             raise VideoError(f"{path}: could not write the frame image")
 
 
-def _decode(info: VideoInfo, fs: FrameSet, todo: list[int], tqdm) -> None:
+def _decode(info: VideoInfo, fs: FrameSet, todo: list[int], tqdm) -> int | None:
+    """Write the `todo` frames; the first one the video could not deliver (a truncated file),
+    else None."""
     cap = cv2.VideoCapture(info.path)
     wanted = set(todo)
     pos = 0
@@ -290,8 +305,4 @@ def _decode(info: VideoInfo, fs: FrameSet, todo: list[int], tqdm) -> None:
         cap.release()
         if bar:
             bar.close()
-    if wanted:
-        raise VideoError(
-            f"{info.path}: decoding stopped before frame {min(wanted)} "
-            f"(the container claims {info.num_frames} frames)"
-        )
+    return min(wanted) if wanted else None
