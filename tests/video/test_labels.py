@@ -189,3 +189,41 @@ def test_real_video_labels_in_video_pixels(opencv_doc_videos, sift, tmp_path):
         assert v[:, [0, 2]].max() > 400  # video pixels, not the stored 360-wide frames
         est = estimate_fundamental(v[:, :2], v[:, 2:], threshold=1.5)
         assert est.num_inliers > 0.9 * len(v)
+
+
+def test_dense_labeler_gets_masked_images(synthetic_video, synthetic_frames, tmp_path):
+    """A dense pipeline (a loaded Matcher) sees the masked pixels black (GIM's DKM input) and
+    its matches go through the same filter: here a stand-in model answers with the exact
+    correspondences of the frames it is given, plus a static overlay."""
+    from tiepoint import Matcher
+    from tiepoint.geometry.homography import warp_points
+    from tiepoint.types import MatchResult
+
+    fs, seen = synthetic_frames, []
+    m = Matcher({"dense": {"name": "dense_toy:ToyDense"}}, device="cpu")
+    keep = lambda frame, rgb: np.arange(rgb.shape[0])[:, None].repeat(rgb.shape[1], 1) >= 60
+
+    def exact(img0, img1):
+        seen.append((img0.copy(), img1.copy()))
+        i0, i1 = next(p for p in fs.pairs(20) if p[0] == len(seen) * 10 - 10)
+        g = np.stack(np.meshgrid(np.arange(8, 312, 9.0), np.arange(64, 232, 9.0)), -1)
+        p0 = g.reshape(-1, 2)
+        p1 = warp_points(synthetic_video.gt(i0, i1), p0)
+        p0, p1 = np.r_[p0, [[20.0, 100]] * 30], np.r_[p1, [[20.3, 100.2]] * 30]  # a "logo"
+        k = len(p0)
+        return MatchResult(
+            p0, p1, np.stack([np.arange(k)] * 2, -1), np.ones(k), (320, 240), (320, 240)
+        )
+
+    m.match = exact
+    lab = Labeler(m, method="GIM_DKM")
+    assert lab.mask_mode == "image" and not lab.sparse and lab.resize_box == (1600, 900)
+    d = label_set(lab, fs, tmp_path, 20, masks=keep, progress=False)
+    assert d.parent.name == "WALK GIM_DKM [R] F [S] 20"
+    for img0, img1 in seen:
+        assert img0[:60].max() == 0 and img1[:60].max() == 0 and img0[60:].max() > 0
+    labels = read_labels(d)
+    assert len(labels) == 3
+    for k, v in labels.items():
+        assert len(v) > 500 and not ((np.abs(v[:, :2] - v[:, 2:]) < 1).all(1)).any()
+        assert transfer_error(v, synthetic_video.gt(*k)).max() < 1e-3

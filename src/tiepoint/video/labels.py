@@ -117,7 +117,8 @@ def _subset(features, keep: np.ndarray):
 
 
 class Labeler:
-    """One matcher applied the way GIM's labelling applies it.
+    """One matcher (a pipeline name or dict, `gim-rootsift`, or a loaded `tiepoint.Matcher`)
+    applied the way GIM's labelling applies it.
 
     `mask_mode`: `keypoints` drops detections in the masked area (GIM's SIFT detection mask),
     `image` blacks the masked pixels out before matching (GIM's LightGlue and DKM); `auto`
@@ -126,7 +127,7 @@ class Labeler:
 
     def __init__(
         self,
-        pipeline: str | dict = "gim-rootsift",
+        pipeline="gim-rootsift",
         method: str | None = None,
         mask_mode: str = "auto",
         device=None,
@@ -137,9 +138,12 @@ class Labeler:
         from ..api import Matcher
         from ..config import lookup
 
-        name = pipeline if isinstance(pipeline, str) else "custom"
-        conf, gim_name = LABELERS.get(name, (pipeline, None))
-        self.matcher = Matcher(conf, device=device, weights=weights, overrides=overrides)
+        if isinstance(pipeline, Matcher):  # an already loaded pipeline is used as it is
+            self.matcher, name, gim_name = pipeline, pipeline.name, None
+        else:
+            name = pipeline if isinstance(pipeline, str) else "custom"
+            conf, gim_name = LABELERS.get(name, (pipeline, None))
+            self.matcher = Matcher(conf, device=device, weights=weights, overrides=overrides)
         self.method = method or gim_name or name
         self.sparse = self.matcher.dense is None
         is_sift = self.sparse and self.matcher.conf.extractor.name == "sift"
