@@ -69,6 +69,7 @@ def test_killed_labelling_resumes_to_identical_files(sift, synthetic_frames, tmp
     monkeypatch.setattr(Labeler, "match", match)
     part = L.label_dir(tmp_path / "resumed", fs, "SIFT", 10, False)
     assert len(np.load(part / "idxs.npy")) == 2  # the index covers what was written
+    (part / ".[20 30].npy.x1y2.npy").write_bytes(b"half")  # a write a SIGKILL cut short
     resumed = label_set(sift, fs, tmp_path / "resumed", 10, progress=False)
     names = sorted(p.name for p in clean.iterdir())
     assert names == sorted(p.name for p in resumed.iterdir()) and len(names) == 6

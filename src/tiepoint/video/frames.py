@@ -245,6 +245,8 @@ def extract_frames(
         if old.get("complete"):
             return FrameSet.load(out)
     out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob(f".*.{ext}"):  # a frame write cut by SIGKILL
+        tmp.unlink()
     fs.save()
     todo = [f for f in listing if not fs.path(f).is_file()]
     if todo:

@@ -325,6 +325,8 @@ def label_set(
             )
         crops = read_labels(src)
     folder.mkdir(parents=True, exist_ok=True)
+    for tmp in folder.glob(".*.npy"):  # a write cut by SIGKILL; GIM counts the folder's files
+        tmp.unlink()
     labeler._cache.clear()  # features of another run (other masks, other frames) never leak in
     nums, idxs = [], []
     bar = tqdm(
