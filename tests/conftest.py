@@ -81,3 +81,11 @@ def opencv_doc_images(tmp_path_factory) -> Path:
         unavailable(f"cannot download opencv-doc: {r.stderr.strip()[:200]}")
     subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "ocvdoc")], check=True)
     return require(tmp / "ocvdoc" / OPENCV_DOC, "opencv-doc images")
+
+
+@pytest.fixture(scope="session")
+def opencv_doc_videos(opencv_doc_images) -> Path:
+    """The opencv-doc sample videos (vtest.avi: static camera, 10 fps; Megamind.avi: 23.976 fps),
+    in the same unpacked folder as its photographs."""
+    require(opencv_doc_images / "vtest.avi", "opencv-doc videos")
+    return opencv_doc_images

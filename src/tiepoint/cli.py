@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "tiepoint.evaluation.cli",
     "tiepoint.training.cli",
     "tiepoint.reconstruction.cli",
+    "tiepoint.video.cli",
 ]
 
 
@@ -70,6 +71,10 @@ def cmd_match(args) -> int:
     )
     result = matcher.match(args.image0, args.image1)
     H, inliers = result.homography(estimator=args.estimator) if len(result) >= 4 else (None, None)
+    model = "homography"
+    if args.color_inliers == "fundamental":  # GIM's demo: inliers of an F-MAGSAC fit
+        model = "fundamental-matrix"
+        inliers = result.fundamental(estimator=args.estimator)[1] if len(result) >= 8 else None
     out = Path(args.out)
     stem = f"{Path(args.image0).stem}_{Path(args.image1).stem}"
     write_matches_h5(
@@ -81,7 +86,7 @@ def cmd_match(args) -> int:
     img1, _ = images.read_image(args.image1)
     img0, img1 = (a.repeat(3, -1) if a.shape[-1] == 1 else a for a in (img0, img1))
     n_in = int(inliers.sum()) if inliers is not None else 0
-    title = f"{matcher.name}: {len(result)} matches, {n_in} homography inliers"
+    title = f"{matcher.name}: {len(result)} matches, {n_in} {model} inliers"
     plot_matches(
         img0,
         img1,
@@ -104,7 +109,7 @@ def cmd_match(args) -> int:
         else f"{len(result.keypoints0)}/{len(result.keypoints1)} keypoints"
     )
     print(
-        f"{args.image0} ↔ {args.image1}: {what}, {len(result)} matches, {n_in} inliers "
+        f"{args.image0} ↔ {args.image1}: {what}, {len(result)} matches, {n_in} {model} inliers "
         f"({matcher.name}, {times}) → {out}/{stem}_*"
     )
     return 0
@@ -176,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="matcher (or dense model) weights: registered name, file or training checkpoint",
     )
     p.add_argument("--estimator", default="opencv")
+    p.add_argument(
+        "--color-inliers",
+        choices=["homography", "fundamental"],
+        default="homography",
+        help="colour matches by the inliers of a homography, or of a fundamental matrix "
+        "(any 3-D scene; GIM's demo)",
+    )
     p.add_argument("--device", default=None)
     p.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. matcher.filter_threshold=0.2"

@@ -23,3 +23,7 @@ class DatasetError(TiepointError):
 
 class EstimatorError(TiepointError):
     pass
+
+
+class VideoError(TiepointError):
+    pass

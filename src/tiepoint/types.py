@@ -424,6 +424,19 @@ class MatchResult:
         )
         return est.H, est.inliers
 
+    def fundamental(self, estimator: str = "opencv", threshold: float | None = None, **options):
+        """Robust fundamental matrix (x1ᵀ F x0 = 0): (F or None, inlier mask (K,)).
+
+        Needs no intrinsics, so it filters matches of any video or photo pair (GIM's labels and
+        demo); OpenCV uses MAGSAC++ with GIM's confidence 0.999999.
+        """
+        from .estimators import estimate_fundamental
+
+        est = estimate_fundamental(
+            self.points0, self.points1, estimator=estimator, threshold=threshold, **options
+        )
+        return est.F, est.inliers
+
     def relative_pose(
         self, K0, K1, estimator: str = "opencv", threshold: float | None = None, **options
     ):

@@ -1,11 +1,11 @@
-"""Robust estimators behind one interface: homographies and calibrated relative poses.
+"""Robust estimators behind one interface: homographies, fundamental matrices, relative poses.
 
 The benchmark numbers of a matcher move by ~15 AUC points with the estimator, so the estimator
 is always an explicit, named choice (`opencv`, `poselib`, `pycolmap`) with a documented default
 inlier threshold in pixels. Backends are imported lazily: poselib and pycolmap are optional.
 
 Conventions: `p0`, `p1` are (K, 2) pixel coordinates of matched points (pixel centres at integer
-coordinates); the homography maps p0 → p1; the pose maps camera 0 to camera 1, `X1 = R X0 + t`,
+coordinates); the homography maps p0 → p1; the fundamental matrix satisfies `x1ᵀ F x0 = 0` (returned with unit Frobenius norm); the pose maps camera 0 to camera 1, `X1 = R X0 + t`,
 with `t` of unit norm. Too few points or a RANSAC failure is *not* an exception: the estimate has
 `H`/`R` None and all-False inliers, so a benchmark counts it as a failure.
 """
@@ -26,8 +26,10 @@ ESTIMATORS = ("opencv", "poselib", "pycolmap")
 DEFAULT_THRESHOLDS = {
     "homography": {"opencv": 3.0, "poselib": 2.0, "pycolmap": 4.0},
     "relative_pose": {"opencv": 0.5, "poselib": 2.0, "pycolmap": 4.0},
+    # GIM's demo value (GIM:demo.py); its video labels use 0.5 px, its propagation 1 px
+    "fundamental": {"opencv": 1.0, "poselib": 1.0, "pycolmap": 1.0},
 }
-MIN_POINTS = {"homography": 4, "relative_pose": 5}
+MIN_POINTS = {"homography": 4, "relative_pose": 5, "fundamental": 8}
 
 
 @dataclass
@@ -38,6 +40,20 @@ class HomographyEstimate:
     @property
     def success(self) -> bool:
         return self.H is not None
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+@dataclass
+class FundamentalEstimate:
+    F: np.ndarray | None  # (3, 3) float64, x1ᵀ F x0 = 0, unit Frobenius norm; None on failure
+    inliers: np.ndarray  # (K,) bool
+
+    @property
+    def success(self) -> bool:
+        return self.F is not None
 
     @property
     def num_inliers(self) -> int:
@@ -128,6 +144,30 @@ def estimate_homography(
     return HomographyEstimate(H, np.asarray(inliers, bool).reshape(-1))
 
 
+def estimate_fundamental(
+    p0, p1, estimator: str = "opencv", threshold: float | None = None, **options
+) -> FundamentalEstimate:
+    """Robust fundamental matrix with x1ᵀ F x0 = 0; `threshold` is the epipolar error in pixels.
+
+    OpenCV defaults to MAGSAC++ (`method="usac_magsac"`, confidence 0.999999, 10000 iterations)
+    as GIM's demo and video labelling do. F is rank 2 and scaled to unit Frobenius norm.
+    """
+    backend = _backend(estimator)
+    th = resolve_threshold("fundamental", estimator, threshold)
+    p0, p1 = _check_pair(p0, p1)
+    failure = FundamentalEstimate(None, np.zeros(len(p0), bool))
+    if len(p0) < MIN_POINTS["fundamental"]:
+        return failure
+    F, inliers = backend.fundamental(p0, p1, th, **options)
+    if F is None:
+        return failure
+    F = np.asarray(F, np.float64)
+    norm = np.linalg.norm(F)
+    if F.shape != (3, 3) or not np.isfinite(F).all() or norm < 1e-12:
+        return failure
+    return FundamentalEstimate(F / norm, np.asarray(inliers, bool).reshape(-1))
+
+
 def estimate_relative_pose(
     p0, p1, K0, K1, estimator: str = "opencv", threshold: float | None = None, **options
 ) -> PoseEstimate:
@@ -156,8 +196,10 @@ def mean_focal(K0: np.ndarray, K1: np.ndarray) -> float:
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "ESTIMATORS",
+    "FundamentalEstimate",
     "HomographyEstimate",
     "PoseEstimate",
+    "estimate_fundamental",
     "estimate_homography",
     "estimate_relative_pose",
 ]

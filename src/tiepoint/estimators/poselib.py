@@ -25,6 +25,15 @@ def homography(p0, p1, threshold, ransac: dict | None = None, bundle: dict | Non
     return np.asarray(H), np.asarray(info["inliers"], bool)
 
 
+def fundamental(p0, p1, threshold, ransac: dict | None = None, bundle: dict | None = None):
+    F, info = poselib.estimate_fundamental(
+        p0, p1, {"max_epipolar_error": float(threshold), **(ransac or {})}, dict(bundle or {})
+    )
+    if F is None or not info.get("inliers") or info.get("num_inliers", 0) < 8:
+        return None, None
+    return np.asarray(F), np.asarray(info["inliers"], bool)
+
+
 def relative_pose(
     p0, p1, K0, K1, threshold, ransac: dict | None = None, bundle: dict | None = None
 ):

@@ -41,6 +41,13 @@ def homography(p0, p1, threshold, ransac: dict | None = None):
     return np.asarray(out["H"]), np.asarray(out["inlier_mask"], bool).ravel()
 
 
+def fundamental(p0, p1, threshold, ransac: dict | None = None):
+    out = pycolmap.estimate_fundamental_matrix(p0, p1, _options(threshold, ransac))
+    if out is None:
+        return None, None
+    return np.asarray(out["F"]), np.asarray(out["inlier_mask"], bool).ravel()
+
+
 def relative_pose(
     p0,
     p1,

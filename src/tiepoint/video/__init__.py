@@ -1,1 +1,2 @@
-"""GIM's video pipeline: frames, masks, labels, propagation to wide baselines."""
+"""GIM's self-training from videos: frames (`frames`), pseudo-labels (`labels`), a synthetic
+video with exact homographies (`synthetic`), propagation to wide baselines (`propagate`)."""
