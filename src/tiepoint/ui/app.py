@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import TiepointError
 from . import paths as paths_lib
 from .inspector import ResultsFolder
-from .render import draw_all, svg_scatter, write_h5
+from .render import PICTURES, draw_all, svg_scatter, write_h5
 from .session import (
     ESTIMATORS,
     HOMOGRAPHY,
@@ -118,11 +118,11 @@ class App:
         return dict(model=model, estimator=estimator, threshold=th, K0=K0, K1=K1)
 
     # ------------------------------------------------------------ match tab
-    def run_one(self, pair, pipeline, knobs, est_args, stem):
+    def run_one(self, pair, pipeline, knobs, est_args, stem, which=PICTURES):
         result, cached = self.session.match(pair[0], pair[1], pipeline, knobs)
         est = estimate(result, **est_args) if len(result) else None
         out = self.workdir / f"{abs(hash((pair, pipeline, knobs))):x}"
-        files = draw_all(result, pair[0], pair[1], est, out, pipeline, stem)
+        files = draw_all(result, pair[0], pair[1], est, out, pipeline, stem, which)
         files["h5"] = write_h5(
             result,
             out / f"{stem}_matches.h5",
@@ -205,7 +205,9 @@ class App:
                 if progress:
                     progress(i / len(pipelines), desc=f"matching with {name}")
                 try:
-                    result, est, cached, files = self.run_one(pair, name, knobs, args, "pair")
+                    result, est, cached, files = self.run_one(
+                        pair, name, knobs, args, "pair", ("matches",)
+                    )
                 except TiepointError as e:
                     problems.append(str(e))
                     continue
@@ -274,7 +276,7 @@ class App:
                 rows.append(folder.pair_row(benchmark, tag, task, pair))
                 im0, im1 = folder.pair_images(benchmark, tag, pair)
                 out = self.workdir / f"inspect_{abs(hash((benchmark, tag, pair))):x}"
-                files = draw_all(result, im0, im1, None, out, f"{tag}", "pair")
+                files = draw_all(result, im0, im1, None, out, tag, "pair", which=("matches",))
                 pics.append((str(files["matches"]), tag))
             return f"pair {pair}", counts_html(rows, "tp-pair-rows"), pics
         except Exception as e:

@@ -42,20 +42,18 @@ class ServerPaths:
             raise PathRefused(f"{typed}: '..' is not allowed in a server path")
         given = Path(typed).expanduser()
         candidates = [given] if given.is_absolute() else [a / given for a in self.allowed]
+        inside = False
         for c in candidates:
-            real = c.resolve()
+            real = c.resolve()  # follows every symlink: a link out of the folders lands outside
             if any(real == a or a in real.parents for a in self.allowed):
-                if not real.is_file():
-                    continue
-                return real
-            if c.exists() or c.is_symlink():
-                raise PathRefused(
-                    f"{typed}: resolves to {real}, outside the allowed folders "
-                    f"({', '.join(map(str, self.allowed))})"
-                )
-        raise PathRefused(
-            f"{typed}: no such file under the allowed folders ({', '.join(map(str, self.allowed))})"
-        )
+                inside = True
+                if real.is_file():
+                    return real
+        folders = ", ".join(map(str, self.allowed))
+        if inside:
+            raise PathRefused(f"{typed}: no such file under the allowed folders ({folders})")
+        # the same answer whether or not the target exists: nothing is learnt about other folders
+        raise PathRefused(f"{typed}: outside the allowed folders ({folders})")
 
 
 def check_upload(path: str | os.PathLike, max_mb: float = MAX_UPLOAD_MB) -> Path:

@@ -17,6 +17,7 @@ from ..images import read_image, scale_points
 from ..types import MatchResult
 
 DISPLAY_SIDE = 1024
+PICTURES = ("matches", "inliers", "keypoints", "warp")
 
 
 def display_image(path: Path | None, size: tuple[int, int] | None = None):
@@ -50,11 +51,10 @@ def draw_all(
     out: Path,
     title: str,
     stem: str = "pair",
+    which: tuple[str, ...] = PICTURES,
 ) -> dict[str, Path]:
-    """Write the four pictures of a match into `out`; returns name → PNG path."""
-    import matplotlib.pyplot as plt
-
-    from ..viz.matches import plot_matches, save_figure, side_by_side
+    """Write the pictures of a match named in `which` into `out`; returns name → PNG path."""
+    from ..viz.matches import plot_matches
     from ..viz.warp import plot_warp
 
     out.mkdir(parents=True, exist_ok=True)
@@ -63,32 +63,49 @@ def draw_all(
     p0, p1 = _pts(result.points0, s0), _pts(result.points1, s1)
     inl = est.inliers if est is not None else None
     n_in = est.num_inliers if est is not None else 0
-    files = {}
     what = f"{est.estimator} {est.model}: {n_in} inliers" if est is not None else "no estimate"
-    files["matches"] = out / f"{stem}_matches.png"
-    plot_matches(
-        img0,
-        img1,
-        p0,
-        p1,
-        result.scores,
-        inl,
-        files["matches"],
-        title=f"{title}: {len(result)} matches, {what}",
-    )
-    files["inliers"] = out / f"{stem}_inliers.png"
-    keep = inl if inl is not None else np.zeros(len(result), bool)
-    plot_matches(
-        img0,
-        img1,
-        p0[keep],
-        p1[keep],
-        result.scores[keep],
-        None,
-        files["inliers"],
-        title=f"{title}: {n_in} inliers ({what})",
-    )
-    # keypoints of both images
+    files = {}
+    if "matches" in which:
+        files["matches"] = out / f"{stem}_matches.png"
+        title_m = f"{title}: {len(result)} matches, {what}"
+        plot_matches(img0, img1, p0, p1, result.scores, inl, files["matches"], title=title_m)
+    if "inliers" in which:
+        files["inliers"] = out / f"{stem}_inliers.png"
+        keep = inl if inl is not None else np.zeros(len(result), bool)
+        title_i = f"{title}: {n_in} inliers ({what})"
+        plot_matches(
+            img0,
+            img1,
+            p0[keep],
+            p1[keep],
+            result.scores[keep],
+            None,
+            files["inliers"],
+            title=title_i,
+        )
+    if "keypoints" in which:
+        files["keypoints"] = _draw_keypoints(
+            result, img0, img1, s0, s1, out / f"{stem}_keypoints.png"
+        )
+    if "warp" in which:
+        files["warp"] = out / f"{stem}_warp.png"
+        homography = est is not None and est.model == "homography"
+        H = None
+        if homography and est.matrix is not None:
+            from ..geometry.homography import scale_homography
+
+            H = scale_homography(est.matrix, s0, s1)  # at display scale: S1 H S0^-1
+        note = None if homography else "warp needs a homography (choose the homography model)"
+        plot_warp(img0, img1, H, files["warp"], title=note)
+    return files
+
+
+def _draw_keypoints(result, img0, img1, s0, s1, path: Path) -> Path:
+    """All keypoints of both images on one canvas."""
+    import matplotlib.pyplot as plt
+
+    from ..viz.matches import save_figure, side_by_side
+
     canvas, dx = side_by_side(img0, img1)
     h, w = canvas.shape[:2]
     fig = plt.figure(figsize=(w / 100, h / 100), dpi=100)
@@ -100,28 +117,11 @@ def draw_all(
     ax.scatter(k1[:, 0] + dx, k1[:, 1], s=3, c="lime", lw=0)
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
-    ax.text(
-        5,
-        5,
-        f"{len(result.keypoints0)} / {len(result.keypoints1)} keypoints",
-        color="white",
-        fontsize=9,
-        va="top",
-        bbox=dict(facecolor="black", alpha=0.6, lw=0),
-    )
-    files["keypoints"] = out / f"{stem}_keypoints.png"
-    save_figure(fig, files["keypoints"])
-    # warp / blend: a homography at display scale (H_disp = S1 H S0^-1)
-    H = None
-    if est is not None and est.model == "homography" and est.matrix is not None:
-        from ..geometry.homography import scale_homography
-
-        H = scale_homography(est.matrix, s0, s1)
-    files["warp"] = out / f"{stem}_warp.png"
-    homography = est is not None and est.model == "homography"
-    note = None if homography else "warp needs a homography (choose the homography model)"
-    plot_warp(img0, img1, H, files["warp"], title=note)
-    return files
+    label = f"{len(result.keypoints0)} / {len(result.keypoints1)} keypoints"
+    box = dict(facecolor="black", alpha=0.6, lw=0)
+    ax.text(5, 5, label, color="white", fontsize=9, va="top", bbox=box)
+    save_figure(fig, path)
+    return path
 
 
 def write_h5(result: MatchResult, path: Path, meta: dict) -> Path:
