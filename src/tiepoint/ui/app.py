@@ -104,7 +104,7 @@ class App:
         return Knobs(
             int(resize) if resize else None,
             int(max_kp) if max_kp else None,
-            float(filter_th) if filter_th not in (None, "") else None,
+            float(filter_th) if filter_th else None,
         )
 
     def estimator_args(self, model, estimator, threshold, k0, k1):
@@ -296,14 +296,18 @@ def build(app: App):
         + " |"
         for s in statuses.values()
     )
-    with gr.Blocks(title="tiepoint") as demo:
+    with gr.Blocks(title="tiepoint", analytics_enabled=False) as demo:
         gr.Markdown("# tiepoint\nMatch two images, compare pipelines, inspect benchmark runs.")
         with gr.Tab("Match", id="match"):
             with gr.Row():
                 source = gr.Radio(list(SOURCES), value=SOURCES[0], label="images", elem_id="source")
             with gr.Row():
-                f0 = gr.File(label=f"image A (upload, ≤ {app.max_mb:g} MB)", file_types=["image"])
-                f1 = gr.File(label=f"image B (upload, ≤ {app.max_mb:g} MB)", file_types=["image"])
+                f0 = gr.File(
+                    label=f"image A (upload, ≤ {app.max_mb:g} MB)", file_types=["image"], height=140
+                )
+                f1 = gr.File(
+                    label=f"image B (upload, ≤ {app.max_mb:g} MB)", file_types=["image"], height=140
+                )
             with gr.Row():
                 allowed = ", ".join(map(str, app.paths.allowed)) or "none: start with --allow DIR"
                 p0 = gr.Textbox(label=f"image A on the server (under: {allowed})")
@@ -311,8 +315,8 @@ def build(app: App):
             with gr.Row():
                 pipeline = gr.Dropdown(choices, value=default, label="pipeline", elem_id="pipeline")
                 resize = gr.Number(1024, label="resize (long side, 0: native)", precision=0)
-                max_kp = gr.Number(None, label="max keypoints (empty: the pipeline's)", precision=0)
-                filt = gr.Number(None, label="matcher filter threshold (empty: the pipeline's)")
+                max_kp = gr.Number(None, label="max keypoints (0: the pipeline's)", precision=0)
+                filt = gr.Number(None, label="matcher filter threshold (0: the pipeline's)")
             with gr.Accordion("pipelines and their weights", open=False):
                 gr.Markdown("| pipeline | kind | weights |\n|---|---|---|\n" + table)
             with gr.Row():
@@ -322,7 +326,9 @@ def build(app: App):
                 estr = gr.Radio(
                     list(ESTIMATORS), value="opencv", label="estimator", elem_id="estimator"
                 )
-                th = gr.Number(None, label="inlier threshold px (empty: default)", elem_id="th")
+                th = gr.Number(
+                    None, label="inlier threshold px (0: the estimator's default)", elem_id="th"
+                )
                 k0 = gr.Textbox(label="intrinsics A: fx fy cx cy (essential)")
                 k1 = gr.Textbox(label="intrinsics B: fx fy cx cy")
             with gr.Row():

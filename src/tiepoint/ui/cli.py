@@ -11,6 +11,11 @@ def cmd_ui(args) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise ConfigError("`tiepoint ui` needs Gradio: pip install 'tiepoint[ui]'") from None
+    import logging
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: no phoning home
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own requests, not news
     from .app import App, launch
 
     app = App(allow=args.allow, results=args.results, device=args.device, max_mb=args.max_upload_mb)
