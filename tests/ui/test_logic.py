@@ -20,6 +20,7 @@ from tiepoint.ui.app import EXAMPLE, App
 from tiepoint.ui.inspector import ResultsFolder
 from tiepoint.ui.paths import PathRefused, ServerPaths, check_upload
 from tiepoint.ui.render import svg_scatter
+from tiepoint.ui.session import geometry_models
 
 PAIR = ("bundled example", None, None, "", "")
 
@@ -129,6 +130,28 @@ def test_numbers_equal_tiepoint_match_and_estimator_switch_does_not_rematch(monk
     assert "from cache, not re-matched; pipeline runs so far: 1" in msg
     assert int(cell(counts, "inliers")) == inl_pl.sum()
     assert cell(counts, "cached") == "True"
+    assert len(calls) == 1 and app.session.runs == 1
+    # essential matrix with given intrinsics, still on the cached matches
+    K0, K1 = (
+        np.array([[500, 0, 162], [0, 500, 112], [0, 0, 1.0]]),
+        np.array([[500, 0, 256], [0, 500, 192], [0, 0, 1.0]]),
+    )
+    args = ("sift+nn", 512, None, None, "essential", "opencv", None)
+    msg, counts, *_ = app.match(*PAIR, *args, "500 500 162 112", "500,500,256,192")
+    assert int(cell(counts, "inliers")) == truth.relative_pose(K0, K1)[2].sum()
+    assert "intrinsics of B" in app.match(*PAIR, *args, "500 500 162 112", "500 500")[0]
+    # the fundamental matrix is offered exactly when MatchResult can estimate it
+    if "fundamental" not in geometry_models():
+        half = lambda self, estimator="opencv", threshold=None: (
+            np.eye(3),
+            np.arange(len(self)) % 2 == 0,
+        )
+        monkeypatch.setattr(MatchResult, "fundamental", half, raising=False)
+        assert "fundamental" in geometry_models()
+        msg, counts, *_ = app.match(
+            *PAIR, "sift+nn", 512, None, None, "fundamental", "opencv", None, "", ""
+        )
+        assert int(cell(counts, "inliers")) == (len(truth) + 1) // 2
     assert len(calls) == 1 and app.session.runs == 1
     # another knob is another entry: matched again
     app.session.match(img0, img1, "sift+nn", app.knobs(400, None, None))

@@ -303,10 +303,16 @@ def build(app: App):
                 source = gr.Radio(list(SOURCES), value=SOURCES[0], label="images", elem_id="source")
             with gr.Row():
                 f0 = gr.File(
-                    label=f"image A (upload, ≤ {app.max_mb:g} MB)", file_types=["image"], height=140
+                    label=f"image A (upload, ≤ {app.max_mb:g} MB)",
+                    file_types=["image"],
+                    height=140,
+                    elem_id="file0",
                 )
                 f1 = gr.File(
-                    label=f"image B (upload, ≤ {app.max_mb:g} MB)", file_types=["image"], height=140
+                    label=f"image B (upload, ≤ {app.max_mb:g} MB)",
+                    file_types=["image"],
+                    height=140,
+                    elem_id="file1",
                 )
             with gr.Row():
                 allowed = ", ".join(map(str, app.paths.allowed)) or "none: start with --allow DIR"
@@ -337,11 +343,19 @@ def build(app: App):
             status = gr.Markdown(elem_id="status")
             counts = gr.HTML(elem_id="counts")
             with gr.Row():
-                im_matches = gr.Image(label="matches", type="filepath", elem_id="img-matches")
-                im_inliers = gr.Image(label="inliers", type="filepath", elem_id="img-inliers")
+                im_matches = gr.Image(
+                    label="matches", type="filepath", elem_id="img-matches", show_label=False
+                )
+                im_inliers = gr.Image(
+                    label="inliers", type="filepath", elem_id="img-inliers", show_label=False
+                )
             with gr.Row():
-                im_kpts = gr.Image(label="keypoints", type="filepath", elem_id="img-keypoints")
-                im_warp = gr.Image(label="warp / blend", type="filepath", elem_id="img-warp")
+                im_kpts = gr.Image(
+                    label="keypoints", type="filepath", elem_id="img-keypoints", show_label=False
+                )
+                im_warp = gr.Image(
+                    label="warp / blend", type="filepath", elem_id="img-warp", show_label=False
+                )
             downloads = gr.File(label="download (h5, PNGs)", file_count="multiple")
             inputs = [
                 source,
