@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "tiepoint.training.cli",
     "tiepoint.reconstruction.cli",
     "tiepoint.video.cli",
+    "tiepoint.ui.cli",
 ]
 
 
