@@ -117,11 +117,13 @@ class SceneParser(nn.Module):
         cls,
         encoder: str | os.PathLike = ENCODER_WEIGHTS,
         decoder: str | os.PathLike = DECODER_WEIGHTS,
+        **kwargs,
     ) -> SceneParser:
-        """The released model from its two files (registered weight names or paths)."""
+        """The released model from its two files (registered weight names or paths); `kwargs`
+        go to the constructor (e.g. a small `width` for the files of a test model)."""
         from ...weights import load_state_dict, resolve
 
-        model = cls()
+        model = cls(**kwargs)
         load_official(
             model,
             load_state_dict(encoder),
