@@ -211,7 +211,8 @@ def inference_size(w: int, h: int, long_side: int = GIM_LONG_SIDE) -> tuple[int,
     return int(long_side * w / h), long_side
 
 
-def _as_rgb_uint8(image) -> np.ndarray:
+def to_rgb_uint8(image) -> np.ndarray:
+    """An image path or array (gray/RGB/RGBA, uint8 or float in [0, 1]) as H×W×3 uint8 RGB."""
     if isinstance(image, (str, os.PathLike)):
         from ...images import read_image
 
@@ -246,7 +247,8 @@ class Segmenter:
 
     A plain callable, so the video labelers take it wherever they take any `image -> mask`
     function. `image` is an H×W×3 RGB array (uint8, or float in [0, 1]) or an image path.
-    `model` defaults to the released checkpoints (`SceneParser.from_checkpoints`).
+    `model` defaults to the released checkpoints (`SceneParser.from_checkpoints`); `device`
+    defaults to CUDA when available.
     """
 
     def __init__(
@@ -254,22 +256,22 @@ class Segmenter:
         model: SceneParser | None = None,
         exclude: Iterable[str] = GIM_EXCLUDE,
         long_side: int = GIM_LONG_SIDE,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
     ):
         self.exclude = tuple(exclude)
         class_ids(self.exclude)  # fail now on a misspelt class, not on the first frame
         self.long_side = int(long_side)
-        self.device = torch.device(device)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = (model or SceneParser.from_checkpoints()).to(self.device).eval()
 
     @torch.no_grad()
     def class_map(self, image) -> np.ndarray:
         """uint8 argmax class map at the inference size (what GIM caches per frame)."""
-        x = preprocess(_as_rgb_uint8(image), self.long_side).to(self.device)
+        x = preprocess(to_rgb_uint8(image), self.long_side).to(self.device)
         return self.model(x).argmax(1)[0].to(torch.uint8).cpu().numpy()
 
     def mask(self, image) -> np.ndarray:
-        rgb = _as_rgb_uint8(image)
+        rgb = to_rgb_uint8(image)
         return exclusion_mask(self.class_map(rgb), self.exclude, (rgb.shape[1], rgb.shape[0]))
 
     __call__ = mask
