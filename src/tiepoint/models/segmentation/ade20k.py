@@ -121,16 +121,10 @@ class SceneParser(nn.Module):
     ) -> SceneParser:
         """The released model from its two files (registered weight names or paths); `kwargs`
         go to the constructor (e.g. a small `width` for the files of a test model)."""
-        from ...weights import load_state_dict, resolve
+        from ...weights import load_torch, resolve
 
-        model = cls(**kwargs)
-        load_official(
-            model,
-            load_state_dict(encoder),
-            load_state_dict(decoder),
-            names=(str(resolve(encoder)), str(resolve(decoder))),
-        )
-        return model
+        enc, dec = resolve(encoder), resolve(decoder)
+        return load_official(cls(**kwargs), load_torch(enc), load_torch(dec), (str(enc), str(dec)))
 
 
 # training-only buffers of CSAIL's SynchronizedBatchNorm2d (its running statistics are saved
