@@ -38,6 +38,10 @@ _DKM_UNVERIFIED = (
     "the release URL was unreachable when the table was written; no checksum published"
 )
 
+# CSAIL scene-parsing model GIM masks frames with (GIM's README mirrors the files on Google Drive)
+_ADE = "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-resnet50dilated-ppm_deepsup"
+_ADE_UNVERIFIED = "CSAIL's server was unreachable when the table was written; no checksum published"
+
 
 @dataclass(frozen=True)
 class WeightFile:
@@ -122,6 +126,15 @@ WEIGHTS: dict[str, WeightFile] = {
                 ("dkmv3_outdoor", "DKMv3_outdoor.pth"),
                 ("dkmv3_indoor", "DKMv3_indoor.pth"),
             ]
+        ],
+        *[
+            WeightFile(
+                f"ade20k-resnet50dilated-ppm_deepsup-{part}",
+                f"ade20k-resnet50dilated-ppm_deepsup-{part}_epoch_20.pth",
+                f"{_ADE}/{part}_epoch_20.pth",
+                unverified=_ADE_UNVERIFIED,
+            )
+            for part in ("encoder", "decoder")
         ],
         WeightFile(
             "gim_dkm_100h",
