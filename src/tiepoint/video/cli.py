@@ -1,7 +1,7 @@
 """`tiepoint video <step>`: GIM's video self-training steps, one subcommand each.
 
 Add a step by writing `_add_<step>(vsub)` (parser + `set_defaults(func=...)`) and listing it
-in `STEPS`; `frames` and `label` are here, `propagate` and `show` come next.
+in `STEPS`; `frames`, `masks` and `label` are here, `propagate` and `show` come next.
 """
 
 from __future__ import annotations
@@ -116,7 +116,13 @@ def _add_label(vsub) -> None:
     p.set_defaults(func=cmd_label)
 
 
-STEPS = [_add_frames, _add_label]  # later: _add_propagate, _add_show
+def _add_masks(vsub) -> None:
+    from .masks import register_masks
+
+    register_masks(vsub)
+
+
+STEPS = [_add_frames, _add_masks, _add_label]  # later: _add_propagate, _add_show
 
 
 def register(subparsers) -> None:

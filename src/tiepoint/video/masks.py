@@ -103,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..models.segmentation import SceneParser, Segmenter
 
     exclude = [c.strip() for c in args.exclude.split(",") if c.strip()]
+    list_frames(args.frames_dir)  # a missing or empty folder is named before weights are fetched
     model = SceneParser.from_checkpoints(args.encoder, args.decoder)
     seg = Segmenter(model, exclude=exclude, long_side=args.long_side, device=args.device)
     paths = write_masks(args.frames_dir, args.out, seg, exclude, args.keep_classes, args.overwrite)
