@@ -188,14 +188,11 @@ def resolve_experiment(spec: str, root: Path) -> Path:
 
 
 def rebuild_conf(kind: str, conf):
-    """The config of a trained `kind` submodule rebuilt from a checkpoint: the class's own rule
-    (`conf_from_checkpoint`) when it has one, else `conf` loading no weights of its own."""
+    """The config of a trained `kind` submodule (matcher or dense) rebuilt from a checkpoint by
+    its class's rule (`FeatureMatcher` / `DenseMatcher.conf_from_checkpoint`)."""
     from ..models import model_class
 
-    cls = model_class(kind, conf.name)
-    if hasattr(cls, "conf_from_checkpoint"):
-        return cls.conf_from_checkpoint(conf)
-    return cls.without_own_weights(conf)
+    return model_class(kind, conf.name).conf_from_checkpoint(conf)
 
 
 def load_initial_weights(model: torch.nn.Module, spec: str, root: Path) -> None:
