@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import read_h
+from helpers import TINY_DKM, read_h
 
 import tiepoint
 from tiepoint.errors import WeightsError
@@ -14,20 +14,7 @@ from tiepoint.models.dense.dkm import DKM
 from tiepoint.models.dense_two_view_pipeline import DenseTwoViewPipeline
 from tiepoint.training.checkpoints import save_checkpoint, trained_state
 
-# a width/depth-reduced DKM, as configs/training/dkm_cpu_demo.yaml trains it (smaller input)
-TRAINED = {
-    "name": "dkm",
-    "preset": "outdoor",
-    "pretrained": False,
-    "resize": [64, 96],
-    "upsample_res": None,
-    "encoder": "resnet18",
-    "proj_dim": 32,
-    "gp_dim": 16,
-    "dfn_dim": 32,
-    "feat_dim": 16,
-    "refiner_blocks": 1,
-}
+TRAINED = TINY_DKM  # a width/depth-reduced DKM (tests/helpers.py)
 
 
 def write_checkpoint(path, dense_conf=TRAINED, seed=0):
