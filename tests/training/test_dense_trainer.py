@@ -205,7 +205,7 @@ def test_dense_config_errors(data_dir, tmp_path, trained):
         assert torch.equal(v, best[f"dense.{k}"]), k
 
 
-@pytest.mark.parametrize("preset", ["dkm_homography", "dkm_cpu_demo"])
+@pytest.mark.parametrize("preset", ["dkm_homography", "dkm_cpu_demo", "dkm_megadepth"])
 def test_packaged_dkm_presets_validate(preset):
     pytest.importorskip("tiepoint.models.dense.dkm")  # the DKM model (issue #10)
     conf = build_conf(preset)
