@@ -192,7 +192,9 @@ class DKM(DenseMatcher):
         "refiner_blocks": 8,  # hidden blocks of every ConvRefiner
     }
     symmetric = True
-    inference_overrides = ("upsample_res",)  # a pipeline may add/drop the second pass
+    # a pipeline may add/drop the second pass, and match at another input size than trained
+    # (e.g. a wide KITTI frame); else both stay as trained
+    inference_overrides = ("upsample_res", "resize")
 
     @classmethod
     def preset_conf(cls, conf=None):
