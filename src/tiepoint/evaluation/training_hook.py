@@ -17,7 +17,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..api import pipeline_conf
 from ..config import packaged_names, to_container
 from ..errors import ConfigError, TiepointError
 from ..models import model_class
@@ -75,6 +74,8 @@ def benchmark_pipeline(model: DictConfig, bconf) -> dict | str:
             "extractor": to_container(bconf.get("extractor")) or to_container(model.extractor),
             "matcher": to_container(matcher_cls.conf_from_checkpoint(model.matcher)),
         }
+    from ..api import pipeline_conf  # lazily, as runner does
+
     name = str(model.dense.name)
     pipeline = to_container(bconf.get("pipeline"))
     if pipeline is None:
