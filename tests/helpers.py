@@ -141,6 +141,22 @@ TINY_LIGHTGLUE = {
     "width_confidence": -1,
 }
 
+# a width/depth-reduced DKM (random init, ResNet-18 encoder, 64×96 input) as the DKM checkpoint,
+# trainer and MegaDepth tests build it; configs/training/dkm_cpu_demo.yaml trains a larger one
+TINY_DKM = {
+    "name": "dkm",
+    "preset": "outdoor",
+    "pretrained": False,
+    "resize": [64, 96],
+    "upsample_res": None,
+    "encoder": "resnet18",
+    "proj_dim": 32,
+    "gp_dim": 16,
+    "dfn_dim": 32,
+    "feat_dim": 16,
+    "refiner_blocks": 1,
+}
+
 
 def resume_and_compare(exp_dir: Path, conf, steps_done: int, total: int, uninterrupted: dict):
     """Resume the run in `exp_dir` (stopped after `steps_done` steps) up to `total` steps and check

@@ -81,29 +81,15 @@ def is_dense(conf: DictConfig) -> bool:
 
 
 def dense_model(conf: DictConfig, weights=None):
-    """The dense model of `conf.dense`; with `weights` (a registered name or file) built without
-    its own weights and loaded with those instead — by the class's `from_checkpoint` when it has
-    one, which rebuilds the architecture a training checkpoint stores. Returns (model, the config
-    it was built from)."""
+    """The dense model of `conf.dense`; with `weights` (a registered name or file) built by the
+    class's `from_checkpoint` (DenseMatcher's rule, which a class may extend): a training
+    checkpoint brings its architecture, other weights load into `conf`'s. Returns (model, the
+    config it was built from)."""
     cls = model_class("dense", conf.name)
-    if weights is not None and hasattr(cls, "from_checkpoint"):
-        model = cls.from_checkpoint(weights, conf)
-        return model, OmegaConf.create(OmegaConf.to_container(model.conf))
-    if weights is not None:
-        conf = cls.without_own_weights(conf)
-    model = cls(conf)
-    if weights is not None:
-        # the model's own loader converts official checkpoints (DKM/GIM); else a strict load
-        load = getattr(model, "load_checkpoint", None) or getattr(model, "load_weights", None)
-        if load is not None:
-            load(weights)
-        else:
-            from . import weights as weights_lib
-            from .models.base import load_state_strict
-
-            state = weights_lib.load_state_dict(weights)
-            load_state_strict(model, state, weights, cls.__name__)
-    return model, conf
+    if weights is None:
+        return cls(conf), conf
+    model = cls.from_checkpoint(weights, conf)
+    return model, OmegaConf.create(OmegaConf.to_container(model.conf))
 
 
 def load_for_dense(image: images.ImageLike, max_size: int | None, side: str = "long"):

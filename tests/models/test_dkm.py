@@ -137,9 +137,9 @@ def test_dkm_state_keys_follow_the_official_checkpoint(small_model):
 def test_gim_checkpoint_layout_maps_onto_ours():
     w = torch.zeros(1)
     gim = {"state_dict": {"model.decoder.proj.16.weight": w, "model.encoder.net.fc.weight": w}}
-    assert DKM.official_state(gim) == {"decoder.proj.16.weight": w}
+    assert DKM.checkpoint_state(gim) == {"decoder.proj.16.weight": w}
     official = {"encoder.net.conv1.weight": w, "encoder.net.fc.bias": w}  # Parskatt/DKM layout
-    assert DKM.official_state(official) == {"encoder.net.conv1.weight": w}
+    assert DKM.checkpoint_state(official) == {"encoder.net.conv1.weight": w}
 
 
 def test_wrong_architecture_is_one_line_naming_the_first_key(small_model, tmp_path):

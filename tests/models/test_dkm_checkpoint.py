@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import read_h
+from helpers import TINY_DKM, read_h
 
 import tiepoint
 from tiepoint.errors import WeightsError
@@ -14,20 +14,7 @@ from tiepoint.models.dense.dkm import DKM
 from tiepoint.models.dense_two_view_pipeline import DenseTwoViewPipeline
 from tiepoint.training.checkpoints import save_checkpoint, trained_state
 
-# a width/depth-reduced DKM, as configs/training/dkm_cpu_demo.yaml trains it (smaller input)
-TRAINED = {
-    "name": "dkm",
-    "preset": "outdoor",
-    "pretrained": False,
-    "resize": [64, 96],
-    "upsample_res": None,
-    "encoder": "resnet18",
-    "proj_dim": 32,
-    "gp_dim": 16,
-    "dfn_dim": 32,
-    "feat_dim": 16,
-    "refiner_blocks": 1,
-}
+TRAINED = TINY_DKM  # a width/depth-reduced DKM (tests/helpers.py)
 
 
 def write_checkpoint(path, dense_conf=TRAINED, seed=0):
@@ -88,7 +75,14 @@ def test_the_pipeline_may_set_the_second_pass_and_sampling(checkpoint):
     pipe = {"dense": {"name": "dkm", "upsample_res": [96, 128], "num_matches": 7}}
     m = tiepoint.Matcher(pipe, device="cpu", weights=path)
     assert list(m.dense.conf.upsample_res) == [96, 128] and m.dense.conf.num_matches == 7
-    assert m.dense.conf.encoder == "resnet18"
+    assert m.dense.conf.encoder == "resnet18" and list(m.dense.conf.resize) == [64, 96]
+    # ... and the input size (a wide image matched at its aspect); the widths stay as trained
+    pipe = {"dense": {"name": "dkm", "resize": [32, 128], "proj_dim": 512}}
+    m = tiepoint.Matcher(pipe, device="cpu", weights=path)
+    assert list(m.dense.conf.resize) == [32, 128] and m.dense.conf.proj_dim == 32
+    with torch.no_grad():
+        out = m.dense({"image0": torch.rand(1, 3, 40, 150), "image1": torch.rand(1, 3, 40, 150)})
+    assert out["warp"].shape == (1, 32, 256, 4)
 
 
 def test_checkpoints_that_do_not_fit_are_one_line_errors(tmp_path, checkpoint):

@@ -205,8 +205,69 @@ def test_dense_config_errors(data_dir, tmp_path, trained):
         assert torch.equal(v, best[f"dense.{k}"]), k
 
 
-@pytest.mark.parametrize("preset", ["dkm_homography", "dkm_cpu_demo"])
+@pytest.mark.parametrize("preset", ["dkm_homography", "dkm_cpu_demo", "dkm_megadepth"])
 def test_packaged_dkm_presets_validate(preset):
     pytest.importorskip("tiepoint.models.dense.dkm")  # the DKM model (issue #10)
     conf = build_conf(preset)
     assert conf.model.dense.name == "dkm"
+
+
+def test_run_benchmarks_evaluates_a_dense_checkpoint(data_dir, tmp_path):
+    """`tiepoint train --run-benchmarks` on a tiny DKM writes the benchmark's results for the
+    checkpoint of the epoch start, equal to `tiepoint eval pairs --pipeline dkm --weights <it>`."""
+    from helpers import TINY_DKM
+
+    from tiepoint.cli import main as cli_main
+
+    conf = dense_conf(data_dir, max_iterations=1, eval_every_iter=0, eval_at_start=False)
+    conf.data.batch_size = 2
+    conf.data.homography.patch_shape = [96, 64]
+    conf.model.dense = TINY_DKM
+    overrides = [
+        f"data.root={data_dir}",
+        "data.max_pairs=2",
+        "data.tasks=[homography]",
+        "dense.num_matches=300",
+    ]
+    # the packaged `dkm` pipeline (the default for a DKM), its sampling set by the overrides
+    conf.benchmarks = {"pairs": {"overrides": overrides}}
+    cfg = tmp_path / "bench.yaml"
+    OmegaConf.save(conf, cfg)
+    args = ["train", "dbench", "--conf", str(cfg), "--output-dir", str(tmp_path)]
+    assert cli_main([*args, "--run-benchmarks"]) == 0
+    got = json.loads((tmp_path / "results/pairs/dbench/0/summaries.json").read_text())
+    shares = ["mprec@1px", "mprec@3px", "H_error_dlt_mAA", "H_error_ransac_mAA"]
+    shares += [f"H_error_{e}@{t}px" for e in ("dlt", "ransac") for t in (3, 5, 10)]
+    errors = ["mH_error_dlt", "mH_error_ransac"]
+    assert set(shares + errors + ["mnum_matches", "mransac_inl"]) <= set(got), sorted(got)
+    assert 0 < got["mnum_matches"] <= 300  # sampled from the (random-decoder) certainty
+    assert 0 <= got["mransac_inl"] <= got["mnum_matches"]
+    assert all(0.0 <= got[k] <= 1.0 for k in shares), {k: got[k] for k in shares}
+    assert all(got[k] == "inf" or got[k] >= 0 for k in errors)
+    run_conf = OmegaConf.load(tmp_path / "results/pairs/dbench/0/conf.yaml")
+    assert run_conf.model.pipeline == "dkm" and run_conf.model.dense.num_matches == 300
+
+    step, ckpt = list_checkpoints(tmp_path / "training" / "dbench")[0]
+    assert step == 0
+    direct = ["eval", "pairs", "--pipeline", "dkm", "--weights", str(ckpt), "--tag", "direct"]
+    direct += ["--output-dir", str(tmp_path / "direct"), "--device", "cpu", *overrides]
+    assert cli_main(direct) == 0
+    want = json.loads((tmp_path / "direct/results/pairs/direct/summaries.json").read_text())
+    timing = {k for k in got if "time" in k}
+    assert set(want) == set(got)
+    assert {k: got[k] for k in set(got) - timing} == {k: want[k] for k in set(want) - timing}
+
+
+def test_benchmark_pipeline_of_a_dense_model_must_run_that_model():
+    from helpers import TINY_DKM
+
+    from tiepoint.evaluation.training_hook import benchmark_pipeline
+
+    model = OmegaConf.create({"dense": TINY_DKM})
+    assert benchmark_pipeline(model, {}) == "dkm"  # the packaged pipeline of the model's name
+    toy = OmegaConf.create({"dense": {"name": TOY}})
+    assert benchmark_pipeline(toy, {}) == {"dense": {"name": TOY}}
+    with pytest.raises(ConfigError, match="'aliked\\+lightglue' is not dense"):
+        benchmark_pipeline(model, {"pipeline": "aliked+lightglue"})
+    with pytest.raises(ConfigError, match=f"runs dense model '{TOY}', not the trained 'dkm'"):
+        benchmark_pipeline(model, {"pipeline": {"dense": {"name": TOY}}})

@@ -13,6 +13,17 @@ scene_info files you trust. Intrinsics are COLMAP's (pixel corners at integers) 
 Each epoch draws `{split}_num_per_scene` pairs per scene, equally from `num_overlap_bins` bins of
 the overlap range (min_overlap, max_overlap], with the generator seeded by (seed, epoch): a new
 sample every epoch (the trainer calls `set_epoch`), identical across processes and restarts.
+
+DKM's recipe (`configs/training/dkm_megadepth.yaml`; reference-methods §4.3) is also available:
+`resize: [h, w]` resizes every image to exactly that size (aspect not kept, intrinsics scaled per
+axis, depth by nearest neighbour where DKM interpolates it bilinearly, which would invent depths
+across occlusion edges); `scene_weight_alpha` replaces the bins by DKM's sampler: each epoch draws
+`{split}_num_per_scene` × #scenes pairs without replacement from all candidates in the overlap
+range, a pair of a scene with n candidates weighted 1/n^alpha; `overlap_copies` adds DKM's extra
+copies of each scene (the candidates above each listed overlap, weighted by their own count);
+`shake_t` moves both training views by one random integer offset in [−shake_t, shake_t]² after
+resizing (DKM's `rand_shake`), zeros coming in and the principal points moved with it.
+Depth maps must be h5 files with a `depth` dataset of their image's size (one-line error if not).
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DatasetError
-from .base import BaseDataset
+from .base import BaseDataset, item_rng
 from .posed_images import load_view
 
 logger = logging.getLogger("tiepoint")
@@ -41,9 +52,13 @@ class _MegaDepthPairs(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Redraw the pairs (validation keeps the epoch-0 sample)."""
         epoch = epoch if self.split == "train" else 0
+        self.epoch = epoch
         c = self.owner.conf
         rng = np.random.default_rng([int(c.seed), int(epoch), 0 if self.split == "train" else 1])
         n = int(c.get(f"{self.split}_num_per_scene") or c.train_num_per_scene)
+        if c.scene_weight_alpha is not None:
+            self.items = self._weighted(rng, n * len(self.scenes))
+            return
         edges = np.linspace(c.min_overlap, c.max_overlap, c.num_overlap_bins + 1)
         items = []
         for scene in self.scenes:
@@ -61,6 +76,29 @@ class _MegaDepthPairs(Dataset):
         order = rng.permutation(len(items))
         self.items = [items[k] for k in order]
 
+    def candidates(self) -> tuple[list[tuple[str, int, int, float]], np.ndarray]:
+        """DKM's sampling population: every scene's candidate pairs (once, plus once more per
+        `overlap_copies` entry for those above it), and each entry's weight 1/n^alpha, n the
+        size of its scene copy."""
+        c = self.owner.conf
+        items, weights = [], []
+        for scene in self.scenes:
+            ii, jj, ov = self.owner.info(scene)["pairs"]
+            for lo in [None, *(c.overlap_copies or [])]:
+                sel = np.arange(len(ov)) if lo is None else np.nonzero(ov > lo)[0]
+                if len(sel) == 0:
+                    continue
+                items += [(scene, int(ii[k]), int(jj[k]), float(ov[k])) for k in sel]
+                weights.append(np.full(len(sel), len(sel) ** -float(c.scene_weight_alpha)))
+        return items, (np.concatenate(weights) if weights else np.zeros(0))
+
+    def _weighted(self, rng: np.random.Generator, num: int) -> list:
+        items, w = self.candidates()
+        if not items:
+            return []
+        pick = rng.choice(len(items), size=min(num, len(items)), replace=False, p=w / w.sum())
+        return [items[k] for k in pick]
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -68,6 +106,10 @@ class _MegaDepthPairs(Dataset):
         c = self.owner.conf
         scene, i, j, overlap = self.items[idx]
         info = self.owner.info(scene)
+        shift = None
+        if c.shake_t and self.split == "train":  # one offset for both views, per item and epoch
+            rng = item_rng(int(c.seed), self.epoch, idx)
+            shift = tuple(int(t) for t in rng.integers(-c.shake_t, c.shake_t + 1, size=2))
         views = {}
         for v, k in enumerate((i, j)):
             view = load_view(
@@ -77,6 +119,8 @@ class _MegaDepthPairs(Dataset):
                 c.resize,
                 c.square_pad,
                 c.grayscale,
+                depth_key="depth",
+                shift=shift,
             )
             view["T_w2cam"] = torch.from_numpy(info["poses"][k]).float()
             views[f"view{v}"] = view
@@ -107,15 +151,26 @@ class MegaDepth(BaseDataset):
         "min_overlap": 0.1,
         "max_overlap": 0.7,
         "num_overlap_bins": 3,
-        "resize": 1024,
+        "resize": 1024,  # long side, or [h, w]: exactly that size (DKM; square_pad: false)
         "square_pad": True,
         "grayscale": False,
         "read_depth": True,
+        "scene_weight_alpha": None,  # DKM's sampler instead of overlap bins: weight 1/n^alpha
+        "overlap_copies": [],  # with it: extra copies of each scene's pairs above these overlaps
+        "shake_t": 0,  # random translation of both training views, in resized pixels (DKM: 32)
     }
 
     def _init(self, conf) -> None:
         if conf.data_dir is None:
             raise ConfigError("data.data_dir: set it to the MegaDepth root folder")
+        fixed = conf.resize is not None and not isinstance(conf.resize, int)
+        if fixed and (len(conf.resize) != 2 or conf.square_pad):
+            raise ConfigError(
+                f"data.resize {list(conf.resize)}: a fixed size is [h, w] and leaves nothing "
+                "to pad (set data.square_pad: false)"
+            )
+        if conf.overlap_copies and conf.scene_weight_alpha is None:
+            raise ConfigError("data.overlap_copies needs data.scene_weight_alpha (DKM's sampler)")
         self.root = Path(conf.data_dir).expanduser()
         info_dir = self.root / conf.info_dir
         if not info_dir.is_dir():

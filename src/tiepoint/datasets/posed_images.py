@@ -30,16 +30,35 @@ from .base import BaseDataset
 logger = logging.getLogger("tiepoint")
 
 
-def read_depth(path: Path) -> np.ndarray:
-    """A depth map (H×W float32, ≤0 or non-finite = unknown) from .h5 (dataset 'depth') or .npy."""
+def read_depth(path: Path, key: str | None = None) -> np.ndarray:
+    """A depth map (H×W float32, ≤0 or non-finite = unknown) from .h5 or .npy. `key`: the h5
+    dataset that must hold it (None: 'depth', else the file's first dataset)."""
     try:
         if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False).astype(np.float32)
-        with h5py.File(path, "r") as f:
-            key = "depth" if "depth" in f else next(iter(f.keys()))
-            return np.asarray(f[key], dtype=np.float32)
+            depth = np.load(path, allow_pickle=False).astype(np.float32)
+        else:
+            with h5py.File(path, "r") as f:
+                if key is not None and key not in f:
+                    raise DatasetError(
+                        f"{path}: no dataset '{key}' in this depth file (it has {sorted(f.keys())})"
+                    )
+                name = key or ("depth" if "depth" in f else next(iter(f.keys())))
+                depth = np.asarray(f[name], dtype=np.float32)
     except (OSError, KeyError, ValueError, StopIteration) as e:
         raise DatasetError(f"{path}: cannot read depth map ({str(e).splitlines()[0]})") from None
+    if depth.ndim != 2:
+        raise DatasetError(f"{path}: depth map has shape {depth.shape}, expected H×W")
+    return depth
+
+
+def _shift(a: np.ndarray, tx: int, ty: int) -> np.ndarray:
+    """`a` (H, W[, C]) with its content moved by (tx, ty) pixels, zeros where nothing comes in."""
+    out = np.zeros_like(a)
+    h, w = a.shape[:2]
+    ys, yd = (slice(0, h - ty), slice(ty, h)) if ty >= 0 else (slice(-ty, h), slice(0, h + ty))
+    xs, xd = (slice(0, w - tx), slice(tx, w)) if tx >= 0 else (slice(-tx, w), slice(0, w + tx))
+    out[yd, xd] = a[ys, xs]
+    return out
 
 
 def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
@@ -54,15 +73,32 @@ def load_view(
     resize: int | None = None,
     square_pad: bool = False,
     grayscale: bool = False,
+    depth_key: str | None = None,
+    shift: tuple[int, int] | None = None,
 ) -> dict:
     """One view ready for a network: image (C,h,w), image_size (w,h) of the real content, scales,
-    K scaled to the resized image, and depth (h,w) (padding is unknown depth)."""
-    img, (W, H) = read_image(image_path, max_size=resize)
+    K scaled to the resized image, and depth (h,w) (padding is unknown depth).
+
+    `resize`: the long side, or [h, w] — exactly that size, the aspect not kept (DKM's training
+    resize; x and y scale separately; no square padding). `depth_key`: the h5 dataset that must
+    hold the depth (MegaDepth's 'depth'); when given, the map must also have the image's size (a
+    resized or cropped map would silently misplace the ground truth). `shift`: move
+    the content by (tx, ty) pixels after resizing (DKM's `shake_t`), zeros coming in (unknown
+    depth), the principal point moved with it."""
+    fixed = resize is not None and not isinstance(resize, (int, np.integer))
+    if fixed and (square_pad or len(resize) != 2):
+        raise ConfigError(
+            f"resize {list(resize)}: a fixed size is [h, w], and leaves nothing to pad "
+            "(square_pad must be false)"
+        )
+    img, (W, H) = read_image(image_path, max_size=max(resize) if fixed else resize)
     if grayscale and img.shape[2] == 3:
         img = (img @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
     elif not grayscale and img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
-    if resize:
+    if fixed:
+        nh, nw = (int(v) for v in resize)
+    elif resize:
         s = resize / max(W, H)
         nw, nh = max(1, round(W * s)), max(1, round(H * s))
     else:
@@ -80,9 +116,22 @@ def load_view(
     }
     depth = None
     if depth_path is not None:
-        depth = read_depth(depth_path)
+        depth = read_depth(depth_path, depth_key)
+        if depth_key is not None and depth.shape != (H, W):
+            raise DatasetError(
+                f"{depth_path}: depth map is {depth.shape[1]}×{depth.shape[0]}, "
+                f"but its image {image_path} is {W}×{H}"
+            )
         if depth.shape != (nh, nw):
             depth = cv2.resize(depth, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    if shift is not None and any(shift):
+        tx, ty = (int(v) for v in shift)
+        img = _shift(img, tx, ty)
+        depth = None if depth is None else _shift(depth, tx, ty)
+        K = view["K"].double()
+        K[0, 2] += tx
+        K[1, 2] += ty
+        view["K"] = K.float()
     if square_pad:
         side = max(nw, nh) if not resize else max(resize, nw, nh)
         pad = np.zeros((side, side, img.shape[2]), np.float32)

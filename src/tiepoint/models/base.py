@@ -252,6 +252,64 @@ class DenseMatcher(BaseModel):
         asked = {k: v for k, v in inference_conf.items() if k in chosen}
         return cls.without_own_weights(OmegaConf.merge(OmegaConf.create(keep), asked))
 
+    @staticmethod
+    def trained_conf(state) -> dict | None:
+        """The dense model's config stored in a tiepoint training checkpoint (`conf.model.dense`),
+        or None for official weights / a plain state dict."""
+        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+            return None
+        conf = ((state.get("conf") or {}).get("model") or {}).get("dense")
+        return dict(conf) if isinstance(conf, dict) and conf.get("name") else None
+
+    @classmethod
+    def checkpoint_state(cls, state):
+        """A loaded weights file → this model's state dict: a tiepoint training checkpoint's
+        `dense.` weights (prefix dropped), else the file as is. Subclasses also convert their
+        official layouts (DKM: GIM's `model.` prefix, the unused ResNet classifier)."""
+        if isinstance(state, dict) and isinstance(state.get("model"), dict) and "conf" in state:
+            return {k[6:]: v for k, v in state["model"].items() if k.startswith("dense.")}
+        return state
+
+    @classmethod
+    def from_checkpoint(cls, name_or_path, inference_conf=None) -> DenseMatcher:
+        """A model of the architecture a checkpoint was trained with, its weights loaded strictly.
+
+        A tiepoint training checkpoint rebuilds its stored config (`conf_from_checkpoint`: the
+        pipeline's `inference_conf` chooses the inference settings); official weights or a plain
+        state dict go into `inference_conf`'s architecture. A checkpoint of another dense class, or
+        weights that do not fit, raise one WeightsError line naming the file."""
+        from .. import weights as weights_lib  # lazy: keeps `import tiepoint.models.base` light
+        from . import model_class
+
+        raw = weights_lib.load_state_dict(name_or_path)
+        trained = cls.trained_conf(raw)
+        default = {} if inference_conf is None else inference_conf
+        if trained is not None:
+            name = str(trained.get("name")).removeprefix("dense.")
+            try:
+                same = model_class("dense", name) is cls
+            except ConfigError:
+                same = False
+            if not same:
+                raise WeightsError(
+                    f"{name_or_path}: a training checkpoint of dense model '{name}', "
+                    f"not of {cls.__name__}"
+                )
+            conf = cls.conf_from_checkpoint(trained, default)
+        else:
+            conf = cls.without_own_weights(default)
+        model = cls(conf)
+        load_state_strict(model, cls.checkpoint_state(raw), name_or_path, cls.__name__)
+        return model
+
+    def load_checkpoint(self, name_or_path) -> None:
+        """Load official weights, a file of ours, or the `dense.` weights of a training checkpoint
+        strictly into this model's architecture (`from_checkpoint` rebuilds the architecture)."""
+        from .. import weights as weights_lib
+
+        state = self.checkpoint_state(weights_lib.load_state_dict(name_or_path))
+        load_state_strict(self, state, name_or_path, type(self).__name__)
+
     def forward(self, data: dict) -> dict:
         for key in self.required_data_keys:
             image = data.get(key)

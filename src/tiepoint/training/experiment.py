@@ -8,6 +8,8 @@ An experiment config has four sections:
             {dense: {...}, loss: {...}} (a dense matcher such as DKM) — never both
     train:  DEFAULT_TRAIN_CONF below
     benchmarks: optional {<benchmark>: {preprocessing: ..., overrides: [...]}} for --run-benchmarks
+            (a dense model: also `pipeline`, the dense pipeline to evaluate it in; see
+            evaluation.training_hook)
 """
 
 from __future__ import annotations
@@ -134,17 +136,11 @@ def validate_conf(conf: DictConfig) -> None:
         if sub:
             cls = model_class(kind, sub.get("name"))
             cls.build_conf(sub, where=f"model.{kind}")  # presets (e.g. `features`) included
-    if pipeline.trained == "dense":
-        if conf.train.feature_cache.enabled:
-            raise ConfigError(
-                "train.feature_cache: a dense model reads images, not cached features; "
-                "set train.feature_cache.enabled=false"
-            )
-        if conf.benchmarks:
-            raise ConfigError(
-                "benchmarks during training (--run-benchmarks) support sparse matchers only; "
-                "remove the benchmarks section for a dense model"
-            )
+    if pipeline.trained == "dense" and conf.train.feature_cache.enabled:
+        raise ConfigError(
+            "train.feature_cache: a dense model reads images, not cached features; "
+            "set train.feature_cache.enabled=false"
+        )
     if conf.train.best_mode not in ("min", "max"):
         raise ConfigError(f"train.best_mode must be min or max, not '{conf.train.best_mode}'")
 
@@ -188,14 +184,11 @@ def resolve_experiment(spec: str, root: Path) -> Path:
 
 
 def rebuild_conf(kind: str, conf):
-    """The config of a trained `kind` submodule rebuilt from a checkpoint: the class's own rule
-    (`conf_from_checkpoint`) when it has one, else `conf` loading no weights of its own."""
+    """The config of a trained `kind` submodule (matcher or dense) rebuilt from a checkpoint by
+    its class's rule (`FeatureMatcher` / `DenseMatcher.conf_from_checkpoint`)."""
     from ..models import model_class
 
-    cls = model_class(kind, conf.name)
-    if hasattr(cls, "conf_from_checkpoint"):
-        return cls.conf_from_checkpoint(conf)
-    return cls.without_own_weights(conf)
+    return model_class(kind, conf.name).conf_from_checkpoint(conf)
 
 
 def load_initial_weights(model: torch.nn.Module, spec: str, root: Path) -> None:

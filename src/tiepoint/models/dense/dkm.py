@@ -19,7 +19,7 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...config import lookup
-from ...errors import ConfigError, ImageError, WeightsError
+from ...errors import ConfigError, ImageError
 from ..backbones.resnet import ResNet18, ResNet50
 from ..base import DenseMatcher, load_state_strict
 from .decoder import DFN
@@ -192,7 +192,9 @@ class DKM(DenseMatcher):
         "refiner_blocks": 8,  # hidden blocks of every ConvRefiner
     }
     symmetric = True
-    inference_overrides = ("upsample_res",)  # a pipeline may add/drop the second pass
+    # a pipeline may add/drop the second pass, and match at another input size than trained
+    # (e.g. a wide KITTI frame); else both stay as trained
+    inference_overrides = ("upsample_res", "resize")
 
     @classmethod
     def preset_conf(cls, conf=None):
@@ -239,15 +241,15 @@ class DKM(DenseMatcher):
         return self
 
     # ---------------------------------------------------------------- weights
-    @staticmethod
-    def official_state(state: dict) -> dict:
+    @classmethod
+    def checkpoint_state(cls, state) -> dict:
         """A DKM / GIM checkpoint or a tiepoint training checkpoint → our state dict: unwrap
-        `state_dict`, or a trainer's `model` keeping its `dense.` weights (unprefixed); strip GIM's
-        Lightning `model.` prefix, drop the ResNet classifier `encoder.net.fc.*` (unused by DKM)."""
+        `state_dict`, or a trainer's `dense.` weights (the base rule); strip GIM's Lightning
+        `model.` prefix, drop the ResNet classifier `encoder.net.fc.*` (unused by DKM).
+        (`from_checkpoint` / `load_checkpoint` are DenseMatcher's, through this.)"""
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
-        if isinstance(state, dict) and isinstance(state.get("model"), dict) and "conf" in state:
-            state = {k[6:]: v for k, v in state["model"].items() if k.startswith("dense.")}
+        state = super().checkpoint_state(state)
         if not isinstance(state, dict):
             return state
         out = {}
@@ -256,44 +258,6 @@ class DKM(DenseMatcher):
             if not k.startswith("encoder.net.fc."):
                 out[k] = v
         return out
-
-    @staticmethod
-    def trained_conf(state) -> dict | None:
-        """The dense model's config stored in a tiepoint training checkpoint (`conf.model.dense`),
-        or None for official weights / a plain state dict."""
-        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-            return None
-        conf = ((state.get("conf") or {}).get("model") or {}).get("dense")
-        return dict(conf) if isinstance(conf, dict) and conf.get("name") else None
-
-    @classmethod
-    def from_checkpoint(cls, name_or_path, inference_conf=None) -> DKM:
-        """A DKM of the architecture a checkpoint was trained with, its weights loaded strictly.
-
-        A tiepoint training checkpoint rebuilds its stored config (`conf_from_checkpoint`: the
-        pipeline's `inference_conf` chooses sampling, symmetry and the second pass); official
-        DKMv3 / GIM weights or a plain state dict go into `inference_conf`'s architecture."""
-        raw = weights_lib.load_state_dict(name_or_path)
-        trained = cls.trained_conf(raw)
-        if trained is not None:
-            name = str(trained.get("name")).removeprefix("dense.")
-            if name != "dkm":
-                raise WeightsError(
-                    f"{name_or_path}: a training checkpoint of dense model '{name}', not of DKM"
-                )
-            conf = cls.conf_from_checkpoint(trained, inference_conf or {"name": "dkm"})
-        else:
-            conf = cls.without_own_weights(inference_conf or {"name": "dkm"})
-        model = cls(conf)
-        load_state_strict(model, cls.official_state(raw), name_or_path, "DKM")
-        return model
-
-    def load_checkpoint(self, name_or_path) -> None:
-        """Load official DKMv3 / GIM weights, a file of ours, or the `dense.` weights of a training
-        checkpoint strictly; a checkpoint of another architecture raises one WeightsError line
-        naming the first key that does not fit (`from_checkpoint` rebuilds the architecture)."""
-        state = self.official_state(weights_lib.load_state_dict(name_or_path))
-        load_state_strict(self, state, name_or_path, "DKM")
 
     # ---------------------------------------------------------------- network
     def _prepare(self, image: torch.Tensor, size) -> torch.Tensor:
