@@ -89,7 +89,8 @@ def test_attention_uses_the_official_interleaved_head_layout():
     q, k, v = (p(t).view(2, 4, 4, -1) for p, t in zip(att.proj, (x, src, src)))  # (B, d, H, N)
     w = torch.einsum("bdhn,bdhm->bhnm", q, k) / math.sqrt(4)
     msg = torch.einsum("bhnm,bdhm->bdhn", w.softmax(-1), v).reshape(2, 16, -1)
-    torch.testing.assert_close(att(x, src, src), att.merge(msg), atol=1e-5, rtol=1e-5)
+    out = att(x.transpose(1, 2), src.transpose(1, 2), src.transpose(1, 2))  # ours: (B,N,D)
+    torch.testing.assert_close(out.transpose(1, 2), att.merge(msg), atol=1e-5, rtol=1e-5)
 
 
 def official_state(d: int, enc: list[int], n_layers: int, seed: int = 0) -> dict:
