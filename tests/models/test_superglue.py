@@ -223,3 +223,22 @@ def test_presets_name_the_official_weights_and_pipeline_registered():
     assert WEIGHTS["superglue_indoor"].url.startswith(
         "https://github.com/magicleap/SuperGluePretrainedNetwork/"
     )
+
+
+def test_unknown_preset_is_a_did_you_mean_error():
+    with pytest.raises(
+        ConfigError, match=r"unknown SuperGlue preset 'indor' \(did you mean 'indoor'\?\)"
+    ):
+        SuperGlue.build_conf({"preset": "indor"})
+
+
+def test_no_keypoints_gives_empty_matches():
+    sg = SuperGlue(TINY).eval()
+    data = {
+        "keypoints0": torch.zeros(1, 0, 2),
+        "keypoints1": torch.rand(1, 4, 2),
+        "descriptors0": torch.zeros(1, 0, 32),
+        "descriptors1": torch.randn(1, 4, 32),
+    }
+    out = sg(data)
+    assert out["matches0"].shape == (1, 0) and out["matches1"].tolist() == [[-1] * 4]
