@@ -166,6 +166,8 @@ UNVERIFIED = {
     "dkmv3_outdoor",
     "dkmv3_indoor",
     "gim_dkm_100h",
+    "superglue_indoor",
+    "superglue_outdoor",
 }
 
 

@@ -242,3 +242,18 @@ def test_no_keypoints_gives_empty_matches():
     }
     out = sg(data)
     assert out["matches0"].shape == (1, 0) and out["matches1"].tolist() == [[-1] * 4]
+
+
+def test_cli_states_the_magic_leap_licence(capsys):
+    from tiepoint.cli import main
+
+    assert main(["weights", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    sg = [ln for ln in lines if ln.startswith("superglue_")]
+    assert len(sg) == 2 and all("non-commercial" in ln for ln in sg)
+    assert not any("non-commercial" in ln for ln in lines if ln.startswith("aliked-n16"))
+    assert main(["models"]) == 0
+    (line,) = [
+        ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("superpoint+superglue")
+    ]
+    assert "licence" in line and "non-commercial" in line
