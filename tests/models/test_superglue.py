@@ -257,3 +257,25 @@ def test_cli_states_the_magic_leap_licence(capsys):
         ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("superpoint+superglue")
     ]
     assert "licence" in line and "non-commercial" in line
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    data = {
+        "keypoints0": torch.rand(2, 5, 2) * 40,
+        "keypoints1": torch.rand(2, 6, 2) * 40,
+        "keypoint_scores0": torch.rand(2, 5),
+        "keypoint_scores1": torch.rand(2, 6),
+        "descriptors0": torch.randn(2, 5, 32),
+        "descriptors1": torch.randn(2, 6, 32),
+    }
+    weight = torch.randn(2, 6, 7)  # an arbitrary linear function of the log-assignment
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(1)
+        sg = SuperGlue(TINY, checkpointed=ckpt).train()
+        (sg(data)["log_assignment"] * weight).sum().backward()
+        grads.append({k: p.grad.clone() for k, p in sg.named_parameters()})
+    assert grads[0]["gnn.layers.0.attn.proj.0.weight"].abs().max() > 1e-4
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-5, rtol=1e-4)
