@@ -201,7 +201,7 @@ class SuperGlue(FeatureMatcher):
         "keypoint_encoder": [32, 64, 128, 256],
         "gnn_layers": ["self", "cross"] * 9,
         "num_heads": 4,
-        "sinkhorn_iterations": 50,
+        "sinkhorn_iterations": 50,  # as Glue Factory (official code: 100, its demo script: 20)
         "filter_threshold": 0.2,
         "use_scores": True,  # False feeds zeros for the detection scores (extractors without any)
         "weights": None,  # registered name or path; None with `preset` → the official weights
