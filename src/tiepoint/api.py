@@ -289,8 +289,10 @@ class Matcher:
         step = max(1, batch_size) if getattr(self.matcher, "supports_padding", False) else 1
         for s in range(0, len(pairs), step):
             chunk = pairs[s : s + step]
-            for name in {n for pair in chunk for n in pair} - set(cache):
-                cache[name] = self.extract(source(name), resize)
+            names = dict.fromkeys(n for pair in chunk for n in pair)  # first-use order
+            for name in names:
+                if name not in cache:
+                    cache[name] = self.extract(source(name), resize)
             t0 = time.perf_counter()
             results = self.match_features_batch([(cache[a], cache[b]) for a, b in chunk])
             dt = (time.perf_counter() - t0) / len(chunk)
@@ -299,7 +301,7 @@ class Matcher:
                 yield a, b, result
             bar.update(len(chunk))
             if own:
-                for name in {n for pair in chunk for n in pair}:
+                for name in names:
                     if last[name] < s + step:
                         del cache[name]
         bar.close()

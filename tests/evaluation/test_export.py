@@ -3,9 +3,12 @@ predictions and summaries as the in-process export, and resuming after a kill.""
 
 from __future__ import annotations
 
+import importlib.util
+
 import h5py
 import numpy as np
 import pytest
+from helpers import unavailable
 
 from tiepoint.evaluation.runner import run
 
@@ -59,10 +62,18 @@ def test_executor_export_resumes_after_a_kill(dataset, inline, tmp_path):  # noq
 
 
 @pytest.mark.slow
-def test_ray_actors_give_the_same_summaries(dataset, tmp_path):  # noqa: F811
-    pytest.importorskip("ray")
-    kw = dict(data_root=dataset, progress=False)
-    ref, d_ref = run("pairs", "sift+nn", output_dir=tmp_path / "a", device="cpu", **kw)
-    summ, d = run("pairs", "sift+nn", output_dir=tmp_path / "b", executor="ray", workers=2, **kw)
+def test_ray_actors_give_the_same_summaries(dataset, inline, tmp_path):  # noqa: F811
+    if importlib.util.find_spec("ray") is None:
+        unavailable("Ray is not installed (pip install 'tiepoint[ray]')")
+    ref, d_ref = inline
+    summ, d = run(
+        "pairs",
+        "sift+nn",
+        output_dir=tmp_path,
+        executor="ray",
+        workers=2,
+        data_root=dataset,
+        progress=False,
+    )
     assert _stable(summ) == _stable(ref)
     _same_predictions(d_ref, d)
