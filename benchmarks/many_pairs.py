@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning threads distort a shared machine
 
 import numpy as np
 import torch
@@ -40,7 +43,10 @@ def run(label: str, fn, pairs) -> dict:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t
     matches = float(np.mean([len(r) for r in results]))
-    print(f"{label:12s} {len(pairs) / dt:8.2f} pairs/s  ({dt:.1f} s, {matches:.0f} matches/pair)")
+    print(
+        f"{label:12s} {len(pairs) / dt:8.2f} pairs/s  ({dt:.1f} s, {matches:.0f} matches/pair)",
+        flush=True,
+    )
     return {"seconds": dt, "pairs_per_s": len(pairs) / dt, "matches_per_pair": matches}
 
 
@@ -64,7 +70,8 @@ def main() -> None:
         f"{args.pipeline}, {len(args.images)} images, {len(pairs)} pairs, {args.resize} px, "
         f"{args.keypoints} keypoints, batch {args.batch_size}, "
         f"{args.device or ('cuda' if torch.cuda.is_available() else 'cpu')}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads",
+        flush=True,
     )
     common = {"resize": args.resize, "device": args.device}
     plain = tiepoint.Matcher(args.pipeline, overrides=kp, **common)
