@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from . import images
 from .config import load_preset, merge_strict, parse_dotlist
@@ -215,6 +216,81 @@ class Matcher:
         return MatchResult(
             f0.keypoints, f1.keypoints, matches.reshape(-1, 2), scores, f0.image_size, f1.image_size
         )
+
+    def extract_many(
+        self, images: dict | Iterable, resize: int | None = None, progress: bool = True
+    ) -> dict[str, Features]:
+        """Features of many images, each extracted once: {name: Features}. `images` is a dict
+        name → image, or paths (named by `str(path)`; repeats are extracted once)."""
+        self._not_dense("extract_many")
+        items = dict(images) if isinstance(images, dict) else {str(p): p for p in images}
+        return {
+            name: self.extract(image, resize)
+            for name, image in tqdm(
+                items.items(), desc="extract", unit="image", disable=not progress
+            )
+        }
+
+    @torch.inference_mode()
+    def match_features_batch(self, pairs: list[tuple[Features, Features]]) -> list[MatchResult]:
+        """Match several feature pairs in one padded batch when the matcher supports masks
+        (`supports_padding`: LightGlue/LighterGlue, adaptive depth and width off), else one by one.
+        Equal to `match_features` with adaptivity off, up to float rounding."""
+        self._not_dense("match_features_batch")
+        if len(pairs) <= 1 or not getattr(self.matcher, "supports_padding", False):
+            return [self.match_features(f0, f1) for f0, f1 in pairs]
+        from .batching import collate_pairs, split_results
+
+        return split_results(self.matcher(collate_pairs(pairs, self.device)), pairs)
+
+    def match_pairs(
+        self,
+        pairs: Iterable[tuple],
+        features: dict[str, Features] | None = None,
+        batch_size: int = 1,
+        root: str | os.PathLike | None = None,
+        resize: int | None = None,
+        progress: bool = True,
+    ) -> Iterator[tuple[str, str, MatchResult]]:
+        """Match many pairs, yielding `(name0, name1, MatchResult)` in the order given.
+
+        Names are `str(item)`; an image is read from `root / name` (or the item itself). Each image
+        is extracted once: from `features` when it holds the name, else on first use — into
+        `features` when given (so the caller keeps them), else into a private cache that drops an
+        image after its last pair. `batch_size > 1` matches that many pairs per padded batch
+        (`match_features_batch`). Dense pipelines match each pair from its images.
+        """
+        pairs = [(str(a), str(b)) for a, b in pairs]
+        source = (lambda n: Path(root) / n) if root is not None else (lambda n: n)
+        bar = tqdm(total=len(pairs), desc="match", unit="pair", disable=not progress)
+        if self.dense is not None:
+            for a, b in pairs:
+                yield a, b, self.match_dense(source(a), source(b), resize)
+                bar.update()
+            bar.close()
+            return
+        own = features is None
+        cache = {} if own else features
+        last = {n: i for i, pair in enumerate(pairs) for n in pair}
+        step = max(1, batch_size) if getattr(self.matcher, "supports_padding", False) else 1
+        for s in range(0, len(pairs), step):
+            chunk = pairs[s : s + step]
+            names = dict.fromkeys(n for pair in chunk for n in pair)  # first-use order
+            for name in names:
+                if name not in cache:
+                    cache[name] = self.extract(source(name), resize)
+            t0 = time.perf_counter()
+            results = self.match_features_batch([(cache[a], cache[b]) for a, b in chunk])
+            dt = (time.perf_counter() - t0) / len(chunk)
+            for (a, b), result in zip(chunk, results, strict=True):
+                result.timings = {"match": dt}
+                yield a, b, result
+            bar.update(len(chunk))
+            if own:
+                for name in names:
+                    if last[name] < s + step:
+                        del cache[name]
+        bar.close()
 
     def match(
         self, image0: images.ImageLike, image1: images.ImageLike, resize: int | None = None

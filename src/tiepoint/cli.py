@@ -55,8 +55,39 @@ def write_matches_h5(path: Path, result, meta: dict) -> None:
             f.attrs[k] = v
 
 
+def cmd_match_many(args) -> int:
+    """`match IMAGES OUT` / `match --pairs FILE IMAGES OUT`: many pairs into one h5 (match_many)."""
+    from .api import Matcher
+    from .match_many import match_many, output_file, plan
+
+    if args.out is not None:
+        raise TiepointError("matching a folder takes OUT as its second argument, not --out")
+    out = output_file(args.image1)
+    names, pairs = plan(args.image0, out, args.pairs)
+    matcher = Matcher(
+        args.pipeline,
+        resize=args.resize,
+        device=args.device,
+        weights=args.weights,
+        overrides=args.overrides,
+    )
+    s = match_many(matcher, args.image0, out, pairs, batch_size=args.batch_size)
+    rate = s["matched"] / s["seconds"] if s["seconds"] > 0 else float("nan")
+    print(
+        f"{s['pairs']} pairs of {len(names)} images ({s['skipped']} already done, "
+        f"{s['matched']} matched, {rate:.2f} pairs/s, {matcher.name}) → {out}"
+    )
+    return 0
+
+
 def cmd_match(args) -> int:
     from . import images
+
+    if args.pairs is not None or Path(args.image0).is_dir():
+        return cmd_match_many(args)
+    if args.batch_size != 1:
+        raise TiepointError("--batch-size applies to matching a folder or a pairs file")
+    args.out = args.out or "outputs/match"
     from .api import Matcher
     from .viz.matches import plot_matches
     from .viz.warp import plot_warp
@@ -173,13 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "match",
         help="match two images, write matches (h5) and pictures (dense pipelines: also the "
-        "certainty and dense warp); keypoints are in the upright (EXIF-rotated, as displayed) frame",
+        "certainty and dense warp); keypoints are in the upright (EXIF-rotated, as displayed) frame. "
+        "`match IMAGES OUT` matches every pair of a folder, `match --pairs FILE IMAGES OUT` those of "
+        "a pairs file, into one h5 (OUT, or OUT/matches.h5), resuming after a kill",
     )
-    p.add_argument("image0")
-    p.add_argument("image1")
+    p.add_argument("image0", help="first image, or a folder of images")
+    p.add_argument("image1", help="second image, or (with a folder) the output h5 / folder")
     p.add_argument("--pipeline", default="aliked+lightglue")
     p.add_argument("--resize", type=int, default=None, help="long side in pixels (0: native)")
-    p.add_argument("--out", default="outputs/match")
+    p.add_argument("--out", default=None, help="output folder of a two-image match (outputs/match)")
+    p.add_argument(
+        "--pairs", default=None, help="pairs file, `name0 name1` a line relative to the folder"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="pairs per padded matcher batch (LightGlue)"
+    )
     p.add_argument(
         "--weights",
         default=None,

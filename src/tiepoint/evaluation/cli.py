@@ -8,6 +8,7 @@ from .benchmarks import BENCHMARKS
 
 
 def cmd_eval(args) -> int:
+    from ..reconstruction.executors import parse_shard
     from .runner import format_summaries, run
 
     summaries, out = run(
@@ -23,7 +24,17 @@ def cmd_eval(args) -> int:
         device=args.device,
         weights=args.weights,
         download=args.download,
+        executor=args.executor,
+        shard=parse_shard(args.shard),
+        workers=args.workers,
+        ray_address=args.ray_address,
     )
+    if summaries is None:
+        print(
+            f"shard {args.shard} done; pairs of other shards are still missing: run them, then "
+            f"`tiepoint eval` again (without --shard) evaluates → {out}"
+        )
+        return 0
     print(f"{args.benchmark} / {out.name} (AUCs and precisions in %):")
     print(format_summaries(summaries, groups=args.groups))
     print(f"→ {out}")
@@ -138,6 +149,15 @@ def register(subparsers) -> None:
     )
     p.add_argument("--device", default=None)
     p.add_argument("--groups", action="store_true", help="also print per-group (scene/set) AUCs")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default=None,
+        help="run the export on reconstruction's executors (part files, merged in pair order)",
+    )
+    p.add_argument("--shard", default=None, help="i/N: match only the i-th block of the pairs")
+    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one a CPU)")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster")
     p.add_argument("overrides", nargs="*", help="dotted overrides")
     p.set_defaults(func=cmd_eval)
 

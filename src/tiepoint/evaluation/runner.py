@@ -237,10 +237,16 @@ def run(
     download: bool = False,
     progress: bool = True,
     matcher_factory=None,
-) -> tuple[dict, Path]:
+    executor: str | None = None,
+    shard: tuple[int, int] | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+) -> tuple[dict | None, Path]:
     """Export (or reuse) predictions of `pipeline` on `benchmark`, evaluate, write everything.
 
-    Returns (summaries, results directory). `matcher_factory` replaces `tiepoint.Matcher(...)`
+    Returns (summaries, results directory). `executor` ("local" | "ray") or `shard` (i, n) run
+    the export on reconstruction's executors (`export.py`); a shard that leaves pairs of other
+    shards missing returns (None, directory) without evaluating. `matcher_factory` replaces `tiepoint.Matcher(...)`
     (tests use it to inject a fake or failing matcher); it gets the resolved pipeline config.
     """
     overrides = list(overrides or [])
@@ -265,9 +271,32 @@ def run(
         return Matcher(model_conf, device=device, weights=weights)
 
     dense = "dense" in conf.model
-    n_new = export_predictions(
-        pairs, out / "predictions.h5", make_matcher, progress, dense, bool(conf.eval["store_dense"])
-    )
+    if executor is not None or shard is not None:  # export.py: local / Ray / shard, then merge
+        from .export import ExportSpec, ExportWorker, export_with_executor
+
+        model_conf = {k: v for k, v in conf.model.items() if k not in ("pipeline", "weights")}
+        spec = ExportSpec(
+            str(out), model_conf, device, weights, dense, bool(conf.eval["store_dense"])
+        )
+        ExportWorker.factory = matcher_factory
+        try:
+            n_new, left = export_with_executor(
+                pairs, out, spec, executor or "local", shard, workers, ray_address
+            )
+        finally:
+            ExportWorker.factory = None
+        if left:  # other shards' pairs are still missing: evaluate once they are in
+            logger.info("%d pairs matched; %d still missing (other shards)", n_new, left)
+            return None, out
+    else:
+        n_new = export_predictions(
+            pairs,
+            out / "predictions.h5",
+            make_matcher,
+            progress,
+            dense,
+            bool(conf.eval["store_dense"]),
+        )
     if n_new == 0:
         logger.info("all %d pairs already matched in %s", len(pairs), out / "predictions.h5")
     summaries = evaluate(conf, pairs, out, progress)

@@ -188,16 +188,19 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 class LocalExecutor:
-    """One worker in this process."""
+    """One worker in this process. `worker_cls` (default `Worker`) lets other steps (the
+    evaluation export) run on the same executors: any class built as `cls(spec, name)` whose
+    methods take a list of items and return (key, error or None) pairs, with `close` and `ping`."""
 
-    def __init__(self, spec: WorkerSpec, name: str = "local"):
+    def __init__(self, spec, name: str = "local", worker_cls=None):
         self.spec, self.name = spec, name
-        self._worker: Worker | None = None
+        self.worker_cls = worker_cls or Worker
+        self._worker = None
 
     @property
-    def worker(self) -> Worker:
+    def worker(self):
         if self._worker is None:
-            self._worker = Worker(self.spec, self.name)
+            self._worker = self.worker_cls(self.spec, self.name)
         return self._worker
 
     def run(self, method: str, items: list, desc: str) -> dict:
@@ -220,12 +223,13 @@ class RayExecutor:
 
     def __init__(
         self,
-        spec: WorkerSpec,
+        spec,
         num_workers: int | None = None,
         address: str | None = None,
         num_cpus: float = 1,
         num_gpus: float | None = None,
         batch_size: int = 4,
+        worker_cls=None,
     ):
         try:
             import ray
@@ -250,8 +254,8 @@ class RayExecutor:
             cpus = ray.cluster_resources().get("CPU", 1)
             num_workers = max(1, int(cpus // num_cpus))
         if spec.torch_threads is None:
-            spec = WorkerSpec(**{**spec.__dict__, "torch_threads": max(1, int(num_cpus))})
-        actor = ray.remote(Worker).options(num_cpus=num_cpus, num_gpus=num_gpus)
+            spec = type(spec)(**{**spec.__dict__, "torch_threads": max(1, int(num_cpus))})
+        actor = ray.remote(worker_cls or Worker).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self.actors = [actor.remote(spec, f"ray-w{k}") for k in range(num_workers)]
         self.batch_size = batch_size
         self.items_per_worker = [0] * num_workers  # how the work was spread (reported, tested)
@@ -314,12 +318,13 @@ def make_executor(
     workers: int | None = None,
     ray_address: str | None = None,
     shard: tuple[int, int] | None = None,
+    worker_cls=None,
 ):
     if kind == "local":
         name = f"shard-{shard[0]}-of-{shard[1]}" if shard else "local"
-        return LocalExecutor(spec, name)
+        return LocalExecutor(spec, name, worker_cls)
     if kind == "ray":
         if shard:
             raise ConfigError("--shard is for batch schedulers without Ray; use one or the other")
-        return RayExecutor(spec, num_workers=workers, address=ray_address)
+        return RayExecutor(spec, num_workers=workers, address=ray_address, worker_cls=worker_cls)
     raise ConfigError(f"--executor '{kind}': expected 'local' or 'ray'")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import weights as weights_lib
+from ...errors import ConfigError
 from ..base import FeatureMatcher, load_state_strict
 from ..losses import confidence_loss, deep_supervision_loss, matcher_metrics
 
@@ -93,7 +94,8 @@ class SelfBlock(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         self.ffn = _ffn(dim)
 
-    def forward(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, encoding: torch.Tensor, mask=None) -> torch.Tensor:
+        """`mask` (B, 1, 1, N) bool: which keys are real points (padded batches); None: all."""
         # The official weights group the 3·d outputs per head as (head_dim, 3), i.e. q, k, v interleaved.
         # Reordering the weight rows to (3, heads, head_dim) gives q, k, v with unit stride in the last
         # dimension, which lets scaled_dot_product_attention use its fused kernel (≈4× faster on CPU).
@@ -103,7 +105,7 @@ class SelfBlock(nn.Module):
             F.linear(x, w, b).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         )
         q, k = apply_rotary(encoding, q), apply_rotary(encoding, k)
-        context = F.scaled_dot_product_attention(q, k, v)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         message = self.out_proj(context.transpose(1, 2).flatten(start_dim=-2))
         return x + self.ffn(torch.cat([x, message], -1))
 
@@ -126,11 +128,14 @@ class CrossBlock(nn.Module):
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
-    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x0: torch.Tensor, x1: torch.Tensor, mask0=None, mask1=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`mask0`/`mask1` (B, 1, 1, M|N) bool: the real points of each set (padded batches)."""
         qk0, qk1 = self._heads(self.to_qk(x0)), self._heads(self.to_qk(x1))
         v0, v1 = self._heads(self.to_v(x0)), self._heads(self.to_v(x1))
-        m0 = F.scaled_dot_product_attention(qk0, qk1, v1)
-        m1 = F.scaled_dot_product_attention(qk1, qk0, v0)
+        m0 = F.scaled_dot_product_attention(qk0, qk1, v1, attn_mask=mask1)
+        m1 = F.scaled_dot_product_attention(qk1, qk0, v0, attn_mask=mask0)
         m0 = self.to_out(m0.transpose(1, 2).flatten(start_dim=-2))
         m1 = self.to_out(m1.transpose(1, 2).flatten(start_dim=-2))
         x0 = x0 + self.ffn(torch.cat([x0, m0], -1))
@@ -144,10 +149,10 @@ class TransformerLayer(nn.Module):
         self.self_attn = SelfBlock(dim, heads)
         self.cross_attn = CrossBlock(dim, heads)
 
-    def forward(self, desc0, desc1, encoding0, encoding1):
-        desc0 = self.self_attn(desc0, encoding0)
-        desc1 = self.self_attn(desc1, encoding1)
-        return self.cross_attn(desc0, desc1)
+    def forward(self, desc0, desc1, encoding0, encoding1, mask0=None, mask1=None):
+        desc0 = self.self_attn(desc0, encoding0, mask0)
+        desc1 = self.self_attn(desc1, encoding1, mask1)
+        return self.cross_attn(desc0, desc1, mask0, mask1)
 
 
 def log_double_softmax(sim: torch.Tensor, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
@@ -249,6 +254,7 @@ class LightGlue(FeatureMatcher):
     }
 
     inference_keys = ("depth_confidence", "width_confidence", "filter_threshold")
+    supports_padding = True  # `mask0`/`mask1` batches of padded pairs (`_forward_padded`)
 
     feature_presets = FEATURES
 
@@ -319,6 +325,8 @@ class LightGlue(FeatureMatcher):
         return self.posenc(kpts)
 
     def _forward(self, data: dict) -> dict:
+        if "mask0" in data or "mask1" in data:
+            return self._forward_padded(data)
         kpts0, kpts1 = data["keypoints0"], data["keypoints1"]
         b, m, _ = kpts0.shape
         n = kpts1.shape[1]
@@ -383,6 +391,48 @@ class LightGlue(FeatureMatcher):
             pred["ref_descriptors0"] = torch.stack(all_desc0, 1)
             pred["ref_descriptors1"] = torch.stack(all_desc1, 1)
         return pred
+
+    def _forward_padded(self, data: dict) -> dict:
+        """B pairs padded to common lengths, `mask0` (B, M) / `mask1` (B, N) marking the real
+        points (`tiepoint.batching.collate_pairs`). Padded points are masked out of every
+        attention, so each pair is matched as on its own with adaptivity off (depth and width
+        are per-pair decisions, so early stopping and pruning are off here). The assignment head
+        runs per pair on its real points; outputs are padded with −1 / 0. Needs `image_size0/1`:
+        keypoints are normalised by the image size, never by the (padded) keypoint extent."""
+        kpts0, kpts1 = data["keypoints0"], data["keypoints1"]
+        b, m, _ = kpts0.shape
+        n = kpts1.shape[1]
+        device = kpts0.device
+        full = lambda length: torch.ones((b, length), dtype=torch.bool, device=device)
+        mask0 = data.get("mask0", full(m)).bool()
+        mask1 = data.get("mask1", full(n)).bool()
+        if "image_size0" not in data or "image_size1" not in data:
+            raise ConfigError("a padded LightGlue batch needs image_size0 and image_size1")
+        out = self._empty(b, m, n, device, stop=self.conf.n_layers)
+        len0, len1 = mask0.sum(1).tolist(), mask1.sum(1).tolist()
+        live = [i for i in range(b) if len0[i] > 0 and len1[i] > 0]
+        if not live:
+            return out
+        desc0 = self.input_proj(data["descriptors0"].detach().float())
+        desc1 = self.input_proj(data["descriptors1"].detach().float())
+        encoding0 = self._encode_positions(data, "0", data["image_size0"])
+        encoding1 = self._encode_positions(data, "1", data["image_size1"])
+        # a pair without points would leave rows with no key at all (NaN): give it one dummy key
+        am0, am1 = mask0.clone(), mask1.clone()
+        am0[:, 0] = True
+        am1[:, 0] = True
+        am0, am1 = am0[:, None, None, :], am1[:, None, None, :]
+        for i in range(self.conf.n_layers):
+            desc0, desc1 = self.transformers[i](desc0, desc1, encoding0, encoding1, am0, am1)
+        head = self.log_assignment[self.conf.n_layers - 1]
+        for j in live:
+            scores, _ = head(desc0[j : j + 1, : len0[j]], desc1[j : j + 1, : len1[j]])
+            m0, m1, s0, s1 = filter_matches(scores, self.conf.filter_threshold)
+            out["matches0"][j, : len0[j]] = m0[0]
+            out["matches1"][j, : len1[j]] = m1[0]
+            out["matching_scores0"][j, : len0[j]] = s0[0]
+            out["matching_scores1"][j, : len1[j]] = s1[0]
+        return out
 
     def _empty(self, b, m, n, device, stop=0) -> dict:
         return {
