@@ -90,7 +90,7 @@ def compare(ref: dict, ours: dict) -> dict:
         row["fine_kpts1_max_abs_px"] = float((ref["kpts1"] - ours["kpts1"]).abs().max())
         row["fine_kpts1_mean_abs_px"] = float((ref["kpts1"] - ours["kpts1"]).abs().mean())
         row["mconf_max_abs"] = float((ref["mconf"] - ours["mconf"]).abs().max())
-        row["fine_offset_px_range"] = float((ref["kpts1"] - ref["kpts0"]).abs().max())
+        row["displacement_px_max"] = float((ref["kpts1"] - ref["kpts0"]).abs().max())
     return row
 
 
@@ -105,7 +105,79 @@ def ours_run(model, x0, x1) -> dict:
     }
 
 
-def vanilla(thr: float, long_side: int, ckpt_dir: Path, names, damp: float) -> dict:
+def forced_cells(hw, border: int = 2):
+    """Every cell off the border, matched to the same cell of the other image (same size)."""
+    h, w = hw
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    keep = ((r >= border) & (r < h - border) & (c >= border) & (c < w - border)).reshape(-1)
+    ids = torch.nonzero(keep)[:, 0]
+    return torch.zeros_like(ids), ids, ids.clone()
+
+
+def coarse_points(ids, w):
+    return torch.stack([ids % w, ids // w], 1).float() * 8
+
+
+def hook(ref) -> dict:
+    """Capture the reference's backbone maps, transformed tokens and confidence matrix."""
+    cap = {}
+    ref.backbone.register_forward_hook(lambda m, a, out: cap.update(coarse=out[0], fine=out[1]))
+    ref.loftr_coarse.register_forward_hook(lambda m, a, out: cap.update(tokens=out))
+    ref.coarse_matching.register_forward_hook(
+        lambda m, a, out: cap.update(conf_matrix=a[2]["conf_matrix"])
+    )
+    return cap
+
+
+def fine_parity(ref, ours, cap, data) -> dict:
+    """The fine stage on forced coarse matches (every interior cell ↔ the same cell), both sides
+    fed the reference's own fine maps and transformed coarse tokens: random weights give only a
+    handful of real coarse matches, this compares hundreds."""
+    ff0, ff1 = cap["fine"].split(1)
+    t0, t1 = cap["tokens"]
+    hw = tuple(cap["coarse"].shape[-2:])
+    b, i, j = forced_cells(hw)
+    d = {**data, "b_ids": b, "i_ids": i, "j_ids": j, "mconf": torch.ones(len(i))}
+    d.update(mkpts0_c=coarse_points(i, hw[1]), mkpts1_c=coarse_points(j, hw[1]))
+    with torch.inference_mode():
+        w0, w1 = ref.fine_preprocess(ff0, ff1, t0, t1, d)
+        w0, w1 = ref.loftr_fine(w0, w1)
+        ref.fine_matching(w0, w1, d)
+        _, k1, _ = ours.refine(ff0, ff1, t0, t1, b, i, j, hw, hw)
+    diff = (d["mkpts1_f"] - k1).abs()
+    return {
+        "forced_matches": len(i),
+        "forced_fine_max_abs_px": float(diff.max()),
+        "forced_fine_mean_abs_px": float(diff.mean()),
+        "forced_offset_px_max": float((d["mkpts1_f"] - d["mkpts1_c"]).abs().max()),
+    }
+
+
+def token_parity(ours, cap, x0, x1) -> dict:
+    """Backbone maps and transformed coarse tokens, ours against the reference's (relative to
+    the largest reference magnitude): a check that a saturated confidence matrix cannot hide."""
+    with torch.inference_mode():
+        fc, ff = ours.backbone(torch.cat([x0, x1]))
+        t = [ours.pos_encoding(f[None]).flatten(2).transpose(1, 2) for f in fc]
+        t0, t1 = ours.loftr_coarse(*t)
+
+    def rel(a, b):
+        return float((a - b).abs().max() / b.abs().max())
+
+    return {
+        "coarse_map_max_rel": rel(fc, cap["coarse"]),
+        "fine_map_max_rel": rel(ff, cap["fine"]),
+        "tokens_max_rel": max(rel(t0, cap["tokens"][0]), rel(t1, cap["tokens"][1])),
+    }
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def vanilla(thr, long_side, ckpt_dir, names, damp) -> dict:
     from kornia.feature.loftr.loftr import LoFTR as KLoFTR
     from kornia.feature.loftr.loftr import default_cfg
 
@@ -121,40 +193,26 @@ def vanilla(thr: float, long_side: int, ckpt_dir: Path, names, damp: float) -> d
     torch.save({"state_dict": {f"matcher.{k}": v for k, v in ref.state_dict().items()}}, path)
     ours = LoFTR(preset="outdoor", weights=str(path), match_threshold=thr, resize=None).eval()
     x0, x1 = load_pair(long_side, rgb=False, names=names)
-    captured = {}
-    ref.coarse_matching.register_forward_hook(
-        lambda m, args, out: captured.update(conf_matrix=args[2]["conf_matrix"])
-    )
-    t = time.perf_counter()
+    cap = hook(ref)
     with torch.inference_mode():
-        r = ref({"image0": x0, "image1": x1})
-    t_ref = time.perf_counter() - t
-    t = time.perf_counter()
-    o = ours_run(ours, x0, x1)
-    t_ours = time.perf_counter() - t
-    refd = {
-        "conf_matrix": captured["conf_matrix"],
-        "kpts0": r["keypoints0"],
-        "kpts1": r["keypoints1"],
-        "mconf": r["confidence"],
-    }
-    row = compare(refd, o)
-    row.update(
-        case=f"LoFTR (kornia) thr {thr} {'/'.join(names)}",
-        size=list(x0.shape[-2:]),
-        s_ref=t_ref,
-        s_ours=t_ours,
-    )
+        r, t_ref = timed(lambda: ref({"image0": x0, "image1": x1}))
+    o, t_ours = timed(lambda: ours_run(ours, x0, x1))
+    refd = {"conf_matrix": cap["conf_matrix"], "kpts0": r["keypoints0"]}
+    refd.update(kpts1=r["keypoints1"], mconf=r["confidence"])
+    row = {"case": f"LoFTR (kornia) thr {thr} {'/'.join(names)} damp {damp}"}
+    row.update(compare(refd, o))
+    row.update(token_parity(ours, cap, x0, x1))
+    row.update(fine_parity(ref, ours, cap, {"stride_c": 8, "stride_f": 2}))
+    row.update(size=list(x0.shape[-2:]), s_ref=t_ref, s_ours=t_ours)
     row["state_keys"] = len(ref.state_dict())
     return row
 
 
-def gim(thr: float, long_side: int, ckpt_dir: Path, gim_root: Path, names, damp: float) -> dict:
+def gim(thr, long_side, ckpt_dir, gim_root, names, damp) -> dict:
     import kornia.utils
 
-    sys.modules.setdefault(
-        "kornia.utils.grid", types.SimpleNamespace(create_meshgrid=kornia.utils.create_meshgrid)
-    )
+    grid = types.SimpleNamespace(create_meshgrid=kornia.utils.create_meshgrid)
+    sys.modules.setdefault("kornia.utils.grid", grid)
     sys.path.insert(0, str(gim_root))
     from networks.loftr.loftr import LoFTR as GLoFTR
 
@@ -192,26 +250,18 @@ def gim(thr: float, long_side: int, ckpt_dir: Path, gim_root: Path, names, damp:
     ours = LoFTR(preset="gim", weights=str(path), match_threshold=thr, resize=None).eval()
     x0, x1 = load_pair(long_side, rgb=True, names=names)
     data = {"image0": x0, "image1": x1, "color0": x0, "color1": x1}
-    t = time.perf_counter()
+    cap = hook(ref)
     with torch.inference_mode():
-        ref(data)
-    t_ref = time.perf_counter() - t
-    t = time.perf_counter()
-    o = ours_run(ours, x0, x1)
-    t_ours = time.perf_counter() - t
-    refd = {
-        "conf_matrix": data["conf_matrix"],
-        "kpts0": data["mkpts0_f"],
-        "kpts1": data["mkpts1_f"],
-        "mconf": data["mconf"],
-    }
-    row = compare(refd, o)
-    row.update(
-        case=f"GIM-LoFTR thr {thr} {'/'.join(names)}",
-        size=list(x0.shape[-2:]),
-        s_ref=t_ref,
-        s_ours=t_ours,
-    )
+        _, t_ref = timed(lambda: ref(data))
+    o, t_ours = timed(lambda: ours_run(ours, x0, x1))
+    refd = {"conf_matrix": data["conf_matrix"], "kpts0": data["mkpts0_f"]}
+    refd.update(kpts1=data["mkpts1_f"], mconf=data["mconf"])
+    row = {"case": f"GIM-LoFTR thr {thr} {'/'.join(names)} damp {damp}"}
+    row.update(compare(refd, o))
+    keys = ("hw0_i", "hw1_i", "hw0_c", "hw1_c", "hw0_f", "hw1_f", "bs")
+    row.update(token_parity(ours, cap, x0, x1))
+    row.update(fine_parity(ref, ours, cap, {k: data[k] for k in keys}))
+    row.update(size=list(x0.shape[-2:]), s_ref=t_ref, s_ours=t_ours)
     row["state_keys"] = len(ref.state_dict())
     return row
 
@@ -222,7 +272,7 @@ def main() -> None:
     ap.add_argument("--long-side", type=int, default=320)
     ap.add_argument("--thr", type=float, nargs="+", default=[0.2, 0.0])
     ap.add_argument("--images", nargs=2, default=["img1.png", "img3.png"], help="of Oxford bikes")
-    ap.add_argument("--damp", type=float, default=0.1, help="message scale (1: none)")
+    ap.add_argument("--damp", type=float, default=1.0, help="scale of every message (1: none)")
     ap.add_argument("--no-vanilla", action="store_true")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = ap.parse_args()

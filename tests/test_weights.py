@@ -166,6 +166,10 @@ UNVERIFIED = {
     "dkmv3_outdoor",
     "dkmv3_indoor",
     "gim_dkm_100h",
+    "loftr_outdoor",
+    "loftr_indoor",
+    "loftr_indoor_ds_new",
+    "gim_loftr_50h",
 }
 
 

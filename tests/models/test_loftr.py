@@ -204,3 +204,26 @@ def test_reconstruction_quantises_loftr_matches(bikes_result):
     d0 = np.abs(kp0[:, None] - p0[None]).max(-1)
     d1 = np.abs(kp1[:, None] - p1[None]).max(-1)
     assert np.all(((d0 < 4) & (d1 < 4)).any(1))
+
+
+@pytest.mark.slow  # ~15 s on the shared CPU: the benchmark's pair, estimators and summary
+def test_the_benchmark_runner_evaluates_a_loftr_pipeline(data_dir, official_ckpt, tmp_path):
+    from tiepoint.evaluation.runner import run
+
+    overrides = [
+        "data.tasks=[homography]",
+        "data.max_pairs=1",
+        "dense.resize=160",
+        "dense.match_threshold=0.0",
+    ]
+    summ, d = run(
+        "pairs",
+        "loftr",
+        output_dir=tmp_path,
+        data_root=data_dir,
+        overrides=overrides,
+        progress=False,
+        weights=official_ckpt[0],
+    )
+    assert summ["mnum_matches"] > 0 and 0 <= summ["mprec@3px"] <= 1
+    assert (d / "predictions.h5").is_file()

@@ -229,6 +229,22 @@ class LoFTR(DenseMatcher):
         b_ids, i_ids, j_ids, mconf = coarse_matches(
             conf_matrix, hw0, hw1, conf.match_threshold, conf.border_rm
         )
+        k0, k1, expec = self.refine(ff0, ff1, t0, t1, b_ids, i_ids, j_ids, hw0, hw1)
+        return {
+            "keypoints0_net": k0,
+            "keypoints1_net": k1,
+            "confidence": mconf,
+            "batch_indexes": b_ids,
+            "conf_matrix": conf_matrix,
+            "hw0_c": hw0,
+            "hw1_c": hw1,
+            "expec_f": expec,
+        }
+
+    def refine(self, ff0, ff1, t0, t1, b_ids, i_ids, j_ids, hw0, hw1):
+        """The fine stage for given coarse matches (cells i_ids of image 0 ↔ j_ids of image 1):
+        fine maps (B, C_f, H/2, W/2), transformed coarse tokens (B, L|S, C). Returns keypoints0,
+        keypoints1 in network pixels and `expec_f` (M, 3)."""
         k0 = grid_points(i_ids, hw0[1], COARSE_STRIDE)
         k1c = grid_points(j_ids, hw1[1], COARSE_STRIDE)
         stride = ff0.shape[2] // hw0[0]  # fine cells per coarse cell (4)
@@ -238,17 +254,8 @@ class LoFTR(DenseMatcher):
             coords, std = fine_expectation(fine_heatmap(w0, w1))
         else:
             coords, std = k0.new_zeros(0, 2), k0.new_zeros(0)
-        k1 = k1c + coords * (conf.fine_window // 2) * FINE_STRIDE
-        return {
-            "keypoints0_net": k0,
-            "keypoints1_net": k1,
-            "confidence": mconf,
-            "batch_indexes": b_ids,
-            "conf_matrix": conf_matrix,
-            "hw0_c": hw0,
-            "hw1_c": hw1,
-            "expec_f": torch.cat([coords, std[:, None]], -1),
-        }
+        k1 = k1c + coords * (self.conf.fine_window // 2) * FINE_STRIDE
+        return k0, k1, torch.cat([coords, std[:, None]], -1)
 
     def sample(self, pred: dict, num: int | None = None, generator=None):
         """One pair's matches (batch index 0) as (K, 4) normalised (x0, y0, x1, y1) and their
