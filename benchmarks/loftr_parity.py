@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 DATA = Path("/work/shared/data/homography/oxford_bikes")
+DTYPE = torch.float32  # --float64: both models and inputs in double (rounding vs. real differences)
 
 
 def randomize_batchnorm(model) -> None:
@@ -192,14 +193,15 @@ def vanilla(thr, long_side, ckpt_dir, names, damp) -> dict:
     path = ckpt_dir / "loftr_random.ckpt"
     torch.save({"state_dict": {f"matcher.{k}": v for k, v in ref.state_dict().items()}}, path)
     ours = LoFTR(preset="outdoor", weights=str(path), match_threshold=thr, resize=None).eval()
-    x0, x1 = load_pair(long_side, rgb=False, names=names)
+    x0, x1 = (x.to(DTYPE) for x in load_pair(long_side, rgb=False, names=names))
+    ref.to(DTYPE), ours.to(DTYPE)
     cap = hook(ref)
     with torch.inference_mode():
         r, t_ref = timed(lambda: ref({"image0": x0, "image1": x1}))
     o, t_ours = timed(lambda: ours_run(ours, x0, x1))
     refd = {"conf_matrix": cap["conf_matrix"], "kpts0": r["keypoints0"]}
     refd.update(kpts1=r["keypoints1"], mconf=r["confidence"])
-    row = {"case": f"LoFTR (kornia) thr {thr} {'/'.join(names)} damp {damp}"}
+    row = {"case": f"LoFTR (kornia) thr {thr} {'/'.join(names)} damp {damp} {DTYPE}"}
     row.update(compare(refd, o))
     row.update(token_parity(ours, cap, x0, x1))
     row.update(fine_parity(ref, ours, cap, {"stride_c": 8, "stride_f": 2}))
@@ -248,7 +250,8 @@ def gim(thr, long_side, ckpt_dir, gim_root, names, damp) -> dict:
     path = ckpt_dir / "gim_loftr_random.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in ref.state_dict().items()}}, path)
     ours = LoFTR(preset="gim", weights=str(path), match_threshold=thr, resize=None).eval()
-    x0, x1 = load_pair(long_side, rgb=True, names=names)
+    x0, x1 = (x.to(DTYPE) for x in load_pair(long_side, rgb=True, names=names))
+    ref.to(DTYPE), ours.to(DTYPE)
     data = {"image0": x0, "image1": x1, "color0": x0, "color1": x1}
     cap = hook(ref)
     with torch.inference_mode():
@@ -256,7 +259,7 @@ def gim(thr, long_side, ckpt_dir, gim_root, names, damp) -> dict:
     o, t_ours = timed(lambda: ours_run(ours, x0, x1))
     refd = {"conf_matrix": data["conf_matrix"], "kpts0": data["mkpts0_f"]}
     refd.update(kpts1=data["mkpts1_f"], mconf=data["mconf"])
-    row = {"case": f"GIM-LoFTR thr {thr} {'/'.join(names)} damp {damp}"}
+    row = {"case": f"GIM-LoFTR thr {thr} {'/'.join(names)} damp {damp} {DTYPE}"}
     row.update(compare(refd, o))
     keys = ("hw0_i", "hw1_i", "hw0_c", "hw1_c", "hw0_f", "hw1_f", "bs")
     row.update(token_parity(ours, cap, x0, x1))
@@ -274,8 +277,11 @@ def main() -> None:
     ap.add_argument("--images", nargs=2, default=["img1.png", "img3.png"], help="of Oxford bikes")
     ap.add_argument("--damp", type=float, default=1.0, help="scale of every message (1: none)")
     ap.add_argument("--no-vanilla", action="store_true")
+    ap.add_argument("--float64", action="store_true", help="run both models in double")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = ap.parse_args()
+    global DTYPE
+    DTYPE = torch.float64 if args.float64 else torch.float32
     torch.set_grad_enabled(False)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -110,4 +110,4 @@ def fine_heatmap(win0: torch.Tensor, win1: torch.Tensor) -> torch.Tensor:
     m, ww, c = win0.shape
     w = int(round(ww**0.5))
     sim = torch.einsum("mc,mrc->mr", win0[:, ww // 2], win1)
-    return F.softmax(sim / c**0.5, dim=1).view(m, w, w)
+    return F.softmax(sim * (1.0 / c**0.5), dim=1).view(m, w, w)  # the reference's rounding
