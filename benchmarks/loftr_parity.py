@@ -49,18 +49,6 @@ def randomize_batchnorm(model) -> None:
             m.running_var = 0.5 + torch.rand(n, generator=g)
 
 
-def damp_messages(model, scale: float) -> None:
-    """Scale the last LayerNorm (`norm2`, whose output is the message added to x) of every
-    attention layer by `scale`. With fully random transformers the coarse features collapse onto
-    one direction and only a handful of cells are mutual nearest neighbours; damped messages keep
-    the backbone's and the position encoding's diversity, so many matches are compared, while every
-    layer still contributes."""
-    for name, m in model.named_modules():
-        if name.endswith("norm2") and isinstance(m, torch.nn.LayerNorm):
-            m.weight.data *= scale
-            m.bias.data *= scale
-
-
 def load_pair(long_side: int, rgb: bool, names=("img1.png", "img3.png")):
     out = []
     for name in names:
@@ -178,7 +166,7 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def vanilla(thr, long_side, ckpt_dir, names, damp) -> dict:
+def vanilla(thr, long_side, ckpt_dir, names) -> dict:
     from kornia.feature.loftr.loftr import LoFTR as KLoFTR
     from kornia.feature.loftr.loftr import default_cfg
 
@@ -188,7 +176,6 @@ def vanilla(thr, long_side, ckpt_dir, names, damp) -> dict:
     cfg = {**default_cfg, "match_coarse": {**default_cfg["match_coarse"], "thr": thr}}
     ref = KLoFTR(pretrained=None, config=cfg)
     randomize_batchnorm(ref)
-    damp_messages(ref, damp)
     ref.eval()
     path = ckpt_dir / "loftr_random.ckpt"
     torch.save({"state_dict": {f"matcher.{k}": v for k, v in ref.state_dict().items()}}, path)
@@ -201,7 +188,7 @@ def vanilla(thr, long_side, ckpt_dir, names, damp) -> dict:
     o, t_ours = timed(lambda: ours_run(ours, x0, x1))
     refd = {"conf_matrix": cap["conf_matrix"], "kpts0": r["keypoints0"]}
     refd.update(kpts1=r["keypoints1"], mconf=r["confidence"])
-    row = {"case": f"LoFTR (kornia) thr {thr} {'/'.join(names)} damp {damp} {DTYPE}"}
+    row = {"case": f"LoFTR (kornia) thr {thr} {'/'.join(names)} {DTYPE}"}
     row.update(compare(refd, o))
     row.update(token_parity(ours, cap, x0, x1))
     row.update(fine_parity(ref, ours, cap, {"stride_c": 8, "stride_f": 2}))
@@ -210,7 +197,7 @@ def vanilla(thr, long_side, ckpt_dir, names, damp) -> dict:
     return row
 
 
-def gim(thr, long_side, ckpt_dir, gim_root, names, damp) -> dict:
+def gim(thr, long_side, ckpt_dir, gim_root, names) -> dict:
     import kornia.utils
 
     grid = types.SimpleNamespace(create_meshgrid=kornia.utils.create_meshgrid)
@@ -245,7 +232,6 @@ def gim(thr, long_side, ckpt_dir, gim_root, names, damp) -> dict:
     torch.manual_seed(0)
     ref = GLoFTR(cfg)
     randomize_batchnorm(ref)
-    damp_messages(ref, damp)
     ref.eval()
     path = ckpt_dir / "gim_loftr_random.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in ref.state_dict().items()}}, path)
@@ -259,7 +245,7 @@ def gim(thr, long_side, ckpt_dir, gim_root, names, damp) -> dict:
     o, t_ours = timed(lambda: ours_run(ours, x0, x1))
     refd = {"conf_matrix": data["conf_matrix"], "kpts0": data["mkpts0_f"]}
     refd.update(kpts1=data["mkpts1_f"], mconf=data["mconf"])
-    row = {"case": f"GIM-LoFTR thr {thr} {'/'.join(names)} damp {damp} {DTYPE}"}
+    row = {"case": f"GIM-LoFTR thr {thr} {'/'.join(names)} {DTYPE}"}
     row.update(compare(refd, o))
     keys = ("hw0_i", "hw1_i", "hw0_c", "hw1_c", "hw0_f", "hw1_f", "bs")
     row.update(token_parity(ours, cap, x0, x1))
@@ -269,13 +255,32 @@ def gim(thr, long_side, ckpt_dir, gim_root, names, damp) -> dict:
     return row
 
 
+def markdown(rows: list[dict]) -> str:
+    """The table of docs/loftr.md."""
+    head = (
+        "| case | matches ref/ours | same matches | conf max \\|Δ\\| (L×S) | maps rel Δ "
+        "| tokens rel Δ | fine kpts max \\|Δ\\| px | forced fine max / mean \\|Δ\\| px (n) |\n"
+        "|---|---|---|---|---|---|---|---|"
+    ).replace("\\\\", "\\")
+    out = [head]
+    for r in rows:
+        fine = f"{r['fine_kpts1_max_abs_px']:.1e}" if "fine_kpts1_max_abs_px" in r else "–"
+        maps = max(r["coarse_map_max_rel"], r["fine_map_max_rel"])
+        out.append(
+            f"| {r['case']} | {r['matches_ref']}/{r['matches_ours']} | {r['same_coarse_matches']} "
+            f"| {r['conf_max_abs']:.1e} | {maps:.1e} | {r['tokens_max_rel']:.1e} | {fine} "
+            f"| {r['forced_fine_max_abs_px']:.1e} / {r['forced_fine_mean_abs_px']:.1e} "
+            f"({r['forced_matches']}) |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gim-root", type=Path, help="folder holding GIM's networks/ (optional)")
     ap.add_argument("--long-side", type=int, default=320)
     ap.add_argument("--thr", type=float, nargs="+", default=[0.2, 0.0])
     ap.add_argument("--images", nargs=2, default=["img1.png", "img3.png"], help="of Oxford bikes")
-    ap.add_argument("--damp", type=float, default=1.0, help="scale of every message (1: none)")
     ap.add_argument("--no-vanilla", action="store_true")
     ap.add_argument("--float64", action="store_true", help="run both models in double")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -286,16 +291,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for thr in [] if args.no_vanilla else args.thr:
-            rows.append(vanilla(thr, args.long_side, Path(tmp), args.images, args.damp))
+            rows.append(vanilla(thr, args.long_side, Path(tmp), args.images))
             print(json.dumps(rows[-1]), flush=True)
         if args.gim_root:
             for thr in args.thr:
-                rows.append(
-                    gim(thr, args.long_side, Path(tmp), args.gim_root, args.images, args.damp)
-                )
+                rows.append(gim(thr, args.long_side, Path(tmp), args.gim_root, args.images))
                 print(json.dumps(rows[-1]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
+    print(markdown(rows))
 
 
 if __name__ == "__main__":
