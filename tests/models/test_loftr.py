@@ -206,7 +206,6 @@ def test_reconstruction_quantises_loftr_matches(bikes_result):
     assert np.all(((d0 < 4) & (d1 < 4)).any(1))
 
 
-@pytest.mark.slow  # ~15 s on the shared CPU: the benchmark's pair, estimators and summary
 def test_the_benchmark_runner_evaluates_a_loftr_pipeline(data_dir, official_ckpt, tmp_path):
     from tiepoint.evaluation.runner import run
 
