@@ -170,6 +170,10 @@ UNVERIFIED = {
     "ade20k-resnet50dilated-ppm_deepsup-decoder",
     "superglue_indoor",
     "superglue_outdoor",
+    "loftr_outdoor",
+    "loftr_indoor",
+    "loftr_indoor_ds_new",
+    "gim_loftr_50h",
 }
 # CSAIL's scene-parsing server publishes its models over plain http only
 HTTP_ONLY = {

@@ -337,7 +337,9 @@ class Matcher:
             timings={"load": t1 - t0, "match": time.perf_counter() - t1},
             dense=DenseResult(
                 pred["warp"][0].float().cpu().numpy(), pred["certainty"][0].float().cpu().numpy()
-            ),
+            )
+            if "warp" in pred  # semi-dense models (LoFTR) give matches, no warp
+            else None,
         )
 
 

@@ -44,6 +44,14 @@ _DKM_UNVERIFIED = (
 _ADE = "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-resnet50dilated-ppm_deepsup"
 _ADE_UNVERIFIED = "CSAIL's server was unreachable when the table was written; no checksum published"
 
+# the official LoFTR checkpoints are in a Google-Drive folder (zju3dv/LoFTR README); kornia's
+# mirror of the same files is the one direct URL
+_LOFTR = "https://cmp.felk.cvut.cz/~mishkdmy/models"
+_LOFTR_UNVERIFIED = (
+    "kornia's mirror of zju3dv/LoFTR's Google-Drive checkpoints; unreachable when the table was "
+    "written, no checksum published"
+)
+
 
 @dataclass(frozen=True)
 class WeightFile:
@@ -152,6 +160,21 @@ WEIGHTS: dict[str, WeightFile] = {
             )
             for part in ("encoder", "decoder")
         ],
+        *[
+            WeightFile(name, filename, f"{_LOFTR}/{filename}", unverified=_LOFTR_UNVERIFIED)
+            for name, filename in [
+                ("loftr_outdoor", "loftr_outdoor.ckpt"),
+                ("loftr_indoor", "loftr_indoor.ckpt"),
+                ("loftr_indoor_ds_new", "loftr_indoor_ds_new.ckpt"),
+            ]
+        ],
+        WeightFile(
+            "gim_loftr_50h",
+            "gim_loftr_50h.ckpt",
+            "https://github.com/xuelunshen/gim/raw/refs/heads/main/weights/gim_loftr_50h.ckpt",
+            unverified="in GIM's repository (weights/); unreachable when the table was written, "
+            "no checksum published",
+        ),
         WeightFile(
             "gim_dkm_100h",
             "gim_dkm_100h.ckpt",

@@ -23,6 +23,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     },
     "dense": {
         "dkm": "tiepoint.models.dense.dkm:DKM",
+        "loftr": "tiepoint.models.dense.loftr:LoFTR",
     },
 }
 

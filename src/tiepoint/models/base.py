@@ -211,6 +211,7 @@ class DenseMatcher(BaseModel):
     (align_corners=False: −1 is the left edge of the left pixel), and `certainty` (B,H,W) in [0, 1],
     on the model's output grid. A `symmetric` model concatenates both directions along the width:
     (B,H,2W,4), the left half on image 0's grid, the right half on image 1's grid.
+    A semi-dense model (LoFTR) returns matches instead of a warp and overrides `sample`.
     """
 
     base_default_conf = {
