@@ -114,6 +114,24 @@ class PointsAndLines(Extractor):
     }
     points_name: str | None = None  # set by the registered `<points>+lsd` subclasses
 
+    @classmethod
+    def build_conf(cls, conf=None, overrides=None, where=""):
+        """Top-level keys this class does not know belong to the point extractor, so a point
+        pipeline's extractor config works unchanged after renaming it `<points>+lsd`."""
+        from omegaconf import DictConfig, OmegaConf
+
+        known = set(cls.full_default_conf())
+        merged = {}
+        for part in (conf, overrides):
+            if part is not None:
+                part = OmegaConf.to_container(part) if isinstance(part, DictConfig) else part
+                merged = OmegaConf.to_container(OmegaConf.merge(merged, part))
+        points = dict(merged.get("points") or {})
+        for k in [k for k in merged if k not in known]:
+            points.setdefault(k, merged.pop(k))
+        merged["points"] = points
+        return super().build_conf(merged, None, where)
+
     def _init(self, conf):
         from omegaconf import OmegaConf
 
