@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "tiepoint.reconstruction.cli",
     "tiepoint.video.cli",
     "tiepoint.ui.cli",
+    "tiepoint.evaluation.eth3d",
 ]
 
 
