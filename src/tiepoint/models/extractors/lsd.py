@@ -132,19 +132,38 @@ class PointsAndLines(Extractor):
         merged["points"] = points
         return super().build_conf(merged, None, where)
 
+    @classmethod
+    def _points_conf(cls, conf) -> dict:
+        from omegaconf import OmegaConf
+
+        points = OmegaConf.to_container(conf.points)
+        if cls.points_name:
+            points.setdefault("name", cls.points_name)
+        for k in ("max_num_keypoints", "detection_threshold"):
+            if conf.get(k) is not None:
+                points.setdefault(k, conf[k])
+        return points
+
+    @classmethod
+    def weight_names(cls, conf=None) -> list[str]:
+        """The point extractor's weights (LSD has none)."""
+        from .. import model_class
+
+        points = cls._points_conf(cls.build_conf(conf))
+        return (
+            model_class("extractor", points["name"]).weight_names(points)
+            if points.get("name")
+            else []
+        )
+
     def _init(self, conf):
         from omegaconf import OmegaConf
 
         from .. import get_model
 
-        points = OmegaConf.to_container(conf.points)
-        if self.points_name:
-            points.setdefault("name", self.points_name)
+        points = self._points_conf(conf)
         if not points.get("name"):
             raise ConfigError("points_lines extractor needs points.name (e.g. superpoint)")
-        for k in ("max_num_keypoints", "detection_threshold"):
-            if conf.get(k) is not None:
-                points.setdefault(k, conf[k])
         self.points = get_model("extractor", points)
         self.lsd = LSD({**OmegaConf.to_container(conf.lines), "name": "lsd"})
         self.grayscale = self.points.grayscale
