@@ -96,5 +96,27 @@ def test_eth3d_synthetic_known_ap(tmp_path):
     assert r["AP"] == pytest.approx(100 * (0.4 + 0.2 * 12 / 14))
     # lines: GT matches all three (line 2 of a is fully visible); predicted 1 right then 1 wrong
     assert r["num_pos_lines"] == 3 and r["AP_lines"] == pytest.approx(100 / 3)
+    # resumable: with a cache, a rerun scores nothing again and gives the same numbers
+    evaluate(pairs, oracle, cache=tmp_path / "pairs.h5")
+
+    def broken(im0, im1):
+        raise AssertionError("a cached pair was predicted again")
+
+    again = evaluate(pairs, broken, cache=tmp_path / "pairs.h5")
+    assert again["AP"] == r["AP"] and again["AP_lines"] == r["AP_lines"]
     path = write_results(r, tmp_path / "out", "oracle")
     assert path.is_file() and (tmp_path / "out" / "oracle_pr_lines.png").stat().st_size > 1000
+
+
+def test_eth3d_command_on_featureless_scene_and_missing_root(tmp_path, capsys):
+    from tiepoint.cli import main
+
+    root = tmp_path / "ETH3D_undistorted"
+    write_scene(root)
+    args = ["eth3d", "--root", str(root), "--pipeline", "sift+nn", "--out", str(tmp_path / "o")]
+    # flat images: no keypoints, no lines — zero predictions, AP 0, no crash
+    assert main([*args, "extractor.name=sift+lsd"]) == 0
+    assert "1 pairs, AP 0.00" in capsys.readouterr().out
+    assert (tmp_path / "o" / "sift+nn_pairs.h5").is_file()
+    assert main(["eth3d", "--root", str(tmp_path / "nope")]) == 2
+    assert "--download" in capsys.readouterr().err

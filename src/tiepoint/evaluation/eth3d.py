@@ -119,7 +119,10 @@ def read_eth3d(root: Path, min_covisibility: int = 500) -> list[ETH3DPair]:
     if not root.is_dir():
         raise DatasetError(f"eth3d: {root} not found (tiepoint eth3d --download fetches it)")
     pairs = []
-    for scene in sorted(p for p in root.iterdir() if p.is_dir()):
+    scenes = sorted(p for p in root.iterdir() if (p / CALIB).is_dir())
+    if not scenes:
+        raise DatasetError(f"eth3d: no scene folder with {CALIB} under {root}")
+    for scene in scenes:
         cams = read_cameras(scene / CALIB / "cameras.txt")
         imgs = read_images(scene / CALIB / "images.txt")
         names = sorted(p.name for p in (scene / IMAGES).iterdir() if p.name in imgs)
@@ -210,50 +213,83 @@ def aggregate_pr(tps, fps, scores, num_pos: int) -> dict:
 Predict = Callable[..., dict]  # (image0 (1,1,h,w), image1) → dict of numpy arrays
 
 
-def evaluate(pairs: Iterable[ETH3DPair], predict: Predict, downsize: int = 8) -> dict:
-    """Run `predict` on every pair and score its points (and lines, when it returns
-    `line_matches0`). `predict` returns `keypoints0/1` (N,2), `matches0` (N0,), `matching_scores0`
-    in downsized pixels, optionally `lines0/1` (L,2,2), `line_matches0`, `line_matching_scores0`."""
+def _score_pair(pair: ETH3DPair, predict: Predict, downsize: int) -> dict[str, np.ndarray]:
+    """tp/fp/scores/num_pos (and `*_lines`) of one pair."""
     import torch
-    from tqdm import tqdm
 
     from ..geometry.gt import gt_matches_from_pose_depth
     from ..geometry.lines import gt_line_matches_from_pose_depth
 
+    im0, d0, K0 = load_view(pair.image0, pair.depth0, pair.K0, downsize)
+    im1, d1, K1 = load_view(pair.image1, pair.depth1, pair.K1, downsize)
+    pred = predict(im0, im1)
+    T = torch.from_numpy(pair.T_0to1)[None].double()
+    Kt0, Kt1 = torch.from_numpy(K0)[None], torch.from_numpy(K1)[None]
+    D0, D1 = torch.from_numpy(d0)[None].double(), torch.from_numpy(d1)[None].double()
+    gt = gt_matches_from_pose_depth(
+        torch.as_tensor(pred["keypoints0"]).double()[None],
+        torch.as_tensor(pred["keypoints1"]).double()[None],
+        T, Kt0, Kt1, D0, D1, pos_th=3.0, neg_th=5.0,
+    )  # fmt: skip
+    jobs = [("", pred["matches0"], gt["matches0"][0].numpy(), pred["matching_scores0"])]
+    if "line_matches0" in pred:
+        lgt = gt_line_matches_from_pose_depth(
+            torch.as_tensor(pred["lines0"]).double()[None],
+            torch.as_tensor(pred["lines1"]).double()[None],
+            T, Kt0, Kt1, D0, D1,
+        )  # fmt: skip
+        jobs.append(
+            (
+                "_lines",
+                pred["line_matches0"],
+                lgt["line_matches0"][0].numpy(),
+                pred["line_matching_scores0"],
+            )
+        )
+    res = {}
+    for key, m, g, s in jobs:
+        tp, fp, sc, npos = tp_fp(m, g, s)
+        res |= {f"tp{key}": tp, f"fp{key}": fp, f"scores{key}": sc, f"num_pos{key}": npos}
+    return res
+
+
+def evaluate(
+    pairs: Iterable[ETH3DPair], predict: Predict, downsize: int = 8, cache: Path | None = None
+) -> dict:
+    """Run `predict` on every pair and score its points (and lines, when it returns
+    `line_matches0`). `predict` returns `keypoints0/1` (N,2), `matches0` (N0,), `matching_scores0`
+    in downsized pixels, optionally `lines0/1` (L,2,2), `line_matches0`, `line_matching_scores0`.
+    With `cache` (an h5 file), each scored pair is stored there and skipped by a rerun."""
+    import h5py
+    from tqdm import tqdm
+
     acc = {k: ([], [], [], [0]) for k in ("", "_lines")}
     pairs = list(pairs)
-    for pair in tqdm(pairs, desc="eth3d", disable=len(pairs) < 2):
-        im0, d0, K0 = load_view(pair.image0, pair.depth0, pair.K0, downsize)
-        im1, d1, K1 = load_view(pair.image1, pair.depth1, pair.K1, downsize)
-        pred = predict(im0, im1)
-        T = torch.from_numpy(pair.T_0to1)[None].double()
-        Kt0, Kt1 = torch.from_numpy(K0)[None], torch.from_numpy(K1)[None]
-        D0, D1 = torch.from_numpy(d0)[None].double(), torch.from_numpy(d1)[None].double()
-        gt = gt_matches_from_pose_depth(
-            torch.as_tensor(pred["keypoints0"]).double()[None],
-            torch.as_tensor(pred["keypoints1"]).double()[None],
-            T, Kt0, Kt1, D0, D1, pos_th=3.0, neg_th=5.0,
-        )  # fmt: skip
-        jobs = [("", pred["matches0"], gt["matches0"][0].numpy(), pred["matching_scores0"])]
-        if "line_matches0" in pred:
-            lgt = gt_line_matches_from_pose_depth(
-                torch.as_tensor(pred["lines0"]).double()[None],
-                torch.as_tensor(pred["lines1"]).double()[None],
-                T, Kt0, Kt1, D0, D1,
-            )  # fmt: skip
-            jobs.append(
-                (
-                    "_lines",
-                    pred["line_matches0"],
-                    lgt["line_matches0"][0].numpy(),
-                    pred["line_matching_scores0"],
-                )
-            )
-        for key, m, g, s in jobs:
-            tp, fp, sc, npos = tp_fp(m, g, s)
-            a = acc[key]
-            a[0].append(tp), a[1].append(fp), a[2].append(sc)
-            a[3][0] += npos
+    f = h5py.File(cache, "a") if cache is not None else None
+    try:
+        for pair in tqdm(pairs, desc="eth3d", disable=len(pairs) < 2):
+            key = pair.name.replace("/", "|")
+            if f is not None and key in f and f[key].attrs.get("done"):
+                res = {k: f[key][k][()] for k in f[key]}
+            else:
+                res = _score_pair(pair, predict, downsize)
+                if f is not None:
+                    if key in f:
+                        del f[key]
+                    g = f.create_group(key)
+                    for k, v in res.items():
+                        g.create_dataset(k, data=v)
+                    g.attrs["done"] = True
+                    f.flush()
+            for suffix, a in acc.items():
+                if f"tp{suffix}" in res:
+                    a[0].append(np.asarray(res[f"tp{suffix}"], bool))
+                    a[1].append(np.asarray(res[f"fp{suffix}"], bool))
+                    a[2].append(np.asarray(res[f"scores{suffix}"], np.float64))
+                    a[3][0] += int(res[f"num_pos{suffix}"])
+    finally:
+        if f is not None:
+            f.close()
     out = {"pairs": len(pairs)}
     for key, (tps, fps, ss, npos) in acc.items():
         if key == "" or tps:
@@ -307,22 +343,45 @@ def write_results(results: dict, out: Path, name: str) -> Path:
 
 # ------------------------------------------------------------------------------------ command
 def cmd_eth3d(args) -> int:
+    from omegaconf import OmegaConf
+
     from ..api import Matcher
-    from .download import data_root, fetch_dataset, where_to_put
+    from .download import data_root, fetch_dataset
 
     root = Path(args.root) if args.root else data_root() / RESOURCE.folder
     if args.download:
         root = fetch_dataset(RESOURCE, root.parent)
     elif not root.is_dir():
-        raise DatasetError(f"eth3d: {root} not found: {where_to_put(RESOURCE, root.parent)}")
+        raise DatasetError(
+            f"eth3d: {root} not found: use --download, or download {RESOURCE.url} and extract "
+            f"it so that {root} holds the scene folders"
+        )
     pairs = read_eth3d(root, args.min_covisibility)
     if args.max_pairs:
         pairs = pairs[: args.max_pairs]
     matcher = Matcher(
         args.pipeline, device=args.device, weights=args.weights, overrides=args.overrides
     )
-    results = evaluate(pairs, matcher_predict(matcher), args.downsize)
     name = args.name or matcher.name
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / f"{name}_pairs.h5"
+    stamp = json.dumps([OmegaConf.to_container(matcher.conf), args.weights, args.downsize])
+    if cache.exists():
+        import h5py
+
+        with h5py.File(cache, "a") as f:
+            if f.attrs.get("conf") != stamp:  # another model under this name: start over
+                logger.info("%s was written for another configuration; starting over", cache)
+                for k in list(f):
+                    del f[k]
+            f.attrs["conf"] = stamp
+    else:
+        import h5py
+
+        with h5py.File(cache, "w") as f:
+            f.attrs["conf"] = stamp
+    results = evaluate(pairs, matcher_predict(matcher), args.downsize, cache)
     path = write_results(results, Path(args.out), name)
     aps = ", ".join(f"{k} {v:.2f}" for k, v in results.items() if k.startswith("AP"))
     print(f"eth3d {name}: {results['pairs']} pairs, {aps} → {path}")
