@@ -196,12 +196,19 @@ class Matcher:
             )
         if "oris" in pred:
             extra["oris"] = pred["oris"][0].cpu().numpy().astype(np.float32)
+        lines = line_scores = None
+        if "lines" in pred:  # line extractors (`lsd`, `superpoint+lsd`, ...)
+            lines = pred["lines"][0].float().cpu().numpy().reshape(-1, 2)
+            lines = images.scale_points(lines, 1.0 / img.scale).astype(np.float32).reshape(-1, 2, 2)
+            line_scores = pred["line_scores"][0].float().cpu().numpy()
         return Features(
             keypoints=kpts,
             keypoint_scores=pred["keypoint_scores"][0].float().cpu().numpy(),
             descriptors=pred["descriptors"][0].float().cpu().numpy(),
             image_size=img.original_size,
             extra=extra,
+            lines=lines,
+            line_scores=line_scores,
         )
 
     @torch.inference_mode()
@@ -213,9 +220,24 @@ class Matcher:
         valid = m0 > -1
         matches = np.stack([np.where(valid)[0], m0[valid]], -1).astype(np.int64)
         scores = pred["matching_scores0"][0].cpu().numpy()[valid].astype(np.float32)
-        return MatchResult(
+        result = MatchResult(
             f0.keypoints, f1.keypoints, matches.reshape(-1, 2), scores, f0.image_size, f1.image_size
         )
+        if f0.lines is not None and f1.lines is not None:
+            result.lines0, result.lines1 = f0.lines, f1.lines
+            if (
+                "line_matches0" in pred
+            ):  # a line matcher (GlueStick): line_matches0 (B,L0), −1 = none
+                lm0 = pred["line_matches0"][0].cpu().numpy()
+                ok = lm0 > -1
+                result.line_matches = np.stack([np.where(ok)[0], lm0[ok]], -1).astype(np.int64)
+                ls = pred.get("line_matching_scores0")
+                result.line_scores = (
+                    np.ones(int(ok.sum()), np.float32)
+                    if ls is None
+                    else ls[0].float().cpu().numpy()[ok].astype(np.float32)
+                )
+        return result
 
     def extract_many(
         self, images: dict | Iterable, resize: int | None = None, progress: bool = True

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "tiepoint.reconstruction.cli",
     "tiepoint.video.cli",
     "tiepoint.ui.cli",
+    "tiepoint.evaluation.eth3d",
 ]
 
 
@@ -119,6 +120,8 @@ def cmd_match(args) -> int:
     img0, img1 = (a.repeat(3, -1) if a.shape[-1] == 1 else a for a in (img0, img1))
     n_in = int(inliers.sum()) if inliers is not None else 0
     title = f"{matcher.name}: {len(result)} matches, {n_in} {model} inliers"
+    if result.line_matches is not None:
+        title += f", {len(result.line_matches)} line matches"
     plot_matches(
         img0,
         img1,
@@ -128,6 +131,9 @@ def cmd_match(args) -> int:
         inliers,
         out / f"{stem}_match.png",
         title=title,
+        lines0=result.lines0,
+        lines1=result.lines1,
+        line_matches=result.line_matches,
     )
     plot_warp(img0, img1, H, out / f"{stem}_warp.png")
     if result.dense is not None:

@@ -21,6 +21,9 @@ from ..config import lookup
 from ..errors import EstimatorError
 
 ESTIMATORS = ("opencv", "poselib", "pycolmap")
+# homographies only: points and matched line segments in one robust fit (ours, `point_line.py`)
+POINT_LINE = "point_line"
+POINT_LINE_THRESHOLD = 3.0  # px, points and lines; as OpenCV's homography default
 
 # Inlier thresholds in pixels, as in Glue Factory's estimators (pycolmap H: COLMAP's max_error).
 DEFAULT_THRESHOLDS = {
@@ -36,6 +39,7 @@ MIN_POINTS = {"homography": 4, "relative_pose": 5, "fundamental": 8}
 class HomographyEstimate:
     H: np.ndarray | None  # (3, 3) float64 mapping image 0 → image 1, None on failure
     inliers: np.ndarray  # (K,) bool
+    line_inliers: np.ndarray | None = None  # (L,) bool, from `point_line` with matched lines
 
     @property
     def success(self) -> bool:
@@ -75,7 +79,13 @@ class PoseEstimate:
         return int(self.inliers.sum())
 
 
-def _backend(estimator: str):
+def _backend(estimator: str, homography: bool = False):
+    if estimator == POINT_LINE:
+        if not homography:
+            raise EstimatorError(f"estimator '{POINT_LINE}' only estimates homographies")
+        from . import point_line
+
+        return point_line
     lookup(ESTIMATORS, estimator, "estimator", EstimatorError)
     try:
         return importlib.import_module(f"{__name__}.{estimator}")
@@ -123,17 +133,60 @@ def _check_pair(p0, p1) -> tuple[np.ndarray, np.ndarray]:
     return p0, p1
 
 
+def _check_lines(lines0, lines1) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for name, ln in (("lines0", lines0), ("lines1", lines1)):
+        ln = np.asarray(ln.detach().cpu() if hasattr(ln, "detach") else ln, np.float64)
+        if ln.ndim != 3 or ln.shape[1:] != (2, 2) or not np.isfinite(ln).all():
+            raise EstimatorError(
+                f"{name} must be a finite (L, 2, 2) array of segments, got {ln.shape}"
+            )
+        out.append(ln)
+    if len(out[0]) != len(out[1]):
+        raise EstimatorError(
+            f"lines0 and lines1 must match one to one: {len(out[0])} vs {len(out[1])}"
+        )
+    return out[0], out[1]
+
+
 def estimate_homography(
-    p0, p1, estimator: str = "opencv", threshold: float | None = None, **options
+    p0,
+    p1,
+    estimator: str = "opencv",
+    threshold: float | None = None,
+    lines0=None,
+    lines1=None,
+    **options,
 ) -> HomographyEstimate:
-    """Robust homography H with p1 ~ H p0; `threshold` is the reprojection error in pixels."""
-    backend = _backend(estimator)
-    th = resolve_threshold("homography", estimator, threshold)
+    """Robust homography H with p1 ~ H p0; `threshold` is the reprojection error in pixels.
+
+    Matched line segments `lines0[i]` ↔ `lines1[i]` ((L,2,2) end points) join the fit with the
+    `point_line` estimator (`line_threshold` in pixels, default `threshold`); then 4 points and
+    lines together suffice and `line_inliers` is set.
+    """
+    with_lines = lines0 is not None or lines1 is not None
+    if with_lines and estimator != POINT_LINE:
+        raise EstimatorError(f"estimator '{estimator}' takes no lines; use estimator='point_line'")
+    backend = _backend(estimator, homography=True)
+    if estimator == POINT_LINE:
+        th = resolve_threshold("homography", "opencv", threshold or POINT_LINE_THRESHOLD)
+    else:
+        th = resolve_threshold("homography", estimator, threshold)
     p0, p1 = _check_pair(p0, p1)
-    failure = HomographyEstimate(None, np.zeros(len(p0), bool))
-    if len(p0) < MIN_POINTS["homography"]:
+    n_lines = 0
+    if with_lines:
+        lines0, lines1 = _check_lines(
+            np.zeros((0, 2, 2)) if lines0 is None else lines0,
+            np.zeros((0, 2, 2)) if lines1 is None else lines1,
+        )
+        n_lines = len(lines0)
+        options.update(lines0=lines0, lines1=lines1, return_line_inliers=True)
+    failure = HomographyEstimate(
+        None, np.zeros(len(p0), bool), np.zeros(n_lines, bool) if with_lines else None
+    )
+    if len(p0) + n_lines < MIN_POINTS["homography"]:
         return failure
-    H, inliers = backend.homography(p0, p1, th, **options)
+    H, inliers, *line_inliers = backend.homography(p0, p1, th, **options)
     if H is None:
         return failure
     H = np.asarray(H, np.float64)
@@ -141,7 +194,8 @@ def estimate_homography(
         return failure
     if abs(H[2, 2]) > 1e-12:
         H = H / H[2, 2]
-    return HomographyEstimate(H, np.asarray(inliers, bool).reshape(-1))
+    line_in = np.asarray(line_inliers[0], bool) if line_inliers else None
+    return HomographyEstimate(H, np.asarray(inliers, bool).reshape(-1), line_in)
 
 
 def estimate_fundamental(
@@ -198,6 +252,7 @@ __all__ = [
     "ESTIMATORS",
     "FundamentalEstimate",
     "HomographyEstimate",
+    "POINT_LINE",
     "PoseEstimate",
     "estimate_fundamental",
     "estimate_homography",

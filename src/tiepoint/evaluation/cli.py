@@ -121,7 +121,9 @@ def register(subparsers) -> None:
         "--pipeline", required=True, help="pipeline preset (e.g. aliked+lightglue) or YAML file"
     )
     p.add_argument(
-        "--estimator", default=None, help="opencv | poselib | pycolmap (default: the benchmark's)"
+        "--estimator",
+        default=None,
+        help="opencv | poselib | pycolmap | point_line (homographies with lines; default: the benchmark's)",
     )
     p.add_argument(
         "--ransac-th",

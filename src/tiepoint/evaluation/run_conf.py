@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from ..atomic import atomic_path, atomic_write_text
 from ..config import conf_diff, lookup, merge_strict, parse_dotlist, to_container
 from ..errors import ConfigError, EstimatorError
-from ..estimators import ESTIMATORS
+from ..estimators import ESTIMATORS, POINT_LINE
 from .benchmarks import Benchmark, get_benchmark
 
 logger = logging.getLogger("tiepoint")
@@ -118,7 +118,7 @@ def build_conf(
         ev["estimator"] = estimator
     if ransac_th is not None:
         ev["ransac_th"] = float(ransac_th)
-    lookup(ESTIMATORS, ev["estimator"], "estimator", EstimatorError)
+    lookup((*ESTIMATORS, POINT_LINE), ev["estimator"], "estimator", EstimatorError)
     if ev["ransac_th"] is not None and float(ev["ransac_th"]) == 0:
         raise ConfigError("ransac_th must be > 0, or -1 for the standard sweep")
     # the benchmark protocol fixes the network input size; everything else is the pipeline's

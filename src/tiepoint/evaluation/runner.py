@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_path, atomic_write_text
-from ..estimators import DEFAULT_THRESHOLDS
+from ..estimators import DEFAULT_THRESHOLDS, POINT_LINE, POINT_LINE_THRESHOLD
 from ..geometry.homography import scale_homography
 from ..images import scale_points, target_size
 from . import metrics
@@ -70,10 +70,25 @@ def _json_safe(v):
 def _thresholds(ev: dict, task: str) -> list[float]:
     th = ev.get("ransac_th")
     if th is None:
+        if ev["estimator"] == POINT_LINE:
+            return [POINT_LINE_THRESHOLD]
         return [DEFAULT_THRESHOLDS[task][ev["estimator"]]]
     if isinstance(th, (list, tuple)):
         return [float(x) for x in th]
     return list(metrics.SWEEP_THRESHOLDS) if float(th) < 0 else [float(th)]
+
+
+def _matched_lines(d, bench: Benchmark, estimator: str) -> dict:
+    """The matched line segments of a prediction, for the `point_line` estimator (else {})."""
+    if estimator != POINT_LINE or d.line_matches is None or d.lines0 is None:
+        return {}
+    lm = np.asarray(d.line_matches, np.int64).reshape(-1, 2)
+    l0 = np.asarray(d.lines0, np.float64)[lm[:, 0]].reshape(-1, 2)
+    l1 = np.asarray(d.lines1, np.float64)[lm[:, 1]].reshape(-1, 2)
+    if bench.eval_at_resized:
+        l0 = scale_points(l0, bench.scale(d.image_size0))
+        l1 = scale_points(l1, bench.scale(d.image_size1))
+    return {"lines0": l0.reshape(-1, 2, 2), "lines1": l1.reshape(-1, 2, 2)}
 
 
 def evaluate_task(
@@ -99,9 +114,12 @@ def evaluate_task(
                 H = scale_homography(H, s0, s1)
                 size = target_size(d.image_size0, bench.conf.resize, bench.conf.side)
             r = metrics.eval_homography_pair(pts0, pts1, scores, H, size, n_kpts)
+            line_opts = _matched_lines(d, bench, ev["estimator"])
             for th in ths:
                 robust[th].append(
-                    metrics.eval_homography_robust(pts0, pts1, H, size, ev["estimator"], th, **opts)
+                    metrics.eval_homography_robust(
+                        pts0, pts1, H, size, ev["estimator"], th, **opts, **line_opts
+                    )
                 )
         else:
             r = metrics.eval_pose_pair(pts0, pts1, p.K0, p.K1, p.T_0to1, n_kpts)

@@ -14,6 +14,13 @@ REGISTRY: dict[str, dict[str, str]] = {
         "disk": "tiepoint.models.extractors.disk:DISK",
         "xfeat": "tiepoint.models.extractors.xfeat:XFeat",
         "superpoint": "tiepoint.models.extractors.superpoint:SuperPoint",
+        "lsd": "tiepoint.models.extractors.lsd:LSD",
+        "points_lines": "tiepoint.models.extractors.lsd:PointsAndLines",
+        "superpoint+lsd": "tiepoint.models.extractors.lsd:SuperPointLSD",
+        "aliked+lsd": "tiepoint.models.extractors.lsd:ALIKEDLSD",
+        "disk+lsd": "tiepoint.models.extractors.lsd:DISKLSD",
+        "sift+lsd": "tiepoint.models.extractors.lsd:SIFTLSD",
+        "xfeat+lsd": "tiepoint.models.extractors.lsd:XFeatLSD",
     },
     "matcher": {
         "nearest_neighbor": "tiepoint.models.matchers.nearest_neighbor:NearestNeighborMatcher",

@@ -54,12 +54,31 @@ def pad_features(feats: dict, n: int, image_size: torch.Tensor) -> dict:
     return out
 
 
+LINES_DEFAULT = 250  # lines per image when `num_lines` is unset (LSD's default budget)
+
+
+def pad_lines(pred: dict, n: int) -> dict:
+    """The `n` best lines of one image (batch index 0 of `pred`), zero-padded; `valid_lines`."""
+    lines, scores = pred["lines"][0].float(), pred["line_scores"][0].float()
+    valid = pred.get("valid_lines", torch.ones_like(scores, dtype=torch.bool)[None])[0]
+    lines, scores = lines[valid], scores[valid]
+    keep = scores.argsort(descending=True)[:n]
+    lines, scores = lines[keep], scores[keep]
+    pad = n - len(lines)
+    return {
+        "lines": F.pad(lines, (0, 0, 0, 0, 0, pad)),
+        "line_scores": F.pad(scores, (0, pad)),
+        "valid_lines": torch.arange(n, device=lines.device) < len(lines),
+    }
+
+
 class TwoViewPipeline(BaseModel):
     trained: ClassVar[str] = "matcher"  # the submodule training optimises and checkpoints
     default_conf = {
         "extractor": None,  # extractor config ({name: aliked, ...}); frozen
         "matcher": None,  # matcher config ({name: lightglue, ...}); trained
         "num_keypoints": None,  # per image; default: extractor.max_num_keypoints
+        "num_lines": None,  # line extractors: lines per image (padded); default 250
         "ground_truth": {
             "th_positive": 3.0,  # px: reprojection closer than this (mutual nearest) = match
             "th_negative": 3.0,  # px: farther than this from every keypoint = unmatched
@@ -106,7 +125,10 @@ class TwoViewPipeline(BaseModel):
                 {"image": img[..., :h, :w]}
             )  # square padding is not image content
             feats = {k: pred[k][0].float() for k in FEATURE_KEYS if k in pred}
-            out.append(pad_features(feats, self.num_keypoints, size))
+            feats = pad_features(feats, self.num_keypoints, size)
+            if "lines" in pred:  # line extractors: a fixed count per image, `valid_lines` mask
+                feats.update(pad_lines(pred, self.conf.num_lines or LINES_DEFAULT))
+            out.append(feats)
         return {k: torch.stack([o[k] for o in out]) for k in out[0]}
 
     @torch.no_grad()
@@ -145,11 +167,57 @@ class TwoViewPipeline(BaseModel):
             )
         else:
             raise ConfigError("batch has neither H_0to1 nor T_0to1: cannot compute ground truth")
+        if "lines" in f0 and "lines" in f1:
+            gt.update(self.line_ground_truth(data, f0, f1))
         return {f"gt_{k}": v for k, v in gt.items()}
+
+    def line_ground_truth(self, data: dict, f0: dict, f1: dict) -> dict:
+        """`line_matches0/1`, `line_assignment` (docs/lines.md); without depth maps: all −2."""
+        from ..geometry.lines import (
+            gt_line_matches_from_homography,
+            gt_line_matches_from_pose_depth,
+        )
+
+        l0, l1, v0, v1 = f0["lines"], f1["lines"], f0.get("valid_lines"), f1.get("valid_lines")
+        if "H_0to1" in data:
+            outs = [
+                gt_line_matches_from_homography(
+                    l0[b : b + 1],
+                    l1[b : b + 1],
+                    data["H_0to1"][b],
+                    self._size(data, "0", f0, b),
+                    self._size(data, "1", f1, b),
+                    None if v0 is None else v0[b : b + 1],
+                    None if v1 is None else v1[b : b + 1],
+                )  # fmt: skip
+                for b in range(l0.shape[0])
+            ]
+            out = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+        else:
+            v0d, v1d = data.get("view0", {}), data.get("view1", {})
+            if v0d.get("depth") is None or v1d.get("depth") is None:
+                b, n0, n1 = l0.shape[0], l0.shape[1], l1.shape[1]
+                full = lambda n: torch.full((b, n), -2, dtype=torch.long, device=l0.device)
+                return {
+                    "line_matches0": full(n0),
+                    "line_matches1": full(n1),
+                    "line_assignment": torch.zeros(b, n0, n1, dtype=torch.bool, device=l0.device),
+                }
+            K0 = data["K0"] if "K0" in data else v0d["K"]
+            K1 = data["K1"] if "K1" in data else v1d["K"]
+            out = gt_line_matches_from_pose_depth(
+                l0, l1, data["T_0to1"], K0, K1, v0d["depth"], v1d["depth"], v0, v1
+            )
+        return {k: v.to(l0.device) for k, v in out.items()}
+
+    def _size(self, data: dict, i: str, f: dict, b: int) -> tuple[float, float]:
+        s = self._image_size(data, i, f)[b]
+        return float(s[0]), float(s[1])
 
     def _features(self, data: dict, i: str) -> dict:
         if f"keypoints{i}" in data:  # cached features
-            f = {k: data[f"{k}{i}"] for k in (*FEATURE_KEYS, "mask") if f"{k}{i}" in data}
+            keys = (*FEATURE_KEYS, "mask", "lines", "line_scores", "valid_lines")
+            f = {k: data[f"{k}{i}"] for k in keys if f"{k}{i}" in data}
             return f
         return self.extract(data[f"view{i}"])
 

@@ -68,7 +68,20 @@ def draw_all(
     if "matches" in which:
         files["matches"] = out / f"{stem}_matches.png"
         title_m = f"{title}: {len(result)} matches, {what}"
-        plot_matches(img0, img1, p0, p1, result.scores, inl, files["matches"], title=title_m)
+        seg = lambda ln, sc: None if ln is None else _pts(ln, sc).reshape(-1, 2, 2)
+        plot_matches(
+            img0,
+            img1,
+            p0,
+            p1,
+            result.scores,
+            inl,
+            files["matches"],
+            title=title_m,
+            lines0=seg(result.lines0, s0),
+            lines1=seg(result.lines1, s1),
+            line_matches=result.line_matches,
+        )
     if "inliers" in which:
         files["inliers"] = out / f"{stem}_inliers.png"
         keep = inl if inl is not None else np.zeros(len(result), bool)

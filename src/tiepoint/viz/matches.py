@@ -1,4 +1,5 @@
-"""Side-by-side match plot: lines coloured by confidence, outliers of the robust fit in grey."""
+"""Side-by-side match plot: connectors coloured by confidence, outliers of the robust fit in grey;
+line segments (line pipelines) drawn over the images."""
 
 from __future__ import annotations
 
@@ -43,7 +44,12 @@ def plot_matches(
     title: str | None = None,
     max_lines: int = 2000,
     dpi: int = 100,
+    lines0: np.ndarray | None = None,
+    lines1: np.ndarray | None = None,
+    line_matches: np.ndarray | None = None,
 ):
+    """Point matches as connectors; line segments (`lines*` (L,2,2), matched pairs
+    `line_matches` (K,2)) drawn on the images, each matched pair in its own colour."""
     canvas, dx = side_by_side(img0, img1)
     h, w = canvas.shape[:2]
     fig = plt.figure(figsize=(w / dpi, h / dpi + (0.4 if title else 0)), dpi=dpi)
@@ -59,6 +65,10 @@ def plot_matches(
         (x0, y0), (x1, y1) = points0[i], points1[i]
         color = cmap(float(scores[i])) if inliers[i] else (0.6, 0.6, 0.6, 0.6)
         ax.plot([x0, x1 + dx], [y0, y1], color=color, lw=0.7 if inliers[i] else 0.4)
+    if lines0 is not None or lines1 is not None:
+        from .lines import draw_lines
+
+        draw_lines(ax, lines0, lines1, dx, line_matches)
     ax.scatter(points0[:, 0], points0[:, 1], s=2, c="lime", lw=0) if k else None
     ax.scatter(points1[:, 0] + dx, points1[:, 1], s=2, c="lime", lw=0) if k else None
     ax.set_xlim(0, w)
