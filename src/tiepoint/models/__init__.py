@@ -19,6 +19,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "nearest_neighbor": "tiepoint.models.matchers.nearest_neighbor:NearestNeighborMatcher",
         "lightglue": "tiepoint.models.matchers.lightglue:LightGlue",
         "diffglue": "tiepoint.models.matchers.diffglue:DiffGlue",
+        "reasoning": "tiepoint.models.matchers.reasoning:Reasoning",
     },
     "dense": {
         "dkm": "tiepoint.models.dense.dkm:DKM",
