@@ -108,15 +108,22 @@ def reference(args) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(base.conf, folder / "model_config.yaml")
     state = {**base.state_dict(), "dino.stray": torch.zeros(1)}
-    torch.save({"state_dict": state, "optimizer": {}, "epoch": 2, "iter": 1, "batch": 1},
-               folder / "checkpoint_2_1024000.pt")
+    torch.save(
+        {"state_dict": state, "optimizer": {}, "epoch": 2, "iter": 1, "batch": 1},
+        folder / "checkpoint_2_1024000.pt",
+    )
     model = dr.Reasoning(base, dev=None).eval()
     with torch.inference_mode():
         preds = [model({"image": im}) for im in images]
         pred = {f"{k}{i}": v for i, p in enumerate(preds) for k, v in p.items()}
         res = model.match({"image0": images[0], "image1": images[1]}, pred=pred)
-    keep = ["reasoning_features", "semantic_features", "all_reasoning_features",
-            "all_semantic_features", "dino_features"]
+    keep = [
+        "reasoning_features",
+        "semantic_features",
+        "all_reasoning_features",
+        "all_semantic_features",
+        "dino_features",
+    ]
     saved = {f"{k}{i}": p[k] for i, p in enumerate(preds) for k in keep}
     saved.update({"feats": feats, "mkpts0": res["matches0"][0], "mkpts1": res["matches1"][0]})
     torch.save(saved, out / "ref_out.pt")
@@ -145,26 +152,50 @@ def main(args) -> None:
         for i, (im, (k, d)) in enumerate(zip(images, ref["feats"])):
             o = model.refine(im, k, d)
             refined.append(o["descriptors"])
-            for key in ("dino_features", "reasoning_features", "semantic_features",
-                        "all_reasoning_features", "all_semantic_features"):
+            for key in (
+                "dino_features",
+                "reasoning_features",
+                "semantic_features",
+                "all_reasoning_features",
+                "all_semantic_features",
+            ):
                 r = ref[f"{key}{i}"]
                 rows[f"{key}{i}"] = {
                     "max_abs": (o[key] - r).abs().max().item(),
                     "ref_scale": r.abs().max().item(),
                 }
-        pred = model({"keypoints0": ref["feats"][0][0], "keypoints1": ref["feats"][1][0],
-                      "descriptors0": refined[0], "descriptors1": refined[1]})
+        pred = model(
+            {
+                "keypoints0": ref["feats"][0][0],
+                "keypoints1": ref["feats"][1][0],
+                "descriptors0": refined[0],
+                "descriptors1": refined[1],
+            }
+        )
     m0 = pred["matches0"][0]
     valid = m0 > -1
     ours0 = ref["feats"][0][0][0][valid]
     ours1 = ref["feats"][1][0][0][m0[valid]]
-    same = ours0.shape == ref["mkpts0"].shape and torch.equal(ours0, ref["mkpts0"]) and \
-        torch.equal(ours1, ref["mkpts1"])
-    print(json.dumps({
-        "torch": torch.__version__, "keypoints": N_KPTS, "image_size": list(images[0].shape[-2:]),
-        "outputs": rows, "matches_ours": int(valid.sum()), "matches_ref": len(ref["mkpts0"]),
-        "identical_matches": bool(same), "seconds_ours": round(time.perf_counter() - t, 1),
-    }, indent=1))
+    same = (
+        ours0.shape == ref["mkpts0"].shape
+        and torch.equal(ours0, ref["mkpts0"])
+        and torch.equal(ours1, ref["mkpts1"])
+    )
+    print(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "keypoints": N_KPTS,
+                "image_size": list(images[0].shape[-2:]),
+                "outputs": rows,
+                "matches_ours": int(valid.sum()),
+                "matches_ref": len(ref["mkpts0"]),
+                "identical_matches": bool(same),
+                "seconds_ours": round(time.perf_counter() - t, 1),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":
