@@ -166,6 +166,8 @@ UNVERIFIED = {
     "dkmv3_outdoor",
     "dkmv3_indoor",
     "gim_dkm_100h",
+    *(f"dinov2_vit{s}14" for s in "sblg"),
+    *(f"reasoning_{stem}" for stem in weights.REASONING_ZIPS),
 }
 
 
