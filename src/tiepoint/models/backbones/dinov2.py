@@ -27,6 +27,9 @@ ARCHS: dict[str, tuple[int, int, int, str]] = {
     "dinov2_vitb14": (768, 12, 12, "mlp"),
     "dinov2_vitl14": (1024, 24, 16, "mlp"),
     "dinov2_vitg14": (1536, 40, 24, "swiglu"),
+    # not a DINOv2 release: a small ViT of the same interface, randomly initialised, for offline
+    # demonstrations when no DINOv2 file is at hand (no weights exist for it)
+    "vit_tiny14": (192, 4, 3, "mlp"),
 }
 
 
