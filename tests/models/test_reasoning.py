@@ -323,3 +323,15 @@ def test_pipeline_extract_caches_refined_descriptors(tmp_path, data_dir):
     again = m.match_features(f0, f1)
     direct = m.match(folder / "img1.png", folder / "img2.png")
     assert (again.matches == direct.matches).all() and len(direct.matches) > 0
+
+
+def test_head_state_dict_file_loads_too(tmp_path):
+    """Besides release zips, a plain state dict of the head (tiepoint's layout) loads."""
+    state = _reference_state(5)
+    torch.save(state, tmp_path / "head.pt")
+    conf = {"name": "reasoning", "features": "xfeat", "layers": 2, "dino_weights": None}
+    model = get_model("matcher", {**conf, "weights": str(tmp_path / "head.pt")})
+    assert torch.equal(model.head.joint_features.weight, state["joint_features.weight"])
+    with pytest.raises(WeightsError) as e:  # a 5-layer model cannot take a 2-layer file
+        get_model("matcher", {**conf, "layers": 5, "weights": str(tmp_path / "head.pt")})
+    assert "head.pt" in _one_line(e) and "missing keys" in str(e.value)

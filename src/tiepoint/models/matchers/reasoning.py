@@ -63,6 +63,11 @@ def _locate(name_or_path) -> Path:
     return path if path.is_dir() else resolve(name_or_path)
 
 
+def _is_release(path: Path) -> bool:
+    """A release zip or unpacked folder (a PyTorch file is a zip too, so the suffix decides)."""
+    return path.is_dir() or path.suffix.lower() == ".zip"
+
+
 class Reasoning(FeatureMatcher):
     default_conf = {
         "features": None,  # base extractor preset (FEATURES): its dimension and release
@@ -108,7 +113,10 @@ class Reasoning(FeatureMatcher):
         name = conf.weights
         if name is None and conf.features is not None and conf.pretrained:
             name = FEATURES[conf.features]["weights"]
-        return None if name is None else read_release(_locate(name), conf.checkpoint)
+        if name is None:
+            return None
+        path = _locate(name)
+        return read_release(path, conf.checkpoint) if _is_release(path) else None
 
     def _init(self, conf):
         release = self._release(conf)
@@ -137,12 +145,14 @@ class Reasoning(FeatureMatcher):
             logger.warning("reasoning: DINOv2 left randomly initialised (dino_weights=null)")
         if release is not None:
             load_state_strict(self.head, release.state, release.source, "Descriptor Reasoning head")
+        elif conf.weights is not None:  # a state dict of the head in tiepoint's layout
+            self.load_weights(conf.weights)
 
     def load_weights(self, name_or_path) -> None:
         """A release zip/folder (architecture must match this model's), or a state dict of the
         head in tiepoint's layout."""
         path = _locate(name_or_path)
-        if path.is_dir() or path.suffix == ".zip":
+        if _is_release(path):
             release = read_release(path, self.conf.checkpoint)
             wrong = {k: v for k, v in release.arch.items() if self.arch.get(k) != v}
             if wrong:
