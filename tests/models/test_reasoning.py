@@ -4,6 +4,7 @@ one-line errors. (Parity with the reference code: benchmarks/reasoning_parity.py
 
 from __future__ import annotations
 
+import math
 import zipfile
 
 import pytest
@@ -335,3 +336,24 @@ def test_head_state_dict_file_loads_too(tmp_path):
     with pytest.raises(WeightsError) as e:  # a 5-layer model cannot take a 2-layer file
         get_model("matcher", {**conf, "layers": 5, "weights": str(tmp_path / "head.pt")})
     assert "head.pt" in _one_line(e) and "missing keys" in str(e.value)
+
+
+def test_dual_softmax_nll_against_hand_computation():
+    """Raw (un-normalised) scores t·t' × s·s'; mean over GT pairs of −log row-softmax and
+    −log column-softmax, halved (the reference's `(nll(pred0) + nll(pred1)) / 2`)."""
+    from tiepoint.models.matchers.reasoning_head import dual_softmax_nll
+
+    f0 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    f1 = torch.tensor([[1.0, 1.0], [0.0, 1.0], [3.0, 0.0]])
+    s0, s1 = torch.ones(2, 1), torch.tensor([[1.0], [2.0], [1.0]])
+    idx0, idx1 = torch.tensor([0, 1]), torch.tensor([2, 1])
+    d = [[1.0, 0.0, 3.0], [4.0, 4.0, 0.0]]  # (f0·f1ᵀ) × (s0·s1ᵀ), by hand
+
+    def lsm(row, i):
+        return row[i] - math.log(sum(math.exp(v) for v in row))
+
+    rows = [lsm(d[0], 2), lsm(d[1], 1)]
+    cols = [lsm([d[0][2], d[1][2]], 0), lsm([d[0][1], d[1][1]], 1)]
+    expected = -(sum(rows) / 2 + sum(cols) / 2) / 2
+    got = dual_softmax_nll(f0, s0, f1, s1, idx0, idx1, conditioning=True)
+    assert abs(got.item() - expected) < 1e-5
