@@ -347,7 +347,7 @@ def test_dual_softmax_nll_against_hand_computation():
     f1 = torch.tensor([[1.0, 1.0], [0.0, 1.0], [3.0, 0.0]])
     s0, s1 = torch.ones(2, 1), torch.tensor([[1.0], [2.0], [1.0]])
     idx0, idx1 = torch.tensor([0, 1]), torch.tensor([2, 1])
-    d = [[1.0, 0.0, 3.0], [4.0, 4.0, 0.0]]  # (f0·f1ᵀ) × (s0·s1ᵀ), by hand
+    d = [[1.0, 0.0, 3.0], [2.0, 4.0, 0.0]]  # (f0·f1ᵀ) × (s0·s1ᵀ), by hand
 
     def lsm(row, i):
         return row[i] - math.log(sum(math.exp(v) for v in row))
