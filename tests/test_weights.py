@@ -174,6 +174,8 @@ UNVERIFIED = {
     "loftr_indoor",
     "loftr_indoor_ds_new",
     "gim_loftr_50h",
+    *(f"dinov2_vit{s}14" for s in "sblg"),
+    *(f"reasoning_{stem}" for stem in weights.REASONING_ZIPS),
 }
 # CSAIL's scene-parsing server publishes its models over plain http only
 HTTP_ONLY = {

@@ -118,6 +118,8 @@ def matcher_conf_from_checkpoint(weights, matcher_conf: DictConfig) -> DictConfi
     from . import weights as weights_lib
 
     cls = model_class("matcher", matcher_conf.name)
+    if hasattr(cls, "conf_for_weights"):  # weights that carry their own architecture file
+        return cls.conf_for_weights(weights, matcher_conf)
     path = Path(weights)
     state = weights_lib.load_state_dict(path) if path.is_file() else None
     trained = (
@@ -186,6 +188,9 @@ class Matcher:
         t = img.tensor.to(self.device)
         t = images.rgb_to_gray(t) if self.extractor.grayscale else images.gray_to_rgb(t)
         pred = self.extractor({"image": t})
+        refine = getattr(self.matcher, "refine_features", None)
+        if refine is not None:  # a per-image refinement (reasoning): cache its descriptors
+            pred = {**pred, **refine({**pred, "image": img.tensor.to(self.device)})}
         kpts = images.scale_points(
             pred["keypoints"][0].float().cpu().numpy(), 1.0 / img.scale
         ).astype(np.float32)

@@ -51,6 +51,25 @@ _LOFTR_UNVERIFIED = (
     "kornia's mirror of zju3dv/LoFTR's Google-Drive checkpoints; unreachable when the table was "
     "written, no checksum published"
 )
+_UNREACHABLE = "unreachable when the table was written; no checksum published"
+_DR = "https://github.com/verlab/DescriptorReasoning_ACCV_2024/releases/download/weights"
+# the 14 Descriptor Reasoning release zips (model_config.yaml + *.pt), named reasoning_<stem>
+REASONING_ZIPS = (
+    "xfeat",
+    "superpoint",
+    "alike",
+    "aliked",
+    "dedode_B",
+    "dedode_G",
+    "xfeat-12_layers-dino_G",
+    "xfeat-12_layers",
+    "xfeat-3_layers",
+    "xfeat-7_layers",
+    "xfeat-9_layers",
+    "xfeat-dino-G",
+    "xfeat-dino_B",
+    "xfeat-dino_L",
+)
 
 
 @dataclass(frozen=True)
@@ -175,6 +194,24 @@ WEIGHTS: dict[str, WeightFile] = {
             unverified="in GIM's repository (weights/); unreachable when the table was written, "
             "no checksum published",
         ),
+        *[
+            WeightFile(
+                name,
+                f"{name}_pretrain.pth",
+                f"https://dl.fbaipublicfiles.com/dinov2/{name}/{name}_pretrain.pth",
+                unverified=_UNREACHABLE,
+            )
+            for name in ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")
+        ],
+        *[
+            WeightFile(
+                f"reasoning_{stem}",
+                f"reasoning_{stem}.zip",
+                f"{_DR}/{stem}.zip",
+                unverified=_UNREACHABLE,
+            )
+            for stem in REASONING_ZIPS
+        ],
         WeightFile(
             "gim_dkm_100h",
             "gim_dkm_100h.ckpt",

@@ -27,6 +27,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "lightglue": "tiepoint.models.matchers.lightglue:LightGlue",
         "diffglue": "tiepoint.models.matchers.diffglue:DiffGlue",
         "superglue": "tiepoint.models.matchers.superglue:SuperGlue",
+        "reasoning": "tiepoint.models.matchers.reasoning:Reasoning",
     },
     "dense": {
         "dkm": "tiepoint.models.dense.dkm:DKM",
