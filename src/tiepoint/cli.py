@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "tiepoint.evaluation.cli",
     "tiepoint.training.cli",
     "tiepoint.reconstruction.cli",
+    "tiepoint.export.cli",
 ]
 
 
