@@ -132,34 +132,36 @@ def main() -> None:
 
 def onnx_comparison(args, a: Path, b: Path) -> None:
     """Per-pair time of torch and onnxruntime for each exportable pipeline, same settings, rounds
-    interleaved (torch, onnx, torch, ...) so a load change on the machine hits both alike."""
+    interleaved (torch, onnx, torch, ...) so a load change on the machine hits both alike. At the
+    presets' keypoint counts (each other count is another export)."""
     from tiepoint.export.onnx import EXPORTABLE, FIXED_DEPTH
 
     fixed = [f"matcher.{k}={v}" for k, v in FIXED_DEPTH.items()]
     print(
         f"{'pipeline (fixed depth)':24s} {'torch s':>8s} {'onnx s':>8s} {'torch/onnx':>10s} "
-        f"{'matches t/o':>12s}"
+        f"{'matches t/o':>13s} {'adaptive torch s':>16s} {'matches':>7s}"
     )
     for name in [p for p in args.pipelines if p in EXPORTABLE]:
-        overrides = [f"extractor.max_num_keypoints={args.max_keypoints}", *fixed]
         try:
-            mt = tiepoint.Matcher(name, resize=args.resize, device="cpu", overrides=overrides)
-            mo = tiepoint.Matcher(
-                name, resize=args.resize, backend="onnxruntime", overrides=overrides
-            )
+            mt = tiepoint.Matcher(name, resize=args.resize, device="cpu", overrides=fixed)
+            mo = tiepoint.Matcher(name, resize=args.resize, backend="onnxruntime")
+            ma = tiepoint.Matcher(name, resize=args.resize, device="cpu")  # the default
         except tiepoint.TiepointError as e:
             print(f"{name:24s} skipped: {e}")
             continue
-        times, n = {"torch": [], "onnx": []}, {}
-        mt.match(a, b), mo.match(a, b)  # warm-up
+        times, n = {"torch": [], "onnx": [], "adaptive": []}, {}
+        mt.match(a, b), mo.match(a, b), ma.match(a, b)  # warm-up
         for _ in range(args.repeats):
-            for key, m in (("torch", mt), ("onnx", mo)):
+            for key, m in (("torch", mt), ("onnx", mo), ("adaptive", ma)):
                 t = time.perf_counter()
                 r = m.match(a, b)
                 times[key].append(time.perf_counter() - t)
                 n[key] = len(r)
-        tt, to = min(times["torch"]), min(times["onnx"])
-        print(f"{name:24s} {tt:8.3f} {to:8.3f} {tt / to:10.2f} {n['torch']:6d}/{n['onnx']:<6d}")
+        tt, to, ta = (min(times[k]) for k in ("torch", "onnx", "adaptive"))
+        print(
+            f"{name:24s} {tt:8.3f} {to:8.3f} {tt / to:10.2f} {n['torch']:6d}/{n['onnx']:<6d} "
+            f"{ta:16.3f} {n['adaptive']:7d}"
+        )
 
 
 if __name__ == "__main__":
