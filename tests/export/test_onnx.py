@@ -108,6 +108,14 @@ def test_corrupt_onnx_file_is_one_line_error(tmp_path):
     assert "\n" not in str(e.value) and str(d) in str(e.value)
 
 
+def test_export_of_another_pipeline_or_overrides_refused(tmp_path):
+    d = _fake_export(tmp_path, None)
+    with pytest.raises(ConfigError, match="an export of 'aliked\\+lightglue', not of 'disk"):
+        Matcher("disk+lightglue", backend="onnxruntime", onnx_dir=d)
+    with pytest.raises(ConfigError, match="overrides are baked into an export"):
+        Matcher("aliked+lightglue", backend="onnxruntime", onnx_dir=d, overrides=["matcher.x=1"])
+
+
 def test_missing_or_bad_manifest(tmp_path):
     with pytest.raises(WeightsError, match="manifest not found"):
         Matcher("aliked+lightglue", backend="onnxruntime", onnx_dir=tmp_path)

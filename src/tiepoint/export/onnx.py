@@ -88,12 +88,12 @@ def export_pipeline(pipeline, out: str | os.PathLike, overrides=None) -> Path:
     `out` appears complete or not at all). Returns `out`."""
     from ..models import get_model
 
+    conf = export_conf(pipeline, overrides)
     try:
         import onnx  # noqa: F401  (the exporter needs it; fail with the install hint)
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise TiepointError(f"ONNX export needs `pip install tiepoint[onnx]` ({e})") from None
-    conf = export_conf(pipeline, overrides)
     extractor = get_model("extractor", conf.extractor).eval()
     matcher = get_model("matcher", conf.matcher).eval()
     graph = EXTRACTOR_GRAPHS[conf.extractor.name](extractor).eval()

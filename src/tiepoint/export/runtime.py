@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ImageError, WeightsError
+from ..errors import ConfigError, ImageError, WeightsError
 from .onnx import MANIFEST, conf_key, export_conf, export_pipeline
 
 
@@ -120,8 +120,17 @@ def load(pipeline, onnx_dir=None, overrides=None, threads=None):
         onnx_dir = default_dir(pipeline, overrides)
         if not (onnx_dir / MANIFEST).is_file():
             export_pipeline(pipeline, onnx_dir, overrides)
+    elif overrides:
+        raise ConfigError(
+            f"{onnx_dir}: overrides are baked into an export; export with them instead "
+            "(tiepoint export onnx --pipeline P OUT key=value ...)"
+        )
     onnx_dir = Path(os.fspath(onnx_dir))
     manifest = read_manifest(onnx_dir)
+    if isinstance(pipeline, str) and manifest.get("pipeline") not in (pipeline, "custom"):
+        raise ConfigError(
+            f"{onnx_dir}: an export of '{manifest.get('pipeline')}', not of '{pipeline}'"
+        )
     return (
         OnnxExtractor(onnx_dir, manifest, threads),
         OnnxMatcher(onnx_dir, manifest, threads),
