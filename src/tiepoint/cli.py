@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "tiepoint.video.cli",
     "tiepoint.ui.cli",
     "tiepoint.evaluation.eth3d",
+    "tiepoint.export.cli",
 ]
 
 
