@@ -22,7 +22,8 @@ def _pad(arrays: list[np.ndarray], length: int) -> torch.Tensor:
 
 def collate_pairs(pairs: list[tuple[Features, Features]], device) -> dict:
     """Matcher input for B pairs: `keypoints0` (B,M,2), `descriptors0`, `keypoint_scores0`,
-    `image_size0` (B,2), extras (`scales0`, `oris0`, ...), `mask0` (B,M) bool; same for 1."""
+    `image_size0` (B,2), extras (`scales0`, `oris0`, ...), `mask0` (B,M) bool; same for 1;
+    `padded_batch`: True."""
     data = {}
     for i in (0, 1):
         feats = [p[i] for p in pairs]
@@ -44,6 +45,7 @@ def collate_pairs(pairs: list[tuple[Features, Features]], device) -> dict:
         data[f"image_size{i}"] = torch.tensor(
             [f.image_size for f in feats], dtype=torch.float32, device=device
         )
+    data["padded_batch"] = True  # the matcher's masked path (`mask0/1` alone do not choose it)
     return data
 
 

@@ -254,7 +254,7 @@ class LightGlue(FeatureMatcher):
     }
 
     inference_keys = ("depth_confidence", "width_confidence", "filter_threshold")
-    supports_padding = True  # `mask0`/`mask1` batches of padded pairs (`_forward_padded`)
+    supports_padding = True  # `padded_batch` with `mask0`/`mask1` (`_forward_padded`)
 
     feature_presets = FEATURES
 
@@ -325,7 +325,9 @@ class LightGlue(FeatureMatcher):
         return self.posenc(kpts)
 
     def _forward(self, data: dict) -> dict:
-        if "mask0" in data or "mask1" in data:
+        # the masked path is asked for explicitly: the training pipeline's batches carry
+        # `mask0/1` too, but its loss needs the full log-assignment of the plain path
+        if data.get("padded_batch"):
             return self._forward_padded(data)
         kpts0, kpts1 = data["keypoints0"], data["keypoints1"]
         b, m, _ = kpts0.shape
