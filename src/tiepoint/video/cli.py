@@ -1,7 +1,7 @@
 """`tiepoint video <step>`: GIM's video self-training steps, one subcommand each.
 
 Add a step by writing `_add_<step>(vsub)` (parser + `set_defaults(func=...)`) and listing it
-in `STEPS`; `frames` and `label` are here, `propagate` and `show` come next.
+in `STEPS`: frames → label → propagate → show.
 """
 
 from __future__ import annotations
@@ -69,6 +69,105 @@ def cmd_label(args) -> int:
     return 0
 
 
+def _videos(args) -> list[str]:
+    from ..errors import DatasetError
+    from .propagate import list_videos
+
+    found = list_videos(args.pseudo)
+    if args.video is not None:
+        if args.video not in found:
+            raise DatasetError(f"{args.pseudo}: no labels of video '{args.video}' (found {found})")
+        return [args.video]
+    if not found:
+        raise DatasetError(f"{args.pseudo}: no label folders ('WALK METHOD [R] T|F [S] SKIP/...')")
+    return found
+
+
+def _conf(args):
+    from .propagate import PropagateConf
+
+    kw = {"step": args.step, "max_samples": args.max_samples}
+    kw["min_final_matches"] = args.min_final_matches
+    kw["min_inliers"] = args.min_inliers
+    kw["require_gim_sets"] = args.gim_sets
+    if args.label_sets:
+        kw["label_sets"] = tuple(args.label_sets)
+    return PropagateConf(**kw)
+
+
+def cmd_propagate(args) -> int:
+    from .propagate import propagate_video
+
+    conf = _conf(args)
+    for video in _videos(args):
+        s = propagate_video(args.pseudo, video, args.out, conf)
+        print(
+            f"{video}: {s['pairs']} propagated pairs ({s['written']} new), {s['bad']} rejected "
+            f"of {s['targets']} targets, from {len(s['label_sets'])} label sets "
+            f"[{', '.join(s['label_sets'])}] → {s['folder']}"
+        )
+    return 0
+
+
+def cmd_show(args) -> int:
+    from ..errors import DatasetError
+    from .propagate import show_chain
+
+    videos = _videos(args)
+    if len(videos) > 1:
+        raise DatasetError(f"{args.pseudo}: several videos {videos}; choose one with --video")
+    s = show_chain(
+        args.pseudo,
+        videos[0],
+        args.out,
+        target=args.target,
+        frames_dir=args.frames,
+        conf=_conf(args),
+        dpi=args.dpi,
+    )
+    print(
+        f"{videos[0]}: chain {s['pair'][0]}→{s['pair'][1]}, {len(s['hops'])} hops, "
+        f"{s['labels']} labels → {s['path']}"
+    )
+    return 0
+
+
+def _propagate_options(p) -> None:
+    p.add_argument("pseudo", help="label root written by `tiepoint video label`")
+    p.add_argument("--video", default=None, help="video id (default: every video found)")
+    p.add_argument(
+        "--label-sets",
+        nargs="+",
+        default=None,
+        metavar="SET",
+        help="outer folder names to combine, e.g. 'WALK SIFT [R] F [S] 20' (default: all found)",
+    )
+    p.add_argument("--gim-sets", action="store_true", help="GIM's rule: require its 24 sets")
+    p.add_argument("--step", type=int, default=1000, help="target = idx0 + step * largest skip")
+    p.add_argument("--max-samples", type=int, default=-1, help="> 0: GIM's seeded subsample")
+    p.add_argument("--min-final-matches", type=int, default=512, help="links need this many")
+    p.add_argument("--min-inliers", type=int, default=64, help="after the final F-MAGSAC 1 px")
+
+
+def _add_propagate(vsub) -> None:
+    p = vsub.add_parser(
+        "propagate", help="propagate labels to wide baselines as GIM does (resumable)"
+    )
+    _propagate_options(p)
+    p.add_argument("out", help="output root ('{methods} {skips} {resizes} FM PM'/<vid>/i0_i1.npy)")
+    p.set_defaults(func=cmd_propagate)
+
+
+def _add_show(vsub) -> None:
+    p = vsub.add_parser("show", help="picture of one propagated chain (frames, hops, labels)")
+    _propagate_options(p)
+    p.add_argument("out", help="output picture (.png)")
+    p.add_argument("--target", type=int, nargs=2, default=None, metavar=("I0", "I1"))
+    p.add_argument("--frames", default=None, help="frames folder ({idx}.png) to draw")
+    p.add_argument("--dpi", type=int, default=90)
+    p.set_defaults(func=cmd_show)
+
+
 def _add_frames(vsub) -> None:
     p = vsub.add_parser("frames", help="sample and cache a video's frames as GIM does")
     p.add_argument("video", help="any video OpenCV (FFmpeg) decodes")
@@ -116,11 +215,13 @@ def _add_label(vsub) -> None:
     p.set_defaults(func=cmd_label)
 
 
-STEPS = [_add_frames, _add_label]  # later: _add_propagate, _add_show
+STEPS = [_add_frames, _add_label, _add_propagate, _add_show]
 
 
 def register(subparsers) -> None:
-    video = subparsers.add_parser("video", help="GIM: frames and pseudo-labels from videos")
+    video = subparsers.add_parser(
+        "video", help="GIM: frames, pseudo-labels and propagation from videos"
+    )
     # argparse cannot parse intermixed options around a nested sub-parser: this level parses
     # plainly; its subcommands (SubcommandParser) still accept overrides after options
     video._inside = True
