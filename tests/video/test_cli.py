@@ -110,3 +110,19 @@ def test_final_filter_is_the_estimator_interface_with_identical_inliers():
         np.testing.assert_array_equal(got, ref)
         assert 0.3 < got.mean() < 1.0
     assert not fundamental_inliers(np.zeros((5, 2)), np.zeros((5, 2)), PropagateConf()).any()
+
+
+def test_video_label_and_propagate_shards_through_the_cli(synthetic_frames, tmp_path, capsys):
+    """`--shard 0/2` + `--shard 1/2` write the files the plain (local, unsharded) run writes."""
+    frames = str(synthetic_frames.folder)
+    for i in (0, 1):
+        argv = ["video", "label", frames, str(tmp_path / "s"), "--skips", "0", "--device", "cpu"]
+        assert main([*argv, "--shard", f"{i}/2", "extractor.max_num_keypoints=1500"]) == 0
+    argv = ["video", "label", frames, str(tmp_path / "p"), "--skips", "0", "--device", "cpu"]
+    assert main([*argv, "extractor.max_num_keypoints=1500"]) == 0
+    a, b = (sorted((tmp_path / d).rglob("*.npy")) for d in ("s", "p"))
+    assert len(a) == len(b) >= 4
+    for x, y in zip(a, b):
+        assert x.name == y.name and x.read_bytes() == y.read_bytes()
+    assert main(["video", "label", frames, str(tmp_path / "s"), "--shard", "2/2"]) == 2
+    assert "--shard '2/2'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ Ray on several machines needs OUT on a filesystem all of them can see (NFS, Lust
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -190,14 +191,15 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 class LocalExecutor:
     """One worker in this process."""
 
-    def __init__(self, spec: WorkerSpec, name: str = "local"):
+    def __init__(self, spec: WorkerSpec, name: str = "local", worker_cls: type = None):
         self.spec, self.name = spec, name
+        self.worker_cls = worker_cls or Worker  # any class with (spec, name), close(), ping()
         self._worker: Worker | None = None
 
     @property
     def worker(self) -> Worker:
         if self._worker is None:
-            self._worker = Worker(self.spec, self.name)
+            self._worker = self.worker_cls(self.spec, self.name)
         return self._worker
 
     def run(self, method: str, items: list, desc: str) -> dict:
@@ -226,6 +228,7 @@ class RayExecutor:
         num_cpus: float = 1,
         num_gpus: float | None = None,
         batch_size: int = 4,
+        worker_cls: type = None,
     ):
         try:
             import ray
@@ -250,8 +253,8 @@ class RayExecutor:
             cpus = ray.cluster_resources().get("CPU", 1)
             num_workers = max(1, int(cpus // num_cpus))
         if spec.torch_threads is None:
-            spec = WorkerSpec(**{**spec.__dict__, "torch_threads": max(1, int(num_cpus))})
-        actor = ray.remote(Worker).options(num_cpus=num_cpus, num_gpus=num_gpus)
+            spec = dataclasses.replace(spec, torch_threads=max(1, int(num_cpus)))
+        actor = ray.remote(worker_cls or Worker).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self.actors = [actor.remote(spec, f"ray-w{k}") for k in range(num_workers)]
         self.batch_size = batch_size
         self.items_per_worker = [0] * num_workers  # how the work was spread (reported, tested)
@@ -314,12 +317,15 @@ def make_executor(
     workers: int | None = None,
     ray_address: str | None = None,
     shard: tuple[int, int] | None = None,
+    worker_cls: type = None,
 ):
+    """`worker_cls` (default: reconstruction's `Worker`) lets other steps (video labelling and
+    propagation) run on the same executors."""
     if kind == "local":
         name = f"shard-{shard[0]}-of-{shard[1]}" if shard else "local"
-        return LocalExecutor(spec, name)
+        return LocalExecutor(spec, name, worker_cls)
     if kind == "ray":
         if shard:
             raise ConfigError("--shard is for batch schedulers without Ray; use one or the other")
-        return RayExecutor(spec, num_workers=workers, address=ray_address)
+        return RayExecutor(spec, num_workers=workers, address=ray_address, worker_cls=worker_cls)
     raise ConfigError(f"--executor '{kind}': expected 'local' or 'ray'")

@@ -33,13 +33,54 @@ def cmd_frames(args) -> int:
     return 0
 
 
+def _executor_options(p) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per CPU)")
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--shard", default=None, help="i/N: this batch job's block of the work")
+
+
+def _on_executor(args) -> bool:
+    return args.executor != "local" or args.shard is not None
+
+
 def cmd_label(args) -> int:
     import numpy as np
 
+    from ..reconstruction.executors import parse_shard
     from .frames import FrameSet
     from .labels import Labeler, label_video
 
     fs = FrameSet.load(args.frames)
+    resize = {"no": (False,), "yes": (True,), "both": (False, True)}[args.resize]
+    if _on_executor(args):
+        from .jobs import VideoJobSpec, label_videos
+
+        spec = VideoJobSpec(
+            out=str(args.out),
+            pipeline=args.pipeline,
+            method=args.method,
+            mask_mode=args.mask_mode,
+            device=args.device,
+            weights=args.weights,
+            overrides=list(args.overrides),
+            masks=args.masks,
+            crop_method=args.crop_method,
+            threshold=args.threshold,
+        )
+        dirs = label_videos(
+            [args.frames],
+            spec,
+            args.skips,
+            resize,
+            args.executor,
+            args.workers,
+            parse_shard(args.shard),
+            args.ray_address,
+        )
+        for d in dirs:
+            print(f"{d.parent.name}: {len(np.load(d / 'nums.npy'))} pairs labelled → {d}")
+        return 0
     labeler = Labeler(
         args.pipeline,
         method=args.method,
@@ -48,7 +89,6 @@ def cmd_label(args) -> int:
         weights=args.weights,
         overrides=args.overrides,
     )
-    resize = {"no": (False,), "yes": (True,), "both": (False, True)}[args.resize]
     dirs = label_video(
         labeler,
         fs,
@@ -96,9 +136,26 @@ def _conf(args):
 
 
 def cmd_propagate(args) -> int:
+    from ..reconstruction.executors import parse_shard
     from .propagate import propagate_video
 
     conf = _conf(args)
+    if _on_executor(args):
+        from .jobs import propagate_videos
+
+        shard = parse_shard(args.shard)
+        for s in propagate_videos(
+            args.pseudo,
+            args.out,
+            _videos(args),
+            conf,
+            args.executor,
+            args.workers,
+            shard,
+            args.ray_address,
+        ):
+            print(f"{s['pairs']} propagated pairs, {s['bad']} rejected → {s['folder']}")
+        return 0
     for video in _videos(args):
         s = propagate_video(args.pseudo, video, args.out, conf)
         print(
@@ -155,6 +212,7 @@ def _add_propagate(vsub) -> None:
     )
     _propagate_options(p)
     p.add_argument("out", help="output root ('{methods} {skips} {resizes} FM PM'/<vid>/i0_i1.npy)")
+    _executor_options(p)
     p.set_defaults(func=cmd_propagate)
 
 
@@ -211,6 +269,7 @@ def _add_label(vsub) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="F-MAGSAC pixels (GIM: 0.5)")
     p.add_argument("--device", default=None)
     p.add_argument("--weights", default=None)
+    _executor_options(p)
     p.add_argument("overrides", nargs="*", help="dotted pipeline overrides")
     p.set_defaults(func=cmd_label)
 
