@@ -129,6 +129,12 @@ class SuperPoint(Extractor):
         top = self.conf.max_num_keypoints
         top = None if top is None or top <= 0 else int(top)
 
+        if "keypoints" in data:  # given points (GIM's zero-shot training): describe them only
+            kpts = data["keypoints"].to(image.dtype)
+            g = 2 * kpts / kpts.new_tensor([max(w - 1, 1), max(h - 1, 1)]) - 1
+            s = F.grid_sample(scores[:, None], g[:, None], "bilinear", align_corners=True)[:, 0, 0]
+            d = F.normalize(sample_descriptors(desc, kpts), dim=-1)
+            return {"keypoints": kpts, "keypoint_scores": s, "descriptors": d}
         per_image = []
         for i in range(image.shape[0]):
             yx = (scores[i] > (self.conf.detection_threshold or 0.0)).nonzero()

@@ -286,6 +286,8 @@ class LightGlue(FeatureMatcher):
         layer's assignment head; the NLLs are combined with `loss.gamma`; the token-confidence BCE of
         the n−1 heads is added in training mode. In eval mode only the output is scored.
         """
+        if "zs_num_labels" in data:
+            return self.zero_shot_loss(pred, data)
         lc = self.conf.loss
         final = pred["log_assignment"]
         layers = []
@@ -305,6 +307,23 @@ class LightGlue(FeatureMatcher):
             total = total + float(lc.confidence_weight) * closs
         losses["total"] = total
         return losses, matcher_metrics(pred, data)
+
+    def zero_shot_loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
+        """GIM-LightGlue's loss on video labels (`train-gim-glue`): keypoint i of image 0 and
+        keypoint i of image 1 are the i-th label for i < K (`zs_num_labels`, (B,)); the loss of a
+        pair is −mean(diag(log_assignment[:K, :K])), positives only (nothing is known about the
+        other points). Metric `label_recall`: the fraction of the K labels matched to their partner.
+        """
+        la = pred["log_assignment"]
+        k = torch.as_tensor(data["zs_num_labels"], device=la.device).reshape(-1)
+        n = min(la.shape[1], la.shape[2]) - 1
+        idx = torch.arange(n, device=la.device)
+        diag = la[:, idx, idx]  # (B, n)
+        valid = idx[None] < k[:, None]
+        nll = -(diag * valid).sum(1) / valid.sum(1).clamp(min=1)
+        hit = (pred["matches0"][:, :n] == idx[None]) & valid
+        recall = hit.sum(1).float() / valid.sum(1).clamp(min=1)
+        return {"total": nll, "zs_nll": nll.detach()}, {"label_recall": recall}
 
     def confidence_threshold(self, layer_index: int) -> float:
         threshold = 0.8 + 0.1 * math.exp(-4.0 * layer_index / self.conf.n_layers)
