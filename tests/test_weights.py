@@ -166,6 +166,7 @@ UNVERIFIED = {
     "dkmv3_outdoor",
     "dkmv3_indoor",
     "gim_dkm_100h",
+    "gim_lightglue_100h",
 }
 
 

@@ -217,7 +217,12 @@ _LEGACY = re.compile(r"^(self_attn|cross_attn)\.(\d+)\.")
 
 def convert_state_dict(state: dict) -> dict:
     """Accept the official files (legacy flat `self_attn.{i}` keys or current names), `matcher.`-prefixed
-    checkpoints (LighterGlue, Glue Factory and tiepoint training) and `{"model": ...}` wrappers."""
+    checkpoints (LighterGlue, Glue Factory and tiepoint training), `{"model": ...}` wrappers and GIM's
+    Lightning checkpoints (`state_dict` with `model.*` LightGlue and `superpoint.*` keys)."""
+    if isinstance(state.get("state_dict"), dict):  # Lightning (GIM's gim_lightglue_100h.ckpt)
+        state = state["state_dict"]
+    if any(k.startswith("superpoint.") for k in state):  # GIM: `superpoint.*` + `model.*`
+        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if any(k.startswith("matcher.") for k in state):
