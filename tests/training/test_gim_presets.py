@@ -1,4 +1,5 @@
-"""The GIM presets run in the existing trainer on propagated video labels (`video_labels`)."""
+"""The GIM presets run in the existing trainer on propagated video labels (`video_labels`).
+Slow (two short trainer runs)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from tiepoint.training.checkpoints import list_checkpoints, load_checkpoint
 from tiepoint.video.propagate import propagate_video
 from tiepoint.weights import load_state_dict
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory):
     """Two videos' propagated labels (GIM layout) and frame caches."""
     root = tmp_path_factory.mktemp("walk")
     for k, v in enumerate(("walk a", "walk b")):
-        write_gim_labels(root / "pseudo", Scene(methods=("SIFT",), seed=k), v)
-        render_frames(root / "frames" / v, seed=k)
+        write_gim_labels(root / "pseudo", Scene(methods=("SIFT",), seed=k), v, 81, resizes=("F",))
+        render_frames(root / "frames" / v, frames=81, seed=k)
         s = propagate_video(root / "pseudo", v, root / "prop", max_samples=2)
     return s["folder"].parent, root / "frames"
 
@@ -44,7 +47,7 @@ def common(walk, steps):
 
 
 def test_gim_lightglue_preset_trains_on_video_labels(walk, tmp_path):
-    over = common(walk, 2) + [
+    over = common(walk, 1) + [
         "model.extractor={name: aliked, model_name: aliked-n16, max_num_keypoints: 64,"
         " detection_threshold: -1}",
         "model.num_keypoints=64",

@@ -46,7 +46,8 @@ def test_video_propagate_and_show(tmp_path, capsys):
 
     from .synthetic_labels import Scene, write_gim_labels
 
-    pseudo = write_gim_labels(tmp_path / "pseudo", Scene(methods=("SIFT",)), "walk a")
+    small = dict(frames=81, resizes=("F",))  # 17 frames, one resize: a fast test
+    pseudo = write_gim_labels(tmp_path / "pseudo", Scene(methods=("SIFT",)), "walk a", **small)
     argv = ["video", "propagate", str(pseudo), str(tmp_path / "cli"), "--max-samples", "2"]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -65,10 +66,10 @@ def test_video_propagate_and_show(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["SIFT 10 20 F FM 32 PM 512"]
     # the chain picture
     png = tmp_path / "chain.png"
-    argv = ["video", "show", str(pseudo), str(png), "--target", "0", "160", "--dpi", "40"]
+    argv = ["video", "show", str(pseudo), str(png), "--target", "0", "80", "--dpi", "40"]
     assert main(argv) == 0
     ref = show_chain(
-        pseudo, "walk a", tmp_path / "ref.png", target=(0, 160), conf=PropagateConf(), dpi=40
+        pseudo, "walk a", tmp_path / "ref.png", target=(0, 80), conf=PropagateConf(), dpi=40
     )
     assert f"chain {ref['pair'][0]}→{ref['pair'][1]}" in capsys.readouterr().out
     assert ref["pair"][1] - ref["pair"][0] >= 40
@@ -77,7 +78,7 @@ def test_video_propagate_and_show(tmp_path, capsys):
     # one-line errors: unknown video, several videos without --video, missing root
     assert main(["video", "propagate", str(pseudo), str(tmp_path / "x"), "--video", "nope"]) == 2
     assert "no labels of video 'nope'" in capsys.readouterr().err
-    write_gim_labels(pseudo, Scene(methods=("SIFT",)), "walk b")
+    write_gim_labels(pseudo, Scene(methods=("SIFT",)), "walk b", **small)
     assert main(["video", "show", str(pseudo), str(png)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "several videos" in err

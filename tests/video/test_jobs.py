@@ -50,9 +50,10 @@ def test_labelling_is_identical_on_every_executor(synthetic_frames, tmp_path):
 
 
 def test_propagation_is_identical_on_every_executor(tmp_path):
-    pseudo = write_gim_labels(tmp_path / "pseudo", Scene(methods=("SIFT",)), "walk a")
-    write_gim_labels(pseudo, Scene(methods=("SIFT",), seed=1), "walk b")
-    kw = dict(max_samples=3)
+    small = dict(frames=81, resizes=("F",))
+    pseudo = write_gim_labels(tmp_path / "pseudo", Scene(methods=("SIFT",)), "walk a", **small)
+    write_gim_labels(pseudo, Scene(methods=("SIFT",), seed=1), "walk b", **small)
+    kw = dict(max_samples=3, step=2)
     from tiepoint.video.propagate import PropagateConf
 
     for v in ("walk a", "walk b"):
@@ -89,7 +90,9 @@ def test_ray_actors_write_the_same_files(synthetic_frames, tmp_path):
     spec = VideoJobSpec(out=str(tmp_path / "ray"), device="cpu", overrides=OVR)
     label_videos([str(synthetic_frames.folder)], spec, skips=(0, 1), executor="ray", workers=2)
     assert tree(tmp_path / "ray") == tree(tmp_path / "api")
-    pseudo = write_gim_labels(tmp_path / "pseudo", Scene(methods=("SIFT",)), "walk a")
+    pseudo = write_gim_labels(
+        tmp_path / "pseudo", Scene(methods=("SIFT",)), "walk a", frames=81, resizes=("F",)
+    )
     propagate_video(pseudo, "walk a", tmp_path / "papi", max_samples=3)
     from tiepoint.video.propagate import PropagateConf
 
