@@ -80,7 +80,7 @@ def evaluate_h(videos, weights, args) -> dict:
         for i, j in TEST_PAIRS:
             if j >= len(v.homographies):
                 continue
-            r = m.match(fs.folder / f"{i}.png", fs.folder / f"{j}.png")
+            r = m.match(Path(fs.folder) / f"{i}.png", Path(fs.folder) / f"{j}.png")
             lab = np.c_[r.points0, r.points1]
             H = v.gt(i, j)
             e = transfer_error(lab, H) if len(lab) else np.zeros(0)
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--min-final-matches", type=int, default=128)  # 320×240 SIFT: ~600 labels/pair
     ap.add_argument("--keypoints", type=int, default=256)
     ap.add_argument("--eval-every", type=int, default=20)
-    ap.add_argument("--minutes", type=float, default=7.0)
+    ap.add_argument("--minutes", type=float, default=6.0)
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--max-rotation", type=float, default=30.0)
     ap.add_argument("--skip-eval-pairs", action="store_true")
