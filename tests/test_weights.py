@@ -176,6 +176,7 @@ UNVERIFIED = {
     "gim_loftr_50h",
     *(f"dinov2_vit{s}14" for s in "sblg"),
     *(f"reasoning_{stem}" for stem in weights.REASONING_ZIPS),
+    "gim_lightglue_100h",
 }
 # CSAIL's scene-parsing server publishes its models over plain http only
 HTTP_ONLY = {

@@ -213,6 +213,13 @@ WEIGHTS: dict[str, WeightFile] = {
             for stem in REASONING_ZIPS
         ],
         WeightFile(
+            "gim_lightglue_100h",
+            "gim_lightglue_100h.ckpt",
+            "https://github.com/xuelunshen/gim/raw/refs/heads/main/weights/gim_lightglue_100h.ckpt",
+            unverified="in GIM's repository (weights/), unreachable when the table was written; "
+            "no checksum published",
+        ),
+        WeightFile(
             "gim_dkm_100h",
             "gim_dkm_100h.ckpt",
             # GIM README's Google-Drive file (id 1gk97V4IROnR1Nprq10W9NCFUv2mxXR_-); large files

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..geometry.dense_gt import dense_gt
 from . import model_class
 from .base import BaseModel
-from .dense.losses import dense_metrics, dkm_loss
+from .dense.losses import dense_metrics, dkm_loss, dkm_zero_shot_loss
 
 # pipeline-side defaults of the dense model's config (only keys its class has are set)
 TRAINING_DEFAULTS = {"trainable": True, "symmetric": False}
@@ -73,6 +73,7 @@ class DenseTwoViewPipeline(BaseModel):
             "local_dist": 4.0,
             "local_largest_scale": 8,
             "rel_depth_tol": 0.05,  # depth GT: relative depth agreement (occlusion check)
+            "zs_max_labels": 2048,  # GIM video labels: random labels per pair in the ZS loss
         },
         "pck_thresholds": [1, 3, 5],  # validation PCK@t, in pixels of image 1
     }
@@ -96,6 +97,18 @@ class DenseTwoViewPipeline(BaseModel):
     def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
         """DKM's multi-scale loss; metrics (B,): EPE and PCK of the finest scale in image-1 pixels."""
         lc = self.conf.loss
+        if "pseudo_labels" in data:  # GIM video labels: the zero-shot loss at the labels
+            num = torch.as_tensor(data["num_labels"]).reshape(-1)
+            lab = data["pseudo_labels"][:, : max(int(num.max()), 1)]
+            im0, im1 = data["view0"]["image"], data["view1"]["image"]
+            return dkm_zero_shot_loss(
+                pred,
+                lab.to(im0.device),
+                num,
+                (im0.shape[-1], im0.shape[-2]),
+                (im1.shape[-1], im1.shape[-2]),
+                max_labels=int(lc.zs_max_labels),
+            )
         cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
         def gt(hw):

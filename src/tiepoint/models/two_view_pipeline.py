@@ -4,7 +4,9 @@
 features, ground-truth labels (`gt_*`) and the matcher's predictions in one flat dict. Keypoint
 sets are brought to exactly `num_keypoints` per image (the best-scored ones, topped up with random
 *padding* points: random location inside the image, random unit descriptor, score 0, `mask` False)
-so batches stack; padding points are labelled unmatched (−1).
+so batches stack; padding points are labelled unmatched (−1). A batch of GIM video labels
+(`pseudo_labels`, `num_labels`) gets the zero-shot keypoints instead (`extract_with_labels`) and
+`zs_num_labels`, which the matcher's loss reads (LightGlue: GIM's diagonal loss).
 """
 
 from __future__ import annotations
@@ -132,6 +134,26 @@ class TwoViewPipeline(BaseModel):
         return {k: torch.stack([o[k] for o in out]) for k in out[0]}
 
     @torch.no_grad()
+    def extract_with_labels(self, view: dict, points: torch.Tensor, num: torch.Tensor) -> dict:
+        """GIM's zero-shot keypoints: the first K of `num_keypoints` are the label points
+        `points` (B,P,2), the rest random points; all described by the frozen extractor."""
+        images, sizes = view["image"], view.get("image_size")
+        n, out = self.num_keypoints, []
+        for b in range(images.shape[0]):
+            img = images[b : b + 1]
+            img = rgb_to_gray(img) if self.extractor.grayscale else gray_to_rgb(img)
+            size = sizes[b] if sizes is not None else torch.tensor([img.shape[-1], img.shape[-2]])
+            w, h = int(size[0]), int(size[1])
+            k = min(int(num[b]), n)
+            rnd = torch.rand(n - k, 2, device=img.device) * img.new_tensor([w - 1, h - 1])
+            kpts = torch.cat([points[b, :k].to(img.dtype), rnd], 0)
+            pred = self.extractor({"image": img[..., :h, :w], "keypoints": kpts[None]})
+            feats = {key: pred[key][0].float() for key in FEATURE_KEYS if key in pred}
+            feats["mask"] = torch.ones(n, dtype=torch.bool, device=img.device)
+            out.append(feats)
+        return {k: torch.stack([o[k] for o in out]) for k in out[0]}
+
+    @torch.no_grad()
     def ground_truth(self, data: dict, f0: dict, f1: dict) -> dict:
         g = self.conf.ground_truth
         kp0, kp1 = f0["keypoints"], f1["keypoints"]
@@ -235,11 +257,20 @@ class TwoViewPipeline(BaseModel):
         )
 
     def _forward(self, data: dict) -> dict:
-        f0, f1 = self._features(data, "0"), self._features(data, "1")
+        zero_shot = "pseudo_labels" in data  # GIM video labels (datasets/video_labels)
+        if zero_shot:
+            num = torch.as_tensor(data["num_labels"]).reshape(-1)
+            lab = data["pseudo_labels"][:, : max(int(num.max()), 1)]
+            f0 = self.extract_with_labels(data["view0"], lab[..., :2], num)
+            f1 = self.extract_with_labels(data["view1"], lab[..., 2:], num)
+        else:
+            f0, f1 = self._features(data, "0"), self._features(data, "1")
         out = {f"{k}0": v for k, v in f0.items()} | {f"{k}1": v for k, v in f1.items()}
         out["image_size0"] = self._image_size(data, "0", f0)
         out["image_size1"] = self._image_size(data, "1", f1)
-        if "gt_matches0" not in data:
+        if zero_shot:  # keypoint i of image 0 ↔ keypoint i of image 1 for i < zs_num_labels
+            out["zs_num_labels"] = num.clamp(max=self.num_keypoints).to(lab.device)
+        elif "gt_matches0" not in data:
             out.update(self.ground_truth(data, f0, f1))
         matcher_in = {k: v for k, v in out.items() if not k.startswith("gt_")}
         if getattr(self.matcher, "uses_ground_truth", False):  # DiffGlue noises the GT assignment

@@ -12,6 +12,7 @@ Ray on several machines needs OUT on a filesystem all of them can see (NFS, Lust
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -192,10 +193,10 @@ class LocalExecutor:
     evaluation export) run on the same executors: any class built as `cls(spec, name)` whose
     methods take a list of items and return (key, error or None) pairs, with `close` and `ping`."""
 
-    def __init__(self, spec, name: str = "local", worker_cls=None):
+    def __init__(self, spec: WorkerSpec, name: str = "local", worker_cls: type = None):
         self.spec, self.name = spec, name
-        self.worker_cls = worker_cls or Worker
-        self._worker = None
+        self.worker_cls = worker_cls or Worker  # any class with (spec, name), close(), ping()
+        self._worker: Worker | None = None
 
     @property
     def worker(self):
@@ -229,7 +230,7 @@ class RayExecutor:
         num_cpus: float = 1,
         num_gpus: float | None = None,
         batch_size: int = 4,
-        worker_cls=None,
+        worker_cls: type = None,
     ):
         try:
             import ray
@@ -254,7 +255,7 @@ class RayExecutor:
             cpus = ray.cluster_resources().get("CPU", 1)
             num_workers = max(1, int(cpus // num_cpus))
         if spec.torch_threads is None:
-            spec = type(spec)(**{**spec.__dict__, "torch_threads": max(1, int(num_cpus))})
+            spec = dataclasses.replace(spec, torch_threads=max(1, int(num_cpus)))
         actor = ray.remote(worker_cls or Worker).options(num_cpus=num_cpus, num_gpus=num_gpus)
         self.actors = [actor.remote(spec, f"ray-w{k}") for k in range(num_workers)]
         self.batch_size = batch_size
@@ -318,8 +319,10 @@ def make_executor(
     workers: int | None = None,
     ray_address: str | None = None,
     shard: tuple[int, int] | None = None,
-    worker_cls=None,
+    worker_cls: type = None,
 ):
+    """`worker_cls` (default: reconstruction's `Worker`) lets other steps (video labelling and
+    propagation) run on the same executors."""
     if kind == "local":
         name = f"shard-{shard[0]}-of-{shard[1]}" if shard else "local"
         return LocalExecutor(spec, name, worker_cls)

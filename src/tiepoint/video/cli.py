@@ -1,7 +1,7 @@
 """`tiepoint video <step>`: GIM's video self-training steps, one subcommand each.
 
 Add a step by writing `_add_<step>(vsub)` (parser + `set_defaults(func=...)`) and listing it
-in `STEPS`; `frames`, `masks` and `label` are here, `propagate` and `show` come next.
+in `STEPS`: frames → masks → label → propagate → show.
 """
 
 from __future__ import annotations
@@ -33,13 +33,54 @@ def cmd_frames(args) -> int:
     return 0
 
 
+def _executor_options(p) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per CPU)")
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--shard", default=None, help="i/N: this batch job's block of the work")
+
+
+def _on_executor(args) -> bool:
+    return args.executor != "local" or args.shard is not None
+
+
 def cmd_label(args) -> int:
     import numpy as np
 
+    from ..reconstruction.executors import parse_shard
     from .frames import FrameSet
     from .labels import Labeler, label_video
 
     fs = FrameSet.load(args.frames)
+    resize = {"no": (False,), "yes": (True,), "both": (False, True)}[args.resize]
+    if _on_executor(args):
+        from .jobs import VideoJobSpec, label_videos
+
+        spec = VideoJobSpec(
+            out=str(args.out),
+            pipeline=args.pipeline,
+            method=args.method,
+            mask_mode=args.mask_mode,
+            device=args.device,
+            weights=args.weights,
+            overrides=list(args.overrides),
+            masks=args.masks,
+            crop_method=args.crop_method,
+            threshold=args.threshold,
+        )
+        dirs = label_videos(
+            [args.frames],
+            spec,
+            args.skips,
+            resize,
+            args.executor,
+            args.workers,
+            parse_shard(args.shard),
+            args.ray_address,
+        )
+        for d in dirs:
+            print(f"{d.parent.name}: {len(np.load(d / 'nums.npy'))} pairs labelled → {d}")
+        return 0
     labeler = Labeler(
         args.pipeline,
         method=args.method,
@@ -48,7 +89,6 @@ def cmd_label(args) -> int:
         weights=args.weights,
         overrides=args.overrides,
     )
-    resize = {"no": (False,), "yes": (True,), "both": (False, True)}[args.resize]
     dirs = label_video(
         labeler,
         fs,
@@ -67,6 +107,123 @@ def cmd_label(args) -> int:
             f"{int(nums.sum())} labels → {d}"
         )
     return 0
+
+
+def _videos(args) -> list[str]:
+    from ..errors import DatasetError
+    from .propagate import list_videos
+
+    found = list_videos(args.pseudo)
+    if args.video is not None:
+        if args.video not in found:
+            raise DatasetError(f"{args.pseudo}: no labels of video '{args.video}' (found {found})")
+        return [args.video]
+    if not found:
+        raise DatasetError(f"{args.pseudo}: no label folders ('WALK METHOD [R] T|F [S] SKIP/...')")
+    return found
+
+
+def _conf(args):
+    from .propagate import PropagateConf
+
+    kw = {"step": args.step, "max_samples": args.max_samples}
+    kw["min_final_matches"] = args.min_final_matches
+    kw["min_inliers"] = args.min_inliers
+    kw["require_gim_sets"] = args.gim_sets
+    if args.label_sets:
+        kw["label_sets"] = tuple(args.label_sets)
+    return PropagateConf(**kw)
+
+
+def cmd_propagate(args) -> int:
+    from ..reconstruction.executors import parse_shard
+    from .propagate import propagate_video
+
+    conf = _conf(args)
+    if _on_executor(args):
+        from .jobs import propagate_videos
+
+        shard = parse_shard(args.shard)
+        for s in propagate_videos(
+            args.pseudo,
+            args.out,
+            _videos(args),
+            conf,
+            args.executor,
+            args.workers,
+            shard,
+            args.ray_address,
+        ):
+            print(f"{s['pairs']} propagated pairs, {s['bad']} rejected → {s['folder']}")
+        return 0
+    for video in _videos(args):
+        s = propagate_video(args.pseudo, video, args.out, conf)
+        print(
+            f"{video}: {s['pairs']} propagated pairs ({s['written']} new), {s['bad']} rejected "
+            f"of {s['targets']} targets, from {len(s['label_sets'])} label sets "
+            f"[{', '.join(s['label_sets'])}] → {s['folder']}"
+        )
+    return 0
+
+
+def cmd_show(args) -> int:
+    from ..errors import DatasetError
+    from .propagate import show_chain
+
+    videos = _videos(args)
+    if len(videos) > 1:
+        raise DatasetError(f"{args.pseudo}: several videos {videos}; choose one with --video")
+    s = show_chain(
+        args.pseudo,
+        videos[0],
+        args.out,
+        target=args.target,
+        frames_dir=args.frames,
+        conf=_conf(args),
+        dpi=args.dpi,
+    )
+    print(
+        f"{videos[0]}: chain {s['pair'][0]}→{s['pair'][1]}, {len(s['hops'])} hops, "
+        f"{s['labels']} labels → {s['path']}"
+    )
+    return 0
+
+
+def _propagate_options(p) -> None:
+    p.add_argument("pseudo", help="label root written by `tiepoint video label`")
+    p.add_argument("--video", default=None, help="video id (default: every video found)")
+    p.add_argument(
+        "--label-sets",
+        nargs="+",
+        default=None,
+        metavar="SET",
+        help="outer folder names to combine, e.g. 'WALK SIFT [R] F [S] 20' (default: all found)",
+    )
+    p.add_argument("--gim-sets", action="store_true", help="GIM's rule: require its 24 sets")
+    p.add_argument("--step", type=int, default=1000, help="target = idx0 + step * largest skip")
+    p.add_argument("--max-samples", type=int, default=-1, help="> 0: GIM's seeded subsample")
+    p.add_argument("--min-final-matches", type=int, default=512, help="links need this many")
+    p.add_argument("--min-inliers", type=int, default=64, help="after the final F-MAGSAC 1 px")
+
+
+def _add_propagate(vsub) -> None:
+    p = vsub.add_parser(
+        "propagate", help="propagate labels to wide baselines as GIM does (resumable)"
+    )
+    _propagate_options(p)
+    p.add_argument("out", help="output root ('{methods} {skips} {resizes} FM PM'/<vid>/i0_i1.npy)")
+    _executor_options(p)
+    p.set_defaults(func=cmd_propagate)
+
+
+def _add_show(vsub) -> None:
+    p = vsub.add_parser("show", help="picture of one propagated chain (frames, hops, labels)")
+    _propagate_options(p)
+    p.add_argument("out", help="output picture (.png)")
+    p.add_argument("--target", type=int, nargs=2, default=None, metavar=("I0", "I1"))
+    p.add_argument("--frames", default=None, help="frames folder ({idx}.png) to draw")
+    p.add_argument("--dpi", type=int, default=90)
+    p.set_defaults(func=cmd_show)
 
 
 def _add_frames(vsub) -> None:
@@ -112,6 +269,7 @@ def _add_label(vsub) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="F-MAGSAC pixels (GIM: 0.5)")
     p.add_argument("--device", default=None)
     p.add_argument("--weights", default=None)
+    _executor_options(p)
     p.add_argument("overrides", nargs="*", help="dotted pipeline overrides")
     p.set_defaults(func=cmd_label)
 
@@ -122,11 +280,13 @@ def _add_masks(vsub) -> None:
     register_masks(vsub)
 
 
-STEPS = [_add_frames, _add_masks, _add_label]  # later: _add_propagate, _add_show
+STEPS = [_add_frames, _add_masks, _add_label, _add_propagate, _add_show]
 
 
 def register(subparsers) -> None:
-    video = subparsers.add_parser("video", help="GIM: frames and pseudo-labels from videos")
+    video = subparsers.add_parser(
+        "video", help="GIM: frames, pseudo-labels and propagation from videos"
+    )
     # argparse cannot parse intermixed options around a nested sub-parser: this level parses
     # plainly; its subcommands (SubcommandParser) still accept overrides after options
     video._inside = True

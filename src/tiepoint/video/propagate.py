@@ -221,20 +221,34 @@ def link(label0: np.ndarray, label1: np.ndarray, min_matches: int):
 
 
 def fundamental_inliers(p0: np.ndarray, p1: np.ndarray, conf: PropagateConf) -> np.ndarray:
-    """GIM's final filter: OpenCV USAC_MAGSAC fundamental matrix (one place to swap estimators)."""
-    if len(p0) < 8:
-        return np.zeros(len(p0), bool)
-    F, mask = cv2.findFundamentalMat(
-        p0.astype(np.float64),
-        p1.astype(np.float64),
-        cv2.USAC_MAGSAC,
-        ransacReprojThreshold=conf.fm_threshold,
+    """GIM's final filter: OpenCV USAC_MAGSAC fundamental matrix through the estimator interface
+    (the same cv2 call with the same arguments: identical inliers, tested)."""
+    from ..estimators import estimate_fundamental
+
+    est = estimate_fundamental(
+        np.asarray(p0, np.float64),
+        np.asarray(p1, np.float64),
+        "opencv",
+        conf.fm_threshold,
+        method="usac_magsac",
         confidence=conf.fm_confidence,
-        maxIters=conf.fm_max_iters,
+        max_iters=conf.fm_max_iters,
     )
-    if F is None or mask is None:
-        return np.zeros(len(p0), bool)
-    return mask.ravel() > 0
+    return est.inliers
+
+
+def list_videos(pseudo_root) -> list[str]:
+    """Video names found under a pseudo-label root (inner folders of every WALK set), sorted."""
+    root = Path(pseudo_root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: pseudo-label folder not found")
+    names = set()
+    for outer in root.iterdir():
+        if outer.is_dir() and SET_RE.match(outer.name):
+            for inner in outer.iterdir():
+                if inner.is_dir() and VIDEO_RE.match(inner.name) and video_name(inner.name):
+                    names.add(video_name(inner.name))
+    return sorted(names)
 
 
 class Propagator:

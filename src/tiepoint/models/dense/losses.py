@@ -124,3 +124,52 @@ def dense_metrics(
     for t in thresholds:
         out[f"pck@{t:g}"] = ratio(((err < t) & valid).sum(1).float())
     return out
+
+
+def dkm_zero_shot_loss(
+    pred: Mapping,
+    labels: torch.Tensor,
+    num_labels: torch.Tensor,
+    size0,
+    size1,
+    max_labels: int = 2048,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """GIM-DKM's loss on video labels (`train-gim-dkm:modules/loss.py`): at every scale, sample
+    the predicted warp (bilinear) at up to `max_labels` random labels of image 0 and take the L2
+    distance to the label in image 1, in normalised coordinates; mean per pair, then over the
+    batch, summed over scales (like `dkm_loss`). GIM's certainty BCE on pseudo labels is not
+    added (GIM computes it and leaves it out). `labels` (B,P,4) pixels of images with sizes
+    `size0`/`size1` (W,H); `num_labels` (B,) valid rows. Metrics (B,): EPE and PCK@1/3/5 at the
+    labels at the finest scale, in image-1 pixels."""
+    b, p = labels.shape[:2]
+    dev = labels.device
+    k = torch.as_tensor(num_labels, device=dev).reshape(-1)
+    valid = torch.arange(p, device=dev)[None] < k[:, None]
+    if p > max_labels:  # a uniform random subset of each pair's valid labels
+        r = torch.rand(b, p, generator=generator).to(dev).masked_fill(~valid, 2.0)
+        rank = r.argsort(1).argsort(1)
+        valid = valid & (rank < max_labels)
+    wh0 = torch.as_tensor(size0, dtype=torch.float32, device=dev).reshape(-1, 2).expand(b, 2)
+    wh1 = torch.as_tensor(size1, dtype=torch.float32, device=dev).reshape(-1, 2).expand(b, 2)
+    u0 = (labels[..., :2].float() + 0.5) / wh0[:, None] * 2 - 1
+    u1 = (labels[..., 2:4].float() + 0.5) / wh1[:, None] * 2 - 1
+    n = valid.sum(1).clamp(min=1)
+    total, losses, finest = None, {}, None
+    for s, (warp, _) in scale_predictions(pred).items():
+        at = F.grid_sample(
+            warp.permute(0, 3, 1, 2).float(), u0[:, :, None], "bilinear", align_corners=False
+        )[..., 0].transpose(1, 2)  # (B,P,2)
+        d = (at - u1).norm(dim=-1)
+        per_pair = (d * valid).sum(1) / n
+        scale_loss = per_pair.mean()
+        total = scale_loss if total is None else total + scale_loss
+        losses[f"zs_epe_{s}"] = scale_loss.detach()
+        finest = at.detach()
+    losses["total"] = total
+    with torch.no_grad():
+        err = ((finest - u1) * wh1[:, None] / 2).norm(dim=-1)
+        metrics = {"epe": (err * valid).sum(1) / n}
+        for t in (1, 3, 5):
+            metrics[f"pck@{t}"] = ((err < t) & valid).sum(1).float() / n
+    return losses, metrics

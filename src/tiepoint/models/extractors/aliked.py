@@ -456,6 +456,13 @@ class ALIKED(Extractor):
             image = image.expand(-1, 3, -1, -1)
         image = image.to(self.block1.conv1.weight.dtype)
         scores, maps = self.dense(image)
-        kpts, kscores = self.detect(scores, data.get("image_size"))
+        if "keypoints" in data:  # given points (GIM's zero-shot training): describe them only
+            kpts = data["keypoints"].to(scores.dtype)
+            h, w = scores.shape[-2:]
+            wh = torch.tensor([max(w - 1, 1), max(h - 1, 1)], dtype=kpts.dtype, device=kpts.device)
+            grid = (2 * kpts / wh - 1).unsqueeze(1)
+            kscores = F.grid_sample(scores[:, None], grid, "bilinear", align_corners=True)[:, 0, 0]
+        else:
+            kpts, kscores = self.detect(scores, data.get("image_size"))
         desc = self.describe(maps, kpts)
         return {"keypoints": kpts, "keypoint_scores": kscores, "descriptors": desc}

@@ -53,6 +53,18 @@ def sample_descriptors(desc: torch.Tensor, kpts: torch.Tensor, stride: int = 8) 
     return out[..., 0].transpose(1, 2)
 
 
+def convert_state_dict(state: dict) -> dict:
+    """The official `superpoint_v1.pth` as it is; GIM's checkpoints (Lightning `state_dict` whose
+    `superpoint.*` keys sit next to LightGlue's `model.*`): the `superpoint.` part, unprefixed."""
+    if isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if any(k.startswith("superpoint.") for k in state):
+        state = {
+            k[len("superpoint.") :]: v for k, v in state.items() if k.startswith("superpoint.")
+        }
+    return state
+
+
 class SuperPointNet(nn.Module):
     """The network, with the layer names of the official checkpoint."""
 
@@ -110,7 +122,8 @@ class SuperPoint(Extractor):
     def _init(self, conf: DictConfig) -> None:
         self.net = SuperPointNet(self.descriptor_dim)
         source = self.weight_names(conf)[0]
-        load_state_strict(self.net, weights_lib.load_state_dict(source), source, "SuperPoint")
+        state = convert_state_dict(weights_lib.load_state_dict(source))
+        load_state_strict(self.net, state, source, "SuperPoint")
 
     def _forward(self, data: dict) -> dict:
         image = data["image"]
@@ -129,6 +142,12 @@ class SuperPoint(Extractor):
         top = self.conf.max_num_keypoints
         top = None if top is None or top <= 0 else int(top)
 
+        if "keypoints" in data:  # given points (GIM's zero-shot training): describe them only
+            kpts = data["keypoints"].to(image.dtype)
+            g = 2 * kpts / kpts.new_tensor([max(w - 1, 1), max(h - 1, 1)]) - 1
+            s = F.grid_sample(scores[:, None], g[:, None], "bilinear", align_corners=True)[:, 0, 0]
+            d = F.normalize(sample_descriptors(desc, kpts), dim=-1)
+            return {"keypoints": kpts, "keypoint_scores": s, "descriptors": d}
         per_image = []
         for i in range(image.shape[0]):
             yx = (scores[i] > (self.conf.detection_threshold or 0.0)).nonzero()

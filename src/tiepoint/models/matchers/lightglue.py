@@ -222,7 +222,12 @@ _LEGACY = re.compile(r"^(self_attn|cross_attn)\.(\d+)\.")
 
 def convert_state_dict(state: dict) -> dict:
     """Accept the official files (legacy flat `self_attn.{i}` keys or current names), `matcher.`-prefixed
-    checkpoints (LighterGlue, Glue Factory and tiepoint training) and `{"model": ...}` wrappers."""
+    checkpoints (LighterGlue, Glue Factory and tiepoint training), `{"model": ...}` wrappers and GIM's
+    Lightning checkpoints (`state_dict` with `model.*` LightGlue and `superpoint.*` keys)."""
+    if isinstance(state.get("state_dict"), dict):  # Lightning (GIM's gim_lightglue_100h.ckpt)
+        state = state["state_dict"]
+    if any(k.startswith("superpoint.") for k in state):  # GIM: `superpoint.*` + `model.*`
+        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if any(k.startswith("matcher.") for k in state):
@@ -292,6 +297,8 @@ class LightGlue(FeatureMatcher):
         layer's assignment head; the NLLs are combined with `loss.gamma`; the token-confidence BCE of
         the n−1 heads is added in training mode. In eval mode only the output is scored.
         """
+        if "zs_num_labels" in data:
+            return self.zero_shot_loss(pred, data)
         lc = self.conf.loss
         final = pred["log_assignment"]
         layers = []
@@ -311,6 +318,23 @@ class LightGlue(FeatureMatcher):
             total = total + float(lc.confidence_weight) * closs
         losses["total"] = total
         return losses, matcher_metrics(pred, data)
+
+    def zero_shot_loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
+        """GIM-LightGlue's loss on video labels (`train-gim-glue`): keypoint i of image 0 and
+        keypoint i of image 1 are the i-th label for i < K (`zs_num_labels`, (B,)); the loss of a
+        pair is −mean(diag(log_assignment[:K, :K])), positives only (nothing is known about the
+        other points). Metric `label_recall`: the fraction of the K labels matched to their partner.
+        """
+        la = pred["log_assignment"]
+        k = torch.as_tensor(data["zs_num_labels"], device=la.device).reshape(-1)
+        n = min(la.shape[1], la.shape[2]) - 1
+        idx = torch.arange(n, device=la.device)
+        diag = la[:, idx, idx]  # (B, n)
+        valid = idx[None] < k[:, None]
+        nll = -(diag * valid).sum(1) / valid.sum(1).clamp(min=1)
+        hit = (pred["matches0"][:, :n] == idx[None]) & valid
+        recall = hit.sum(1).float() / valid.sum(1).clamp(min=1)
+        return {"total": nll, "zs_nll": nll.detach()}, {"label_recall": recall}
 
     def confidence_threshold(self, layer_index: int) -> float:
         threshold = 0.8 + 0.1 * math.exp(-4.0 * layer_index / self.conf.n_layers)
