@@ -20,6 +20,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "lightglue": "tiepoint.models.matchers.lightglue:LightGlue",
         "diffglue": "tiepoint.models.matchers.diffglue:DiffGlue",
         "superglue": "tiepoint.models.matchers.superglue:SuperGlue",
+        "gluestick": "tiepoint.models.matchers.gluestick:GlueStick",
     },
     "dense": {
         "dkm": "tiepoint.models.dense.dkm:DKM",
