@@ -49,9 +49,11 @@ class EndPtEncoder(nn.Module):
 
     def forward(self, lines: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         off = lines[:, :, 1] - lines[:, :, 0]
-        off = torch.stack([off, -off], 2)  # (B,L,2,2)
-        x = torch.cat([lines, off, scores[:, :, None, None].expand(-1, -1, 2, 1)], -1)
-        return self.encoder(x.flatten(1, 2))
+        off = torch.stack([off, -off], 2).flatten(1, 2)  # (B,2L,2)
+        # The official code gives endpoint k the score of line k mod L (`scores.repeat(1, 2)`,
+        # tiled, not interleaved); the released weights were trained so, hence kept.
+        tiled = scores.repeat(1, 2)[..., None]
+        return self.encoder(torch.cat([lines.flatten(1, 2), off, tiled], -1))
 
 
 class GNNLayer(nn.Module):
@@ -223,10 +225,11 @@ class GlueStick(FeatureMatcher):
     def _nodes(self, data: dict, i: str):
         """Graph nodes of image i: (keypoints, scores, descriptors, junction index (B,2L), number
         of prepended endpoint nodes)."""
-        kp, desc = data[f"keypoints{i}"].float(), data[f"descriptors{i}"].float()
+        dt = self.bin_score.dtype  # float32 unless the model was cast
+        kp, desc = data[f"keypoints{i}"].to(dt), data[f"descriptors{i}"].to(dt)
         b, n = kp.shape[:2]
         score = data.get(f"keypoint_scores{i}")
-        score = kp.new_zeros(b, n) if score is None else score.float()
+        score = kp.new_zeros(b, n) if score is None else score.to(dt)
         lines = data[f"lines{i}"]
         nl = lines.shape[1]
         if f"lines_junc_idx{i}" in data:  # the reference layout: junctions among the keypoints
@@ -241,10 +244,10 @@ class GlueStick(FeatureMatcher):
                 f"line_descriptors{i} (B,L,2,D) for lines{i}"
             )
         lscore = data.get(f"line_scores{i}")
-        lscore = kp.new_zeros(b, nl) if lscore is None else lscore.float()
-        kp = torch.cat([lines.float().flatten(1, 2), kp], 1)
+        lscore = kp.new_zeros(b, nl) if lscore is None else lscore.to(dt)
+        kp = torch.cat([lines.to(dt).flatten(1, 2), kp], 1)
         score = torch.cat([lscore.repeat_interleave(2, 1), score], 1)
-        desc = torch.cat([ldesc.float().flatten(1, 2), desc], 1)
+        desc = torch.cat([ldesc.to(dt).flatten(1, 2), desc], 1)
         junc = torch.arange(2 * nl, device=kp.device)[None].expand(b, -1)
         return kp, score, desc, junc, 2 * nl
 
@@ -269,8 +272,9 @@ class GlueStick(FeatureMatcher):
         desc1 = desc1.detach() + self.kenc(normalize_keypoints(kp1, size1), sc1)
         enc0 = enc1 = None
         if nl0 and nl1:
-            enc0 = self.lenc(_norm_lines(data["lines0"].float(), size0), _lscore(data, "0"))
-            enc1 = self.lenc(_norm_lines(data["lines1"].float(), size1), _lscore(data, "1"))
+            dt = kp0.dtype
+            enc0 = self.lenc(_norm_lines(data["lines0"].to(dt), size0), _lscore(data, "0", dt))
+            enc1 = self.lenc(_norm_lines(data["lines1"].to(dt), size1), _lscore(data, "1", dt))
         else:
             junc0, junc1 = junc0[:, :0], junc1[:, :0]
         desc0, desc1 = self.gnn(
@@ -374,10 +378,10 @@ def _no_matches(b, m, n, device):
     )
 
 
-def _lscore(data, i):
+def _lscore(data, i, dt):
     s = data.get(f"line_scores{i}")
     lines = data[f"lines{i}"]
-    return lines.new_zeros(lines.shape[:2]).float() if s is None else s.float()
+    return lines.new_zeros(lines.shape[:2], dtype=dt) if s is None else s.to(dt)
 
 
 def _norm_lines(lines: torch.Tensor, size) -> torch.Tensor:
@@ -385,5 +389,5 @@ def _norm_lines(lines: torch.Tensor, size) -> torch.Tensor:
 
 
 def _extent(kp: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
-    pts = torch.cat([kp, lines.float().flatten(1, 2)], 1)
+    pts = torch.cat([kp, lines.to(kp.dtype).flatten(1, 2)], 1)
     return 1 + pts.max(-2).values - pts.min(-2).values
