@@ -285,7 +285,10 @@ class GlueStick(FeatureMatcher):
         la = log_double_softmax(m0 @ m1.transpose(1, 2) / d**0.5, self.bin_score)
         if off0 or off1:  # prepended endpoint nodes: the point outputs cover the keypoints only
             la = la[:, off0:, off1:]
-        pm0, pm1, ps0, ps1 = filter_matches(la, self.conf.filter_threshold)
+        if la.shape[1] > 1 and la.shape[2] > 1:
+            pm0, pm1, ps0, ps1 = filter_matches(la, self.conf.filter_threshold)
+        else:  # only line endpoints in one image: no keypoint to match
+            pm0, pm1, ps0, ps1 = _no_matches(b, la.shape[1] - 1, la.shape[2] - 1, kp0.device)
         pred = {
             "matches0": pm0,
             "matches1": pm1,
