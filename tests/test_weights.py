@@ -170,6 +170,7 @@ UNVERIFIED = {
     "ade20k-resnet50dilated-ppm_deepsup-decoder",
     "superglue_indoor",
     "superglue_outdoor",
+    "gluestick_md",
 }
 # CSAIL's scene-parsing server publishes its models over plain http only
 HTTP_ONLY = {
