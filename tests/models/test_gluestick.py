@@ -177,6 +177,26 @@ def test_both_input_forms_give_the_same_matches():
     assert (a["line_matches0"] >= 0).any()
 
 
+def test_padding_lines_are_never_matched():
+    model = _randomise(GlueStick(TINY, filter_threshold=0.0))
+    data = _pair(n=(10, 10), nl=(4, 4))
+    for k in ("keypoints", "descriptors", "keypoint_scores", "lines", "line_scores"):
+        data[f"{k}1"] = data[f"{k}0"]
+    data["line_descriptors1"] = data["line_descriptors0"]
+    with torch.no_grad():
+        full = model(data)["line_matches0"]
+        data["valid_lines0"] = torch.tensor([[True, False, True, True]])
+        data["valid_lines1"] = torch.tensor([[True, True, True, False]])
+        p = model(data)
+    assert (full >= 0).sum() >= 3
+    m0, m1 = p["line_matches0"][0], p["line_matches1"][0]
+    assert m0[1] == -1 and p["line_matching_scores0"][0, 1] == 0 and (m0 != 3).all()
+    assert m1[3] == -1 and (m1 != 1).all()
+    for i in range(4):  # the rest is unchanged
+        if i != 1 and int(full[0, i]) != 3:
+            assert m0[i] == full[0, i]
+
+
 @pytest.mark.parametrize("nk,nl", [((0, 9), (4, 3)), ((12, 9), (0, 3)), ((0, 0), (0, 0))])
 def test_no_keypoints_or_no_lines_give_empty_matches(nk, nl):
     model = GlueStick(TINY).eval()

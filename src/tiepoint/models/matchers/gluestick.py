@@ -302,6 +302,7 @@ class GlueStick(FeatureMatcher):
             raw = line_scores_from_junctions(l0 @ l1.transpose(1, 2) / d**0.5, junc0, junc1)
             lla = log_double_softmax(raw, self.line_bin_score)
             lm0, lm1, ls0, ls1 = filter_matches(lla, self.conf.filter_threshold)
+            lm0, lm1, ls0, ls1 = _drop_padding(data, lm0, lm1, ls0, ls1)
         else:
             lla = kp0.new_zeros(b, nl0 + 1, nl1 + 1)
             lm0, lm1, ls0, ls1 = _no_matches(b, nl0, nl1, kp0.device)
@@ -370,6 +371,23 @@ def assignment_from_matches(m0: torch.Tensor, n: int) -> torch.Tensor:
     """(B,M) match indices (−1/−2 none) → (B,M,N) boolean positives."""
     idx = torch.arange(n, device=m0.device)
     return m0[..., None] == idx
+
+
+def _drop_padding(data, m0, m1, s0, s1):
+    """Padding lines (`valid_lines{i}` False, from batching) neither match nor are matched."""
+    v0, v1 = data.get("valid_lines0"), data.get("valid_lines1")
+    if v0 is None and v1 is None:
+        return m0, m1, s0, s1
+    v0 = torch.ones_like(m0, dtype=torch.bool) if v0 is None else v0.bool()
+    v1 = torch.ones_like(m1, dtype=torch.bool) if v1 is None else v1.bool()
+    keep0 = v0 & (m0 >= 0) & v1.gather(1, m0.clamp(min=0))
+    keep1 = v1 & (m1 >= 0) & v0.gather(1, m1.clamp(min=0))
+    return (
+        torch.where(keep0, m0, -1),
+        torch.where(keep1, m1, -1),
+        torch.where(keep0, s0, 0.0),
+        torch.where(keep1, s1, 0.0),
+    )
 
 
 def _no_matches(b, m, n, device):
