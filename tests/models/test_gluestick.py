@@ -252,6 +252,31 @@ def test_wrong_descriptor_size_is_clear():
         GlueStick(TINY)(data)
 
 
+def test_intermediate_line_supervision_adds_weighted_terms(tmp_path):
+    torch.manual_seed(0)
+    plain = GlueStick(TINY)
+    torch.save(plain.state_dict(), tmp_path / "official.pth")  # no inter_line_proj keys
+    model = GlueStick(
+        {**TINY, "inter_supervision": [0, 1], "weights": str(tmp_path / "official.pth")}
+    )
+    data = _pair(n=(10, 10), nl=(3, 3))
+    gt = {
+        "gt_matches0": torch.tensor([[0, 1, -1, -1, -2, 5, -1, -1, -1, -1]]),
+        "gt_matches1": torch.tensor([[0, 1, -1, -1, -1, 5, -1, -1, -1, -1]]),
+        "gt_line_matches0": torch.tensor([[1, -1, 0]]),
+        "gt_line_matches1": torch.tensor([[2, 0, -1]]),
+    }
+    pred = model.train()(data)
+    assert "line_0_log_assignment" in pred and "line_1_log_assignment" in pred
+    losses, _ = model.loss(pred, {**data, **gt})
+    losses_plain, _ = plain.loss(
+        {k: v for k, v in pred.items() if "_0_" not in k and "_1_" not in k}, {**data, **gt}
+    )
+    expect = losses_plain["total"] + 0.3 * losses["line_0_nll"] + 0.6 * losses["line_1_nll"]
+    torch.testing.assert_close(losses["total"], expect)
+    assert "line_0_log_assignment" not in model.eval()(data)
+
+
 def test_a_training_step_lowers_the_loss():
     torch.manual_seed(0)
     model = GlueStick(TINY).train()

@@ -101,7 +101,9 @@ class GlueStickGNN(nn.Module):
         self.line_layers = nn.ModuleList([LineLayer(dim) for _ in range(len(layer_names) // 2)])
         self.num_line_iterations = num_line_iterations
 
-    def forward(self, desc0, desc1, enc0, enc1, junc0, junc1, checkpointed=False):
+    def forward(self, desc0, desc1, enc0, enc1, junc0, junc1, checkpointed=False, keep=()):
+        """Also returns {i: (desc0, desc1)} after the cross layer of block i for i in `keep`."""
+        inter = {}
         run = (lambda f, *a: checkpoint(f, *a, use_reentrant=False)) if checkpointed else None
         has_lines = junc0.shape[1] > 0 and junc1.shape[1] > 0
         for i, layer in enumerate(self.layers):
@@ -111,7 +113,9 @@ class GlueStickGNN(nn.Module):
                 for _ in range(self.num_line_iterations):
                     args = (desc0, desc1, enc0, enc1, junc0, junc1)
                     desc0, desc1 = run(ll, *args) if run else ll(*args)
-        return desc0, desc1
+            if layer.type == "cross" and i // 2 in keep:
+                inter[i // 2] = (desc0, desc1)
+        return desc0, desc1, inter
 
 
 def log_double_softmax(scores: torch.Tensor, bin_score: torch.Tensor) -> torch.Tensor:
@@ -160,7 +164,10 @@ class GlueStick(FeatureMatcher):
         "weights": None,  # registered name or path; None with `preset` → the official weights
         "pretrained": True,
         "checkpointed": False,
-        "loss": {"nll_balancing": 0.5, "line_weight": 1.0},
+        # training: blocks whose line descriptors are also supervised (Glue Factory: [2, 5]),
+        # each through its own projection `inter_line_proj.{k}`
+        "inter_supervision": None,
+        "loss": {"nll_balancing": 0.5, "line_weight": 1.0, "inter_supervision": [0.3, 0.6]},
     }
     required_data_keys = [
         "keypoints0",
@@ -201,6 +208,13 @@ class GlueStick(FeatureMatcher):
         for proj in (self.final_proj, self.final_line_proj):
             nn.init.constant_(proj.bias, 0.0)
             nn.init.orthogonal_(proj.weight, gain=1)
+        inter = list(conf.inter_supervision or [])
+        if len(inter) > len(conf.loss.inter_supervision):
+            raise ConfigError("GlueStick: loss.inter_supervision needs one weight per block")
+        self.inter_line_proj = nn.ModuleList([nn.Conv1d(d, d, kernel_size=1) for _ in inter])
+        for proj in self.inter_line_proj:
+            nn.init.constant_(proj.bias, 0.0)
+            nn.init.orthogonal_(proj.weight, gain=1)
         self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
         self.register_parameter("line_bin_score", nn.Parameter(torch.tensor(1.0)))
         for name in self.weight_names(conf):
@@ -218,8 +232,10 @@ class GlueStick(FeatureMatcher):
                 f"GlueStick has descriptor_dim={d}"
             )
         for k, v in self.state_dict().items():
-            if k.endswith("num_batches_tracked") and k not in state:
-                state[k] = v.new_zeros(())
+            # BatchNorm counters of old files; training-only intermediate heads keep their init
+            fill = k.endswith("num_batches_tracked") or k.startswith("inter_line_proj.")
+            if fill and k not in state:
+                state[k] = v.clone()  # the model's own value (counter, or fresh init)
         load_state_strict(self, state, name_or_path, "GlueStick")
 
     def _nodes(self, data: dict, i: str):
@@ -277,8 +293,16 @@ class GlueStick(FeatureMatcher):
             enc1 = self.lenc(_norm_lines(data["lines1"].to(dt), size1), _lscore(data, "1", dt))
         else:
             junc0, junc1 = junc0[:, :0], junc1[:, :0]
-        desc0, desc1 = self.gnn(
-            desc0, desc1, enc0, enc1, junc0, junc1, self.conf.checkpointed and self.training
+        inter_blocks = list(self.conf.inter_supervision or []) if self.training else []
+        desc0, desc1, inter = self.gnn(
+            desc0,
+            desc1,
+            enc0,
+            enc1,
+            junc0,
+            junc1,
+            self.conf.checkpointed and self.training,
+            inter_blocks,
         )
         m0 = _pw(self.final_proj, desc0)
         m1 = _pw(self.final_proj, desc1)
@@ -297,10 +321,12 @@ class GlueStick(FeatureMatcher):
             "log_assignment": la,
         }
         if nl0 and nl1:
-            l0 = _pw(self.final_line_proj, desc0)
-            l1 = _pw(self.final_line_proj, desc1)
-            raw = line_scores_from_junctions(l0 @ l1.transpose(1, 2) / d**0.5, junc0, junc1)
-            lla = log_double_softmax(raw, self.line_bin_score)
+            lla = self._line_assignment(self.final_line_proj, desc0, desc1, junc0, junc1)
+            for k, blk in enumerate(inter_blocks):
+                if blk in inter:
+                    pred[f"line_{blk}_log_assignment"] = self._line_assignment(
+                        self.inter_line_proj[k], *inter[blk], junc0, junc1
+                    )
             lm0, lm1, ls0, ls1 = filter_matches(lla, self.conf.filter_threshold)
             lm0, lm1, ls0, ls1 = _drop_padding(data, lm0, lm1, ls0, ls1)
         else:
@@ -314,6 +340,13 @@ class GlueStick(FeatureMatcher):
             line_log_assignment=lla,
         )
         return pred
+
+    def _line_assignment(self, proj, desc0, desc1, junc0, junc1) -> torch.Tensor:
+        l0, l1 = _pw(proj, desc0), _pw(proj, desc1)
+        sim = l0 @ l1.transpose(1, 2) / self.conf.descriptor_dim**0.5
+        return log_double_softmax(
+            line_scores_from_junctions(sim, junc0, junc1), self.line_bin_score
+        )
 
     def _empty(self, b, m, n, nl0, nl1, device) -> dict:
         pm0, pm1, ps0, ps1 = _no_matches(b, m, n, device)
@@ -351,7 +384,15 @@ class GlueStick(FeatureMatcher):
                 g1,
                 bal,
             )
-            losses["total"] = nll + float(self.conf.loss.line_weight) * lnll
+            total = nll + float(self.conf.loss.line_weight) * lnll
+            gt_la = assignment_from_matches(g0, g1.shape[1])
+            weights = self.conf.loss.inter_supervision
+            for k, blk in enumerate(self.conf.inter_supervision or []):
+                if f"line_{blk}_log_assignment" in pred:
+                    inll, _ = nll_loss(pred[f"line_{blk}_log_assignment"], gt_la, g0, g1, bal)
+                    total = total + float(weights[k]) * inll
+                    losses[f"line_{blk}_nll"] = inll.detach()
+            losses["total"] = total
             losses["line_nll"] = lnll.detach()
             losses.update({f"line_{k}": v.detach() for k, v in lparts.items()})
         metrics = matcher_metrics(pred, data)
