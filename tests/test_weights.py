@@ -177,6 +177,7 @@ UNVERIFIED = {
     *(f"dinov2_vit{s}14" for s in "sblg"),
     *(f"reasoning_{stem}" for stem in weights.REASONING_ZIPS),
     "gim_lightglue_100h",
+    "gluestick_md",
 }
 # CSAIL's scene-parsing server publishes its models over plain http only
 HTTP_ONLY = {

@@ -220,6 +220,13 @@ WEIGHTS: dict[str, WeightFile] = {
             "no checksum published",
         ),
         WeightFile(
+            "gluestick_md",
+            "checkpoint_GlueStick_MD.tar",
+            "https://github.com/cvg/GlueStick/releases/download/v0.1_arxiv/checkpoint_GlueStick_MD.tar",
+            unverified="GitHub release of cvg/GlueStick, unreachable when the table was written; "
+            "no checksum published",
+        ),
+        WeightFile(
             "gim_dkm_100h",
             "gim_dkm_100h.ckpt",
             # GIM README's Google-Drive file (id 1gk97V4IROnR1Nprq10W9NCFUv2mxXR_-); large files

@@ -28,6 +28,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "diffglue": "tiepoint.models.matchers.diffglue:DiffGlue",
         "superglue": "tiepoint.models.matchers.superglue:SuperGlue",
         "reasoning": "tiepoint.models.matchers.reasoning:Reasoning",
+        "gluestick": "tiepoint.models.matchers.gluestick:GlueStick",
     },
     "dense": {
         "dkm": "tiepoint.models.dense.dkm:DKM",
