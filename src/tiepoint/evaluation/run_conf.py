@@ -147,9 +147,9 @@ def build_conf(
         ev["ransac_th"] = ransac_th if isinstance(ransac_th, list) else float(ransac_th)
     lookup((*ESTIMATORS, POINT_LINE), ev["estimator"], "estimator", EstimatorError)
     th = ev["ransac_th"]
-    if th is not None and any(float(t) <= 0 for t in (th if isinstance(th, list) else [th])):
-        if isinstance(th, list) or float(th) == 0:
-            raise ConfigError("ransac_th must be > 0, or -1 for the standard sweep")
+    bad = any(float(t) <= 0 for t in th) if isinstance(th, list) else th is not None and th == 0
+    if bad:
+        raise ConfigError("ransac_th must be > 0, or -1 for the standard sweep")
     # the benchmark protocol fixes the network input size; everything else is the pipeline's
     prep = {"preprocessing": {"resize": bench.conf.resize, "side": bench.conf.side}}
     model_conf = pipeline_conf(pipeline, OmegaConf.merge(parse_dotlist(model_ov), prep))
