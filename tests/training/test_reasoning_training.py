@@ -115,3 +115,10 @@ def test_trainer_with_feature_cache_resumes_exactly(photos, tmp_path):
     c = build_conf(conf(photos, max_iterations=2, **extra))
     Trainer(tmp_path / "part", c, progress=False).run()
     resume_and_compare(tmp_path / "part", c, 2, 4, hist)
+
+
+@pytest.mark.parametrize("preset", ["xfeat+reasoning_homography", "xfeat+reasoning_scannet"])
+def test_presets_are_valid(preset):
+    c = build_conf(preset)  # strict merge against the dataset, pipeline and model defaults
+    assert c.train.lr == 1e-4 and c.train.optimizer == "adam"
+    assert c.model.matcher.name == "reasoning" and c.train.feature_cache.enabled
