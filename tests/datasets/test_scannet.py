@@ -87,6 +87,20 @@ def test_prepare_scannet_keeps_the_covisible_pairs(tmp_path):
     item = ds[0]
     assert item["view0"]["image"].shape == (3, 512, 512)
     assert torch.allclose(item["T_0to1"] @ item["T_1to0"], torch.eye(4), atol=1e-5)
+    # and the reasoning model trains on it: depth + pose give 3 px ground-truth pairs
+    from tiepoint.datasets.base import collate
+    from tiepoint.models.two_view_pipeline import TwoViewPipeline
+
+    matcher = {"name": "reasoning", "features": "xfeat", "pretrained": False, "layers": 1}
+    matcher |= {"semantic_backbone": "vit_tiny14", "dino_weights": None, "long_side": 112}
+    model = TwoViewPipeline(
+        {"extractor": {"name": "xfeat", "max_num_keypoints": 128}, "matcher": matcher}
+    )
+    batch = collate([item])
+    pred = model(batch)
+    losses, metrics = model.loss(pred, batch)
+    assert losses["num_gt"][0] >= 8 and torch.isfinite(losses["total"]).all()
+    assert "match_precision" in metrics
 
 
 def test_bad_layout_is_a_one_line_error(tmp_path):

@@ -23,6 +23,7 @@ from ...errors import ConfigError, ImageError, WeightsError
 from ...weights import load_state_dict, resolve
 from ..backbones.dinov2 import ARCHS, DINOv2, floor_to_patch
 from ..base import FeatureMatcher, load_state_strict
+from ..losses import matcher_metrics
 from .nearest_neighbor import matches1_from_matches0
 from .reasoning_checkpoint import Release, read_release
 from .reasoning_head import (
@@ -299,7 +300,8 @@ class Reasoning(FeatureMatcher):
         nll = torch.stack(per_pair)
         total = self.conf.loss.matchable_weight * nll
         num = torch.tensor([float(len(p)) for p in pairs_list], device=nll.device)
-        return {"total": total, "nll": nll, "num_gt": num}, {}
+        metrics = matcher_metrics(pred, data) if "gt_matches0" in data else {}
+        return {"total": total, "nll": nll, "num_gt": num}, metrics
 
 
 def gt_pairs_nearest(proj0, kp1, th, mask0=None, mask1=None) -> list[torch.Tensor]:
