@@ -117,7 +117,18 @@ def test_trainer_with_feature_cache_resumes_exactly(photos, tmp_path):
     resume_and_compare(tmp_path / "part", c, 2, 4, hist)
 
 
-@pytest.mark.parametrize("preset", ["xfeat+reasoning_homography", "xfeat+reasoning_scannet"])
+@pytest.mark.parametrize(
+    "preset",
+    [
+        f"{x}+reasoning_{d}"
+        for x, d in [
+            ("xfeat", "homography"),
+            ("xfeat", "scannet"),
+            ("superpoint", "scannet"),
+            ("aliked", "scannet"),
+        ]
+    ],
+)
 def test_presets_are_valid(preset):
     c = build_conf(preset)  # strict merge against the dataset, pipeline and model defaults
     assert c.train.lr == 1e-4 and c.train.optimizer == "adam"
