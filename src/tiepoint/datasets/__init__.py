@@ -13,6 +13,7 @@ DATASETS: dict[str, str] = {
     "megadepth": "tiepoint.datasets.megadepth:MegaDepth",
     "mixed": "tiepoint.datasets.balanced:Mixed",
     "posed_images": "tiepoint.datasets.posed_images:PosedImages",
+    "scannet": "tiepoint.datasets.scannet:ScanNet",
     "video_labels": "tiepoint.datasets.video_labels:VideoLabels",
 }
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import ConfigError
 from .benchmarks import BENCHMARKS
+from .run_conf import parse_ransac_th
+
+
+def _ransac_th(value: str):
+    try:
+        return parse_ransac_th(value)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_eval(args) -> int:
@@ -127,9 +136,10 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--ransac-th",
-        type=float,
+        type=_ransac_th,
         default=None,
-        help="inlier threshold in pixels; -1 sweeps 0.5..3 and reports the best",
+        help="inlier threshold in pixels; -1 sweeps 0.5..3 and reports the best; sweep6: "
+        "0.5..6 in 0.5 steps (Descriptor Reasoning's grid); or a comma-separated list",
     )
     p.add_argument(
         "--tag", default=None, help="name of the run (default: from pipeline and options)"

@@ -17,6 +17,8 @@ from ..geometry.homography import fit_homography_dlt, homography_corner_error, s
 from ..geometry.pose import relative_pose_error
 
 SWEEP_THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+# Descriptor Reasoning's evaluation (`DR:reasoning/eval/scannet1500.py`): 0.5..6 px, best mean AUC
+SWEEP6_THRESHOLDS = tuple(0.5 * k for k in range(1, 13))
 EPI_THRESHOLDS = (1e-4, 5e-4, 1e-3)
 
 

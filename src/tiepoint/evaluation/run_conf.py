@@ -40,6 +40,29 @@ def results_dir(benchmark: str, tag: str, output_dir=None) -> Path:
     return outputs_root(output_dir) / "results" / benchmark / tag
 
 
+def parse_ransac_th(value):
+    """`--ransac-th`: a threshold (px), -1 or `sweep` (0.5..3), `sweep6` (0.5..6 in 0.5 steps,
+    Descriptor Reasoning's grid) or a comma-separated list; a list is swept (best mean AUC)."""
+    from .metrics import SWEEP6_THRESHOLDS
+
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    v = str(value).strip().lower()
+    if v == "sweep":
+        return -1.0
+    if v == "sweep6":
+        return list(SWEEP6_THRESHOLDS)
+    try:
+        out = [float(x) for x in v.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--ransac-th {value!r}: expected pixels, -1/sweep, sweep6 or a comma-separated list"
+        ) from None
+    return out[0] if len(out) == 1 else out
+
+
 def default_tag(pipeline, estimator, ransac_th, overrides: Sequence[str], weights) -> str:
     tag = pipeline if isinstance(pipeline, str) else "custom"
     tag = Path(tag).stem if tag.endswith((".yaml", ".yml")) else tag
@@ -47,7 +70,10 @@ def default_tag(pipeline, estimator, ransac_th, overrides: Sequence[str], weight
         tag += f"_{Path(str(weights)).stem}"
     if estimator:
         tag += f"_{estimator}"
-    if ransac_th is not None:
+    ransac_th = parse_ransac_th(ransac_th)
+    if isinstance(ransac_th, list):
+        tag += f"_sweep{min(ransac_th):g}-{max(ransac_th):g}"
+    elif ransac_th is not None:
         tag += "_sweep" if float(ransac_th) < 0 else f"_th{float(ransac_th):g}"
     if overrides:
         tag += "_" + ":".join(overrides)
@@ -116,10 +142,13 @@ def build_conf(
     ev["options"] = options
     if estimator is not None:
         ev["estimator"] = estimator
+    ransac_th = parse_ransac_th(ransac_th)
     if ransac_th is not None:
-        ev["ransac_th"] = float(ransac_th)
+        ev["ransac_th"] = ransac_th if isinstance(ransac_th, list) else float(ransac_th)
     lookup((*ESTIMATORS, POINT_LINE), ev["estimator"], "estimator", EstimatorError)
-    if ev["ransac_th"] is not None and float(ev["ransac_th"]) == 0:
+    th = ev["ransac_th"]
+    bad = any(float(t) <= 0 for t in th) if isinstance(th, list) else th is not None and th == 0
+    if bad:
         raise ConfigError("ransac_th must be > 0, or -1 for the standard sweep")
     # the benchmark protocol fixes the network input size; everything else is the pipeline's
     prep = {"preprocessing": {"resize": bench.conf.resize, "side": bench.conf.side}}

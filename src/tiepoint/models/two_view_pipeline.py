@@ -128,6 +128,10 @@ class TwoViewPipeline(BaseModel):
             )  # square padding is not image content
             feats = {k: pred[k][0].float() for k in FEATURE_KEYS if k in pred}
             feats = pad_features(feats, self.num_keypoints, size)
+            if hasattr(self.matcher, "frozen_features"):  # e.g. reasoning: DINOv2 at keypoints
+                rgb = gray_to_rgb(images[b : b + 1])[..., :h, :w]
+                extra = self.matcher.frozen_features(rgb, feats["keypoints"][None])
+                feats.update({k: v[0].float() for k, v in extra.items()})
             if "lines" in pred:  # line extractors: a fixed count per image, `valid_lines` mask
                 feats.update(pad_lines(pred, self.conf.num_lines or LINES_DEFAULT))
             out.append(feats)
@@ -238,7 +242,7 @@ class TwoViewPipeline(BaseModel):
 
     def _features(self, data: dict, i: str) -> dict:
         if f"keypoints{i}" in data:  # cached features
-            keys = (*FEATURE_KEYS, "mask", "lines", "line_scores", "valid_lines")
+            keys = (*FEATURE_KEYS, "mask", "lines", "line_scores", "valid_lines", "semantic")
             f = {k: data[f"{k}{i}"] for k in keys if f"{k}{i}" in data}
             return f
         return self.extract(data[f"view{i}"])

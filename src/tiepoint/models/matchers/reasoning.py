@@ -23,6 +23,7 @@ from ...errors import ConfigError, ImageError, WeightsError
 from ...weights import load_state_dict, resolve
 from ..backbones.dinov2 import ARCHS, DINOv2, floor_to_patch
 from ..base import FeatureMatcher, load_state_strict
+from ..losses import matcher_metrics
 from .nearest_neighbor import matches1_from_matches0
 from .reasoning_checkpoint import Release, read_release
 from .reasoning_head import (
@@ -84,8 +85,9 @@ class Reasoning(FeatureMatcher):
         "weights": None,  # a release zip/folder (or registered name); default: the preset's
         "pretrained": True,  # load the preset's release when weights is None
         "checkpoint": None,  # which *.pt of the release (default: the newest)
-        "trainable": False,
-        "loss": {"matchable_weight": 0.25},  # training only
+        "trainable": True,  # the head (DINOv2 stays frozen)
+        # training only: 0.25 × the dual-softmax NLL (the reference's weight); GT radius in px
+        "loss": {"matchable_weight": 0.25, "th_gt": 3.0},
     }
     required_data_keys = ["descriptors0", "descriptors1"]
     inference_keys = ("long_side",)
@@ -178,23 +180,36 @@ class Reasoning(FeatureMatcher):
         with torch.no_grad():
             return self.dino(floor_to_patch(resized)), scale
 
-    def refine(self, image, keypoints, descriptors, fmap=None, scale=None) -> dict:
+    def refine(self, image, keypoints, descriptors, fmap=None, scale=None, semantic=None) -> dict:
         """One image's keypoints (B,N,2) and descriptors (B,N,D) → the head's outputs (every
         layer, for deep supervision) and `descriptors` = texture ‖ semantic (B,N,2·256).
-        `fmap`/`scale`: a cached DINOv2 map and the keypoint scale into its input."""
+        `fmap`/`scale`: a cached DINOv2 map and the keypoint scale into its input; `semantic`:
+        the map already sampled at the keypoints (training, feature cache)."""
         d = self.arch["extractor_dim"]
         if descriptors.shape[-1] != d:
             raise ConfigError(
                 f"reasoning: descriptors of dimension {descriptors.shape[-1]} do not fit this "
                 f"Descriptor Reasoning model, trained on {d}-D descriptors"
             )
-        if fmap is None:
-            fmap, scale = self.semantic_map(image)
-        sem = sample_semantic(keypoints.float() * scale, fmap, self.arch["interpolation"])
+        if semantic is not None:
+            sem = semantic.float()
+        else:
+            if fmap is None:
+                fmap, scale = self.semantic_map(image)
+            sem = sample_semantic(keypoints.float() * scale, fmap, self.arch["interpolation"])
         out = self.head(descriptors.float(), sem)
         out["descriptors"] = torch.cat([out["reasoning_features"], out["semantic_features"]], -1)
         out["dino_features"] = sem
         return out
+
+    @torch.no_grad()
+    def frozen_features(self, image: torch.Tensor, keypoints: torch.Tensor) -> dict:
+        """The frozen part of the refinement (DINOv2 sampled at the keypoints, (B,N,C)), which
+        `TwoViewPipeline.extract` adds to the extractor's output so the feature cache stores it."""
+        fmap, scale = self.semantic_map(image)
+        return {
+            "semantic": sample_semantic(keypoints.float() * scale, fmap, self.arch["interpolation"])
+        }
 
     def refine_features(self, data: dict) -> dict:
         """`Matcher.extract`'s hook: extractor output + `image` → refined `descriptors`."""
@@ -214,8 +229,28 @@ class Reasoning(FeatureMatcher):
         return desc[..., :dim], desc[..., dim:]
 
     def _forward(self, data: dict) -> dict:
-        f0, s0 = self._split(data, "0")
-        f1, s1 = self._split(data, "1")
+        deep = {}
+        if "semantic0" in data and data["descriptors0"].shape[-1] == self.arch["extractor_dim"]:
+            # training (TwoViewPipeline): refine here, with gradients, keeping every layer
+            refined = [
+                self.refine(
+                    None,
+                    data[f"keypoints{i}"],
+                    data[f"descriptors{i}"],
+                    semantic=data[f"semantic{i}"],
+                )
+                for i in "01"
+            ]
+            for i, r in zip("01", refined):
+                deep[f"all_reasoning_features{i}"] = r["all_reasoning_features"]
+                deep[f"all_semantic_features{i}"] = r["all_semantic_features"]
+            dim = self.arch["features_dim"]
+            (f0, s0), (f1, s1) = [
+                (r["descriptors"][..., :dim], r["descriptors"][..., dim:]) for r in refined
+            ]
+        else:
+            f0, s0 = self._split(data, "0")
+            f1, s1 = self._split(data, "1")
         sim = reasoning_similarity(f0, s0, f1, s1, self.arch["semantic_conditioning"])
         m0, _ = mutual_nn(sim)
         m1 = matches1_from_matches0(m0, sim.shape[2])
@@ -229,16 +264,26 @@ class Reasoning(FeatureMatcher):
             "matches1": m1,
             "matching_scores0": score0,
             "matching_scores1": score1,
+            **deep,
         }
 
     def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:
-        """The reference's deep-supervised dual-softmax NLL on GT index pairs (`gt_pairs`: a list
-        of (K,2) index tensors per pair), averaged over layers, × `matchable_weight`. The
-        reference's unmatchable term is never filled (always 0), so it is left out here."""
+        """The reference's deep-supervised dual-softmax NLL, averaged over layers, ×
+        `matchable_weight`; per pair (B,). GT index pairs: `gt_pairs` (a list of (K,2) tensors)
+        when given, else the reference's rule from `gt_proj_0to1` (each valid keypoint of image 0
+        reprojected; its nearest keypoint of image 1 within `loss.th_gt` px, no mutual check).
+        The reference's unmatchable term is never filled (always 0), so it is left out here
+        (docs/reasoning.md)."""
+        pairs_list = data.get("gt_pairs")
+        if pairs_list is None:
+            pairs_list = gt_pairs_nearest(
+                data["gt_proj_0to1"], data["keypoints1"], self.conf.loss.th_gt,
+                data.get("mask0"), data.get("mask1"),
+            )  # fmt: skip
         layers = pred["all_reasoning_features0"].shape[0]
         cond = self.arch["semantic_conditioning"]
         per_pair = []
-        for b, pairs in enumerate(data["gt_pairs"]):
+        for b, pairs in enumerate(pairs_list):
             terms = [
                 dual_softmax_nll(
                     pred["all_reasoning_features0"][li, b],
@@ -254,4 +299,19 @@ class Reasoning(FeatureMatcher):
             per_pair.append(torch.stack(terms).mean())
         nll = torch.stack(per_pair)
         total = self.conf.loss.matchable_weight * nll
-        return {"total": total, "nll": nll}, {}
+        num = torch.tensor([float(len(p)) for p in pairs_list], device=nll.device)
+        metrics = matcher_metrics(pred, data) if "gt_matches0" in data else {}
+        return {"total": total, "nll": nll, "num_gt": num}, metrics
+
+
+def gt_pairs_nearest(proj0, kp1, th, mask0=None, mask1=None) -> list[torch.Tensor]:
+    """Per pair, (K,2) index pairs (i, j): keypoint j of image 1 is the nearest to keypoint i of
+    image 0 reprojected (`proj0` (B,M,2), non-finite = unknown) and closer than `th` px."""
+    d = torch.cdist(torch.nan_to_num(proj0.float(), nan=1e9, posinf=1e9, neginf=1e9), kp1.float())
+    if mask1 is not None:
+        d = d.masked_fill(~mask1[:, None].bool(), float("inf"))
+    dmin, j = d.min(-1)
+    ok = (dmin < th) & torch.isfinite(proj0).all(-1)
+    if mask0 is not None:
+        ok &= mask0.bool()
+    return [torch.stack([torch.where(o)[0], jj[o]], -1) for o, jj in zip(ok, j)]
