@@ -39,7 +39,7 @@ DEFAULTS = {
 
 def check_conf(conf: DictConfig | dict) -> None:
     rot = conf.get("rotations")
-    if rot is not None and any(int(r) % 90 or int(r) != r for r in rot):
+    if rot is not None and not all(isinstance(r, int) and r % 90 == 0 for r in rot):
         raise ConfigError(f"hard_pairs.rotations must be multiples of 90 degrees, got {list(rot)}")
     if conf.get("geometry") not in ("homography", "fundamental"):
         raise ConfigError(

@@ -17,29 +17,31 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-TILE_OVERLAP = 128  # pixels; see the module docstring (ALIKED's features settle ~40 px in)
+from .errors import ConfigError
+
+TILE_OVERLAP = 128  # pixels; see the module docstring
+TILE_ALIGN = 32  # window starts on multiples of this (ALIKED/DISK/SuperPoint strides divide it)
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Evenly spread window starts covering [0, length) with windows of `tile` overlapping by at
-    least `overlap`."""
+def tile_windows(length: int, tile: int, overlap: int, align: int = TILE_ALIGN) -> list[tuple]:
+    """Windows [start, end) covering [0, length): about `tile` long, overlapping by at least
+    `overlap`, starts on multiples of `align` (the network's total stride, so every window sees
+    the same pooling grid as the whole image; the last window absorbs the rounding)."""
     if length <= tile:
-        return [0]
+        return [(0, length)]
     stride = tile - overlap
-    if stride <= 0:
-        raise ValueError(f"tile ({tile}) must be larger than the overlap ({overlap})")
-    n = int(np.ceil((length - overlap) / stride))
-    n = max(n, 2)
-    return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
+    if stride <= align:
+        raise ConfigError(f"extractor.tile ({tile}) must exceed tile_overlap ({overlap}) + {align}")
+    n = max(2, int(np.ceil((length - overlap) / stride)))
+    starts = [int(i * (length - tile) / (n - 1)) // align * align for i in range(n)]
+    ends = [min(s + tile, length) for s in starts[:-1]] + [length]
+    return list(zip(starts, ends, strict=True))
 
 
-def _cores(starts: list[int], tile: int, length: int) -> list[tuple[float, float]]:
+def _cores(windows: list[tuple]) -> list[tuple[float, float]]:
     """[lo, hi) owned by each window: seams at the middle of each overlap."""
-    ends = [min(s + tile, length) for s in starts]
-    seams = [(ends[i] + starts[i + 1]) / 2 - 0.5 for i in range(len(starts) - 1)]
-    lows = [-np.inf, *seams]
-    highs = [*seams, np.inf]
-    return list(zip(lows, highs, strict=True))
+    seams = [(windows[i][1] + windows[i + 1][0]) / 2 - 0.5 for i in range(len(windows) - 1)]
+    return list(zip([-np.inf, *seams], [*seams, np.inf], strict=True))
 
 
 def _per_keypoint(pred: dict, n: int) -> dict:
@@ -72,15 +74,14 @@ def extract_tiled(extractor, image: torch.Tensor, tile: int, overlap: int = TILE
     Returns the per-keypoint outputs (keypoints, keypoint_scores, descriptors and any other
     (1, N, ...) tensor such as scales/oris) in `image` pixels, batch dimension 1."""
     h, w = image.shape[-2:]
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    cy, cx = _cores(ys, tile, h), _cores(xs, tile, w)
+    ys, xs = tile_windows(h, tile, overlap), tile_windows(w, tile, overlap)
+    cy, cx = _cores(ys), _cores(xs)
     parts, tile_ids = [], []
-    for iy, y0 in enumerate(ys):
-        for ix, x0 in enumerate(xs):
-            window = image[..., y0 : y0 + tile, x0 : x0 + tile].contiguous()
+    for iy, (y0, y1) in enumerate(ys):
+        for ix, (x0, x1) in enumerate(xs):
+            window = image[..., y0:y1, x0:x1].contiguous()
             pred = extractor({"image": window})
-            n = pred["keypoints"].shape[1]
-            out = _per_keypoint(pred, n)
+            out = _per_keypoint(pred, pred["keypoints"].shape[1])
             kp = out["keypoints"].float() + torch.tensor([x0, y0], device=window.device)
             (lx, hx), (ly, hy) = cx[ix], cy[iy]
             inside = (kp[:, 0] >= lx) & (kp[:, 0] < hx) & (kp[:, 1] >= ly) & (kp[:, 1] < hy)
@@ -91,7 +92,7 @@ def extract_tiled(extractor, image: torch.Tensor, tile: int, overlap: int = TILE
     cat = {k: torch.cat([p[k] for p in parts]) for k in keys}
     scores = cat["keypoint_scores"].float().numpy()
     conf = getattr(extractor, "conf", {})
-    radius = float(conf.get("nms_radius", 2) or 2) if hasattr(conf, "get") else 2.0
+    radius = float(conf.get("nms_radius", 2) or 0) if hasattr(conf, "get") else 2.0
     keep = _cross_tile_nms(
         cat["keypoints"].float().numpy(), scores, np.concatenate(tile_ids), radius
     )

@@ -22,6 +22,29 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 100, tight: bool = True
     plt.close(fig)
 
 
+DISPLAY_SIZE = 1600  # long side of each image in a picture: pictures are for eyes, not pixels
+
+
+def to_display(
+    img: np.ndarray, size: tuple[int, int] | None = None, max_size: int | None = DISPLAY_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """`img` shrunk (area average) so its long side is at most `max_size`, and the scale (sx, sy)
+    from the frame of size `size` (W, H; default the array's — the points' frame, which `img`
+    may already be a decode-time reduction of) to the returned image, for `images.scale_points`.
+    A 9-MP photo is never drawn at native size: the figure is what costs seconds and gigabytes."""
+    import cv2
+
+    h, w = img.shape[:2]
+    size = size or (w, h)
+    s = min(1.0, max_size / max(size)) if max_size else 1.0
+    nw, nh = max(1, round(size[0] * s)), max(1, round(size[1] * s))
+    if (nw, nh) != (w, h):
+        interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
+        img = cv2.resize(np.ascontiguousarray(img, np.float32), (nw, nh), interpolation=interp)
+        img = img[..., None] if img.ndim == 2 else img
+    return img, np.array([nw / size[0], nh / size[1]])
+
+
 def side_by_side(img0: np.ndarray, img1: np.ndarray, gap: int = 10) -> tuple[np.ndarray, float]:
     """Two H×W×3 float images on one canvas (top-aligned); returns canvas and x-offset of image 1."""
     h = max(img0.shape[0], img1.shape[0])
@@ -43,7 +66,18 @@ def plot_matches(
     title: str | None = None,
     max_lines: int = 2000,
     dpi: int = 100,
+    size0: tuple[int, int] | None = None,
+    size1: tuple[int, int] | None = None,
+    max_size: int | None = DISPLAY_SIZE,
 ):
+    """Points are in frames of size `size0`/`size1` (W, H; default the arrays'); each image is
+    drawn with its long side at most `max_size` and the points scaled to it."""
+    from ..images import scale_points
+
+    img0, s0 = to_display(img0, size0, max_size)
+    img1, s1 = to_display(img1, size1, max_size)
+    points0 = scale_points(np.asarray(points0, np.float64).reshape(-1, 2), s0)
+    points1 = scale_points(np.asarray(points1, np.float64).reshape(-1, 2), s1)
     canvas, dx = side_by_side(img0, img1)
     h, w = canvas.shape[:2]
     fig = plt.figure(figsize=(w / dpi, h / dpi + (0.4 if title else 0)), dpi=dpi)
