@@ -138,3 +138,16 @@ def test_view_synthesis_recovers_a_75_degree_tilt(data_dir):
     r = Matcher("sift+nn", resize=512, device="cpu", overrides=opts).match(img0, img1)
     assert int(r.extra["views"]) == 20
     assert _error(r, H_gt, img0) < 3
+
+
+def test_cli_flags_become_pipeline_options():
+    from tiepoint.cli import build_parser, hard_pair_overrides
+
+    args = build_parser().parse_args(
+        ["match", "a.png", "b.png", "--rotations", "0,90,180,270", "--view-synthesis"]
+    )
+    from tiepoint.api import pipeline_conf
+
+    conf = pipeline_conf("sift+nn", hard_pair_overrides(args))
+    assert list(conf.hard_pairs.rotations) == [0, 90, 180, 270]
+    assert conf.hard_pairs.view_synthesis is True
