@@ -45,6 +45,12 @@ def to_display(
     return img, np.array([nw / size[0], nh / size[1]])
 
 
+def as_uint8(img: np.ndarray) -> np.ndarray:
+    """[0, 1] floats → uint8 for imshow, which otherwise holds several float64 copies (~0.9 GB
+    for a 1600-px pair)."""
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def side_by_side(img0: np.ndarray, img1: np.ndarray, gap: int = 10) -> tuple[np.ndarray, float]:
     """Two H×W×3 float images on one canvas (top-aligned); returns canvas and x-offset of image 1."""
     h = max(img0.shape[0], img1.shape[0])
@@ -82,7 +88,7 @@ def plot_matches(
     h, w = canvas.shape[:2]
     fig = plt.figure(figsize=(w / dpi, h / dpi + (0.4 if title else 0)), dpi=dpi)
     ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(canvas)
+    ax.imshow(as_uint8(canvas), interpolation="none")  # drawn 1:1: no resampling copies
     ax.set_axis_off()
     k = len(points0)
     scores = np.ones(k) if scores is None else np.asarray(scores)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .matches import DISPLAY_SIZE, save_figure, to_display
+from .matches import DISPLAY_SIZE, as_uint8, save_figure, to_display
 
 
 def _scaled(s) -> np.ndarray:
@@ -66,7 +66,7 @@ def save_panels(
     canvas = np.concatenate([x for p in panels for x in (gap, p)][1:], 1)
     fig = plt.figure(figsize=(canvas.shape[1] / dpi, canvas.shape[0] / dpi), dpi=dpi)
     ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(np.clip(canvas, 0, 1))
+    ax.imshow(as_uint8(canvas), interpolation="none")
     ax.set_axis_off()
     box = dict(facecolor="black", alpha=0.6, lw=0)
     for k, label in enumerate(labels):
