@@ -18,10 +18,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from . import images
+from . import hard_pairs, images
 from .config import load_preset, merge_strict, parse_dotlist
 from .errors import ConfigError
 from .models import get_model, model_class
+from .tiling import TILE_OVERLAP, extract_tiled
 from .types import DenseResult, Features, MatchResult
 
 PIPELINE_DEFAULTS = {
@@ -30,6 +31,7 @@ PIPELINE_DEFAULTS = {
     "matcher": {},
 }
 DENSE = "dense"  # the section of a dense pipeline, in place of extractor + matcher
+OPTIONAL_SECTIONS = ("hard_pairs",)  # pipeline options outside the models (hard_pairs.DEFAULTS)
 SAMPLE_SEED = 0  # dense sampling is seeded per pair: the same images give the same matches
 
 
@@ -53,13 +55,16 @@ def pipeline_conf(pipeline: str | DictConfig | dict, overrides=None) -> DictConf
     # a dense pipeline gets no empty extractor/matcher sections (sparse configs stay as they were)
     defaults = {"preprocessing": PIPELINE_DEFAULTS["preprocessing"]} if dense else PIPELINE_DEFAULTS
     conf = OmegaConf.merge(defaults, given)
-    valid = {*PIPELINE_DEFAULTS, DENSE}
+    valid = {*PIPELINE_DEFAULTS, DENSE, *OPTIONAL_SECTIONS}
     unknown = set(conf) - valid
     if unknown:
         raise ConfigError(f"unknown pipeline section(s) {sorted(unknown)}; valid: {sorted(valid)}")
     conf.preprocessing = merge_strict(
         PIPELINE_DEFAULTS["preprocessing"], conf.preprocessing, where="preprocessing"
     )
+    if "hard_pairs" in conf:
+        conf.hard_pairs = merge_strict(hard_pairs.DEFAULTS, conf.hard_pairs, where="hard_pairs")
+        hard_pairs.check_conf(conf.hard_pairs)
     if dense:
         sparse = [s for s in ("extractor", "matcher") if s in conf]
         if sparse:
@@ -177,7 +182,10 @@ class Matcher:
             self.dense, self.conf.dense = dense_model(self.conf.dense, weights)
             self.dense.eval().to(self.device)
             return
-        self.extractor = get_model("extractor", self.conf.extractor).eval().to(self.device)
+        # `extractor.tile` / `tile_overlap`: tiled extraction (tiling.py), for any extractor
+        ext_conf = self.conf.extractor.copy()
+        self.tile = ext_conf.pop("tile", None), ext_conf.pop("tile_overlap", TILE_OVERLAP)
+        self.extractor = get_model("extractor", ext_conf).eval().to(self.device)
         if weights is not None:
             self.conf.matcher = matcher_conf_from_checkpoint(weights, self.conf.matcher)
         self.matcher = get_model("matcher", self.conf.matcher).eval().to(self.device)
@@ -208,7 +216,10 @@ class Matcher:
         img = images.load(image, resize=resize, side=pre.side)
         t = img.tensor.to(self.device)
         t = images.rgb_to_gray(t) if self.extractor.grayscale else images.gray_to_rgb(t)
-        pred = self.extractor({"image": t})
+        if self.tile[0]:
+            pred = extract_tiled(self.extractor, t, int(self.tile[0]), int(self.tile[1]))
+        else:
+            pred = self.extractor({"image": t})
         refine = getattr(self.matcher, "refine_features", None)
         if refine is not None:  # a per-image refinement (reasoning): cache its descriptors
             pred = {**pred, **refine({**pred, "image": img.tensor.to(self.device)})}
@@ -345,6 +356,8 @@ class Matcher:
     ) -> MatchResult:
         if self.dense is not None:
             return self.match_dense(image0, image1, resize)
+        if hard_pairs.enabled(self.conf.get("hard_pairs")):
+            return hard_pairs.match_hard(self, image0, image1, resize)
         t0 = time.perf_counter()
         f0 = self.extract(image0, resize)
         f1 = self.extract(image1, resize)

@@ -82,6 +82,31 @@ def cmd_match_many(args) -> int:
     return 0
 
 
+def add_hard_pair_options(p) -> None:
+    """`--rotations` / `--view-synthesis`: the pipeline's `hard_pairs` options (docs/hard_pairs.md)."""
+    p.add_argument(
+        "--rotations",
+        default=None,
+        help="try image 1 at these rotations (degrees, comma-separated multiples of 90, e.g. "
+        "0,90,180,270) and keep the one with most inliers",
+    )
+    p.add_argument(
+        "--view-synthesis",
+        action="store_true",
+        help="when the plain attempt finds too few inliers, also match affine-simulated views "
+        "(ASIFT tilts) and merge (extreme viewpoint changes)",
+    )
+
+
+def hard_pair_overrides(args) -> list[str]:
+    out = []
+    if getattr(args, "rotations", None):
+        out.append(f"hard_pairs.rotations=[{args.rotations}]")
+    if getattr(args, "view_synthesis", False):
+        out.append("hard_pairs.view_synthesis=true")
+    return out
+
+
 def cmd_match(args) -> int:
     from . import images
 
@@ -91,7 +116,7 @@ def cmd_match(args) -> int:
         raise TiepointError("--batch-size applies to matching a folder or a pairs file")
     args.out = args.out or "outputs/match"
     from .api import Matcher
-    from .viz.matches import plot_matches
+    from .viz.matches import DISPLAY_SIZE, plot_matches, to_display
     from .viz.warp import plot_warp
 
     for p in (args.image0, args.image1):
@@ -101,7 +126,7 @@ def cmd_match(args) -> int:
         resize=args.resize,
         device=args.device,
         weights=args.weights,
-        overrides=args.overrides,
+        overrides=[*args.overrides, *hard_pair_overrides(args)],
     )
     result = matcher.match(args.image0, args.image1)
     H, inliers = result.homography(estimator=args.estimator) if len(result) >= 4 else (None, None)
@@ -116,9 +141,13 @@ def cmd_match(args) -> int:
         result,
         {"pipeline": matcher.name, "image0": str(args.image0), "image1": str(args.image1)},
     )
-    img0, _ = images.read_image(args.image0)
-    img1, _ = images.read_image(args.image1)
+    # pictures at display size: decode reduced, draw the keypoints scaled (viz.matches.to_display)
+    img0, img1 = (
+        to_display(images.read_image(p, max_size=DISPLAY_SIZE)[0], size)[0]
+        for p, size in ((args.image0, result.image_size0), (args.image1, result.image_size1))
+    )
     img0, img1 = (a.repeat(3, -1) if a.shape[-1] == 1 else a for a in (img0, img1))
+    sizes = {"size0": result.image_size0, "size1": result.image_size1}
     n_in = int(inliers.sum()) if inliers is not None else 0
     title = f"{matcher.name}: {len(result)} matches, {n_in} {model} inliers"
     if result.line_matches is not None:
@@ -135,8 +164,9 @@ def cmd_match(args) -> int:
         lines0=result.lines0,
         lines1=result.lines1,
         line_matches=result.line_matches,
+        **sizes,
     )
-    plot_warp(img0, img1, H, out / f"{stem}_warp.png")
+    plot_warp(img0, img1, H, out / f"{stem}_warp.png", **sizes)
     if result.dense is not None:
         from .viz.certainty import plot_certainty
 
@@ -240,8 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(any 3-D scene; GIM's demo)",
     )
     p.add_argument("--device", default=None)
+    add_hard_pair_options(p)
     p.add_argument(
-        "overrides", nargs="*", help="dotted overrides, e.g. matcher.filter_threshold=0.2"
+        "overrides",
+        nargs="*",
+        help="dotted overrides, e.g. matcher.filter_threshold=0.2; extractor.tile=1024 extracts "
+        "in tiles (native resolution within bounded memory, docs/large_images.md)",
     )
     p.set_defaults(func=cmd_match)
 

@@ -23,6 +23,35 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 100, tight: bool = True
     plt.close(fig)
 
 
+DISPLAY_SIZE = 1600  # long side of each image in a picture: pictures are for eyes, not pixels
+
+
+def to_display(
+    img: np.ndarray, size: tuple[int, int] | None = None, max_size: int | None = DISPLAY_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """`img` shrunk (area average) so its long side is at most `max_size`, and the scale (sx, sy)
+    from the frame of size `size` (W, H; default the array's — the points' frame, which `img`
+    may already be a decode-time reduction of) to the returned image, for `images.scale_points`.
+    A 9-MP photo is never drawn at native size: the figure is what costs seconds and gigabytes."""
+    import cv2
+
+    h, w = img.shape[:2]
+    size = size or (w, h)
+    s = min(1.0, max_size / max(size)) if max_size else 1.0
+    nw, nh = max(1, round(size[0] * s)), max(1, round(size[1] * s))
+    if (nw, nh) != (w, h):
+        interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
+        img = cv2.resize(np.ascontiguousarray(img, np.float32), (nw, nh), interpolation=interp)
+        img = img[..., None] if img.ndim == 2 else img
+    return img, np.array([nw / size[0], nh / size[1]])
+
+
+def as_uint8(img: np.ndarray) -> np.ndarray:
+    """[0, 1] floats → uint8 for imshow, which otherwise holds several float64 copies (~0.9 GB
+    for a 1600-px pair)."""
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def side_by_side(img0: np.ndarray, img1: np.ndarray, gap: int = 10) -> tuple[np.ndarray, float]:
     """Two H×W×3 float images on one canvas (top-aligned); returns canvas and x-offset of image 1."""
     h = max(img0.shape[0], img1.shape[0])
@@ -47,14 +76,25 @@ def plot_matches(
     lines0: np.ndarray | None = None,
     lines1: np.ndarray | None = None,
     line_matches: np.ndarray | None = None,
+    size0: tuple[int, int] | None = None,
+    size1: tuple[int, int] | None = None,
+    max_size: int | None = DISPLAY_SIZE,
 ):
     """Point matches as connectors; line segments (`lines*` (L,2,2), matched pairs
-    `line_matches` (K,2)) drawn on the images, each matched pair in its own colour."""
+    `line_matches` (K,2)) drawn on the images, each matched pair in its own colour. Points and
+    lines are in frames of size `size0`/`size1` (W, H; default the arrays'); each image is drawn
+    with its long side at most `max_size` and the points scaled to it."""
+    from ..images import scale_points
+
+    img0, s0 = to_display(img0, size0, max_size)
+    img1, s1 = to_display(img1, size1, max_size)
+    points0 = scale_points(np.asarray(points0, np.float64).reshape(-1, 2), s0)
+    points1 = scale_points(np.asarray(points1, np.float64).reshape(-1, 2), s1)
     canvas, dx = side_by_side(img0, img1)
     h, w = canvas.shape[:2]
     fig = plt.figure(figsize=(w / dpi, h / dpi + (0.4 if title else 0)), dpi=dpi)
     ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(canvas)
+    ax.imshow(as_uint8(canvas), interpolation="none")  # drawn 1:1: no resampling copies
     ax.set_axis_off()
     k = len(points0)
     scores = np.ones(k) if scores is None else np.asarray(scores)
@@ -68,7 +108,13 @@ def plot_matches(
     if lines0 is not None or lines1 is not None:
         from .lines import draw_lines
 
-        draw_lines(ax, lines0, lines1, dx, line_matches)
+        def shown(lines, s):  # endpoints into the displayed image's frame
+            if lines is None:
+                return None
+            lines = np.asarray(lines, np.float64)
+            return scale_points(lines.reshape(-1, 2), s).reshape(lines.shape)
+
+        draw_lines(ax, shown(lines0, s0), shown(lines1, s1), dx, line_matches)
     ax.scatter(points0[:, 0], points0[:, 1], s=2, c="lime", lw=0) if k else None
     ax.scatter(points1[:, 0] + dx, points1[:, 1], s=2, c="lime", lw=0) if k else None
     ax.set_xlim(0, w)

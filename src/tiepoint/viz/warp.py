@@ -11,7 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .matches import save_figure
+from .matches import DISPLAY_SIZE, as_uint8, save_figure, to_display
+
+
+def _scaled(s) -> np.ndarray:
+    """The pixel-centre scale x' = (x + 0.5)·s − 0.5 as a 3×3 matrix."""
+    return np.array([[s[0], 0, 0.5 * s[0] - 0.5], [0, s[1], 0.5 * s[1] - 0.5], [0, 0, 1.0]])
 
 
 def warp_to_reference(img1: np.ndarray, H_0to1: np.ndarray, size0: tuple[int, int]) -> np.ndarray:
@@ -31,7 +36,16 @@ def plot_warp(
     path: str | Path,
     title: str | None = None,
     dpi: int = 100,
+    size0: tuple[int, int] | None = None,
+    size1: tuple[int, int] | None = None,
+    max_size: int | None = DISPLAY_SIZE,
 ):
+    """H_0to1 maps frames of size `size0` → `size1` (W, H; default the arrays'); the panels are
+    drawn at display size (long side ≤ `max_size`), H conjugated by the two scales."""
+    img0, s0 = to_display(img0, size0, max_size)
+    img1, s1 = to_display(img1, size1, max_size)
+    if H_0to1 is not None:
+        H_0to1 = _scaled(s1) @ np.asarray(H_0to1, np.float64) @ np.linalg.inv(_scaled(s0))
     h0, w0 = img0.shape[:2]
     if H_0to1 is None:
         warped = np.zeros_like(img0)
@@ -52,7 +66,7 @@ def save_panels(
     canvas = np.concatenate([x for p in panels for x in (gap, p)][1:], 1)
     fig = plt.figure(figsize=(canvas.shape[1] / dpi, canvas.shape[0] / dpi), dpi=dpi)
     ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(np.clip(canvas, 0, 1))
+    ax.imshow(as_uint8(canvas), interpolation="none")
     ax.set_axis_off()
     box = dict(facecolor="black", alpha=0.6, lw=0)
     for k, label in enumerate(labels):
