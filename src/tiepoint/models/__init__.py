@@ -14,6 +14,8 @@ REGISTRY: dict[str, dict[str, str]] = {
         "disk": "tiepoint.models.extractors.disk:DISK",
         "xfeat": "tiepoint.models.extractors.xfeat:XFeat",
         "superpoint": "tiepoint.models.extractors.superpoint:SuperPoint",
+        "alike": "tiepoint.models.extractors.alike:ALIKE",
+        "dedode": "tiepoint.models.extractors.dedode:DeDoDe",
     },
     "matcher": {
         "nearest_neighbor": "tiepoint.models.matchers.nearest_neighbor:NearestNeighborMatcher",
