@@ -13,6 +13,7 @@ WEIGHTS = {
     "aliked+lightglue": ["aliked-n16", "aliked_lightglue"],
     "disk+lightglue": ["disk-depth", "disk_lightglue"],
     "xfeat+lighterglue": ["xfeat", "xfeat-lighterglue"],
+    "alike+nn": ["alike-n"],
 }
 PAIRS = [("oxford_bikes", 2, (1000, 700)), ("oxford_leuven", 3, (900, 600))]
 

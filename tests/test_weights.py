@@ -170,6 +170,8 @@ UNVERIFIED = {
     "ade20k-resnet50dilated-ppm_deepsup-decoder",
     "superglue_indoor",
     "superglue_outdoor",
+    "dedode_detector_L",
+    "dedode_descriptor_B",
 }
 # CSAIL's scene-parsing server publishes its models over plain http only
 HTTP_ONLY = {
