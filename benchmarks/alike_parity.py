@@ -60,7 +60,7 @@ def _stub_imports() -> None:
     )
 
 
-def reference(src: str, image_npy: str, out_dir: str) -> None:
+def reference(src: str, image_npy: str, out_dir: str, official: str = "") -> None:
     import numpy as np
     import torch
 
@@ -72,16 +72,18 @@ def reference(src: str, image_npy: str, out_dir: str) -> None:
     for i, (name, top_k, th, n_limit, sub_pixel) in enumerate(CASES):
         torch.manual_seed(i)
         cfg = {k: v for k, v in configs[name].items() if k != "model_path"}
-        net = ALike(**cfg, top_k=top_k, scores_th=th, n_limit=n_limit, model_path="")
+        path = f"{official}/{name}.pth" if official else ""
+        net = ALike(**cfg, top_k=top_k, scores_th=th, n_limit=n_limit, model_path=path)
         with torch.no_grad():
-            for m in net.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.running_mean.uniform_(-0.2, 0.2)
-                    m.running_var.uniform_(0.5, 2.0)
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.2, 0.2)
-            # random weights give logits near 0: sigmoid ≈ 0.5 everywhere, float ties decide the order
-            net.convhead2.weight[-1] *= 50  # spread the scores
+            if not official:
+                for m in net.modules():
+                    if isinstance(m, torch.nn.BatchNorm2d):
+                        m.running_mean.uniform_(-0.2, 0.2)
+                        m.running_var.uniform_(0.5, 2.0)
+                        m.weight.uniform_(0.5, 1.5)
+                        m.bias.uniform_(-0.2, 0.2)
+                # random weights give logits near 0: sigmoid ≈ 0.5 everywhere, float ties decide the order
+                net.convhead2.weight[-1] *= 50  # spread the scores
         net.eval()
         torch.save(net.state_dict(), f"{out_dir}/{i}.pth")
         pred = net(img, sort=True, sub_pixel=sub_pixel)
@@ -100,6 +102,7 @@ def main() -> None:
     ap.add_argument("--alike-src", required=True)
     ap.add_argument("--image", required=True)
     ap.add_argument("--size", type=int, nargs=2, default=[500, 370], help="W H (not /32)")
+    ap.add_argument("--official", default="", help="folder with the official alike-*.pth instead")
     ap.add_argument("--keep", default=None, help="leave the files in a folder under this one")
     args = ap.parse_args()
 
@@ -114,10 +117,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.keep) as tmp:
         np.save(f"{tmp}/image.npy", img)
         cmd = [args.ref_python, str(HERE), "--reference", args.alike_src, f"{tmp}/image.npy", tmp]
+        cmd += [args.official] if args.official else []
         subprocess.run(cmd, check=True)
         image = torch.from_numpy(img).float().permute(2, 0, 1)[None] / 255.0
         for i, (name, top_k, th, n_limit, sub_pixel) in enumerate(CASES):
-            conf = {"model_name": name, "weights": f"{tmp}/{i}.pth", "subpixel": sub_pixel}
+            src = f"{args.official}/{name}.pth" if args.official else f"{tmp}/{i}.pth"
+            conf = {"model_name": name, "weights": src, "subpixel": sub_pixel}
             if top_k > 0:
                 conf.update(max_num_keypoints=top_k, detection_threshold=0)
             else:
@@ -154,6 +159,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--reference"]:
-        reference(*sys.argv[2:5])
+        reference(*sys.argv[2:6])
     else:
         main()
