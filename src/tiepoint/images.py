@@ -195,12 +195,19 @@ def _describe(path: Path, head: bytes) -> str | None:
 
 
 def _raw_frame(img: Image.Image, path: Path, max_size: int | None) -> np.ndarray:
-    """PIL's decode, except deep multi-channel TIFFs (PIL keeps only 8 bits): OpenCV's."""
+    """PIL's decode, except deep multi-channel TIFFs (PIL keeps only 8 bits) and TIFFs PIL fails
+    on (Pillow 12.x cannot read back its own uncompressed YCbCr TIFFs): OpenCV's."""
     if img.format == "TIFF" and img.mode not in _DEEP and max(img.tag_v2.get(258, (8,))) > 8:
         decoded = _decode_cv2(path.read_bytes(), max_size)
         if decoded is not None:
             return decoded[0]
-    return _decode_pil(img, max_size)
+    try:
+        return _decode_pil(img, max_size)
+    except OSError:
+        decoded = _decode_cv2(path.read_bytes(), max_size) if img.format == "TIFF" else None
+        if decoded is None:
+            raise
+        return decoded[0]
 
 
 def read_image(
