@@ -31,6 +31,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     "dense": {
         "dkm": "tiepoint.models.dense.dkm:DKM",
         "loftr": "tiepoint.models.dense.loftr:LoFTR",
+        "xfeat_star": "tiepoint.models.dense.xfeat_star:XFeatStar",
     },
 }
 
