@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import tiepoint
+from tiepoint.api import pipeline_conf, pipeline_weights
 from tiepoint.geometry.homography import homography_corner_error
 from tiepoint.models.dense.xfeat_star import XFeatStar, mutual_nn, soft_offsets
 
@@ -41,6 +42,8 @@ def test_soft_offsets_is_the_expectation_of_the_8x8_softmax_around_its_centre():
 
 
 def test_official_layout_loads_under_net(official_weights, tmp_path):
+    assert pipeline_weights("xfeat_star") == ["xfeat"]  # the sparse XFeat's file, nothing new
+    assert pipeline_conf("xfeat_star").dense.name == "xfeat_star"
     official_weights("xfeat")
     model = XFeatStar()
     path = tmp_path / "xfeat_official.pt"
