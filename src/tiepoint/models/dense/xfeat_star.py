@@ -37,7 +37,8 @@ SOFTMAX_TEMP = 3.0  # the official temperature of both the confidence and the so
 
 def dense_cells(net: XFeatNet, image: torch.Tensor, scale: float, top_k: int):
     """Top-k cells of one scale: image (B,1,H,W) gray in [0, 1] → keypoints (B,K,2) in input
-    pixels (pixel-centre convention), descriptors (B,K,64) raw, keypoint scale W/W' (B,K)."""
+    pixels (pixel-centre convention), descriptors (B,K,64) raw, input pixels per network pixel
+    (W/W', H/H') (B,K,2); None when the scaled image is under 32 px."""
     h, w = image.shape[-2:]
     x = image
     if scale != 1.0:  # exactly the official call (scale_factor, not a size)
@@ -57,7 +58,7 @@ def dense_cells(net: XFeatNet, image: torch.Tensor, scale: float, top_k: int):
     xy_net = torch.stack([idx % fw, idx // fw], -1).to(image.dtype) * CELL
     sx, sy = w / wn, h / hn
     kpts = (xy_net + 0.5) * xy_net.new_tensor([sx, sy]) - 0.5
-    return kpts, desc, xy_net.new_full((b, k), sx), xy_net.new_tensor([sx, sy])
+    return kpts, desc, xy_net.new_tensor([sx, sy]).expand(b, k, 2)
 
 
 def mutual_nn(d0: torch.Tensor, d1: torch.Tensor, min_cossim: float):
@@ -144,7 +145,7 @@ class XFeatStar(DenseMatcher):
         return self
 
     def extract(self, image: torch.Tensor):
-        """(B,C,H,W) → keypoints (B,K,2) input pixels, raw descriptors (B,K,64), scales (B,K)
+        """(B,C,H,W) → keypoints (B,K,2) input pixels, raw descriptors (B,K,64), scales (B,K,2)
         (input pixels per network pixel)."""
         gray = image.float().mean(1, keepdim=True)  # the official RGB → gray
         if self.conf.multiscale:
@@ -156,11 +157,11 @@ class XFeatStar(DenseMatcher):
             k = int(self.conf.top_k * share) if self.conf.multiscale else int(self.conf.top_k)
             out = dense_cells(self.net, gray, float(s), max(k, 1))
             if out is not None:
-                parts.append(out[:3])
+                parts.append(out)
         if not parts:
             b = image.shape[0]
             z = image.new_zeros(b, 0, 2)
-            return z, image.new_zeros(b, 0, 64), image.new_zeros(b, 0)
+            return z, image.new_zeros(b, 0, 64), z
         return tuple(torch.cat(t, 1) for t in zip(*parts, strict=True))
 
     def _forward(self, data: dict) -> dict:
@@ -182,7 +183,7 @@ class XFeatStar(DenseMatcher):
                 off, c = soft_offsets(logits)
             else:
                 off, c = k0.new_zeros(0, 2), k0.new_zeros(0)
-            p0 = k0[b, i0] + off * s0[b, i0, None]
+            p0 = k0[b, i0] + off * s0[b, i0]
             good = c > self.conf.fine_conf
             out0.append(p0[good])
             out1.append(k1[b, i1][good])
