@@ -73,3 +73,20 @@ def test_homography_pair_recovers_the_gt_and_flat_image_gives_nothing(
     cv2.imwrite(str(flat), np.full((480, 640), 128, np.uint8))
     r = tiepoint.match(flat, seq / "img2.png", pipeline="xfeat_star")
     assert len(r.matches) == 0 and r.scores.shape == (0,)
+
+
+def test_sample_returns_the_most_confident_matches_normalised():
+    model = XFeatStar(pretrained=False, num_matches=2)
+    pred = {
+        "keypoints0": torch.tensor([[0.0, 0.0], [9.0, 4.0], [4.5, 2.0]]),
+        "keypoints1": torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]),
+        "confidence": torch.tensor([0.3, 0.9, 0.5]),
+        "batch_indexes": torch.zeros(3, dtype=torch.long),
+        "image_size0": (10, 5),
+        "image_size1": (4, 4),
+    }
+    m, c = model.sample(pred)
+    assert c.tolist() == pytest.approx([0.9, 0.5])
+    # pixel centres at integers: x = 9 of a 10-px-wide image is at (9.5 / 10)·2 − 1 = 0.9
+    torch.testing.assert_close(m[0], torch.tensor([0.9, 0.8, 0.25, 0.25]))
+    assert len(model.sample(pred, num=None)[0]) == 2 and len(model.sample(pred, num=3)[0]) == 3
