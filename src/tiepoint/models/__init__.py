@@ -35,6 +35,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     "dense": {
         "dkm": "tiepoint.models.dense.dkm:DKM",
         "loftr": "tiepoint.models.dense.loftr:LoFTR",
+        "xfeat_star": "tiepoint.models.dense.xfeat_star:XFeatStar",
     },
 }
 
