@@ -126,6 +126,8 @@ def test_trainer_with_feature_cache_resumes_exactly(photos, tmp_path):
             ("xfeat", "scannet"),
             ("superpoint", "scannet"),
             ("aliked", "scannet"),
+            ("alike", "scannet"),
+            ("dedode", "scannet"),
         ]
     ],
 )
