@@ -167,19 +167,32 @@ class FeatureMatcher(BaseModel):
     required_data_keys = ["keypoints0", "keypoints1", "descriptors0", "descriptors1"]
     # settings that only steer inference: a checkpoint's training values never replace the asked ones
     inference_keys: ClassVar[tuple[str, ...]] = ("filter_threshold",)
-    # `features` name → settings for that extractor's descriptors (LightGlue's official presets);
-    # a preset's `weights` names the official file and is never merged into the conf
+    # named presets (LightGlue's `features`: settings for that extractor's descriptors; SuperGlue's
+    # `preset`: indoor/outdoor); a preset's `weights` names its official file, never merged
     feature_presets: ClassVar[dict[str, dict]] = {}
+    preset_key: ClassVar[str] = "features"  # the conf key that names a preset
 
     @classmethod
     def preset_conf(cls, conf: dict | DictConfig | None = None) -> DictConfig:
-        """Defaults with the preset of `features` applied (see `feature_presets`)."""
+        """Defaults with the preset named by `preset_key` applied (see `feature_presets`)."""
         defaults = cls.full_default_conf()
-        features = (conf or {}).get("features")
-        if features is None or not cls.feature_presets:
+        name = (conf or {}).get(cls.preset_key)
+        if name is None or not cls.feature_presets:
             return defaults
-        preset = lookup(cls.feature_presets, features, f"{cls.__name__} features")
+        preset = lookup(cls.feature_presets, name, f"{cls.__name__} {cls.preset_key}")
         return OmegaConf.merge(defaults, {k: v for k, v in preset.items() if k != "weights"})
+
+    @classmethod
+    def weight_names(cls, conf=None) -> list[str]:
+        """`weights` when given, else the official file of the named preset when `pretrained`."""
+        conf = cls.build_conf(conf)
+        if conf.get("weights") is not None:
+            return [conf.weights]
+        name = conf.get(cls.preset_key)
+        if name is not None and conf.get("pretrained") and name in cls.feature_presets:
+            official = cls.feature_presets[name].get("weights")
+            return [official] if official else []
+        return []
 
     @classmethod
     def conf_from_checkpoint(

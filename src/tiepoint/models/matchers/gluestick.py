@@ -22,12 +22,10 @@ MIT licence) so it loads strictly. Reused SuperGlue blocks keep the same Conv1d 
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ... import weights as weights_lib
-from ...config import lookup
 from ...errors import ConfigError, WeightsError
 from ..base import FeatureMatcher, load_state_strict
 from ..losses import matcher_metrics, nll_loss
@@ -154,6 +152,8 @@ def convert_state_dict(state: dict) -> dict:
 
 
 class GlueStick(FeatureMatcher):
+    feature_presets = PRESETS
+    preset_key = "preset"
     default_conf = {
         "preset": None,  # md: the official MegaDepth model
         "descriptor_dim": 256,  # must equal the extractor's descriptor size
@@ -177,24 +177,6 @@ class GlueStick(FeatureMatcher):
         "lines0",
         "lines1",
     ]
-
-    @classmethod
-    def preset_conf(cls, conf: dict | DictConfig | None = None) -> DictConfig:
-        defaults = cls.full_default_conf()
-        preset = (conf or {}).get("preset")
-        if preset is None:
-            return defaults
-        chosen = lookup(PRESETS, preset, "GlueStick preset")
-        return OmegaConf.merge(defaults, {k: v for k, v in chosen.items() if k != "weights"})
-
-    @classmethod
-    def weight_names(cls, conf=None) -> list[str]:
-        conf = cls.build_conf(conf)
-        if conf.weights is not None:
-            return [conf.weights]
-        if conf.preset is not None and conf.pretrained:
-            return [PRESETS[conf.preset]["weights"]]
-        return []
 
     def _init(self, conf):
         d = conf.descriptor_dim

@@ -263,15 +263,6 @@ class LightGlue(FeatureMatcher):
 
     feature_presets = FEATURES
 
-    @classmethod
-    def weight_names(cls, conf=None) -> list[str]:
-        conf = cls.build_conf(conf)
-        if conf.weights is not None:
-            return [conf.weights]
-        if conf.features is not None and conf.pretrained:
-            return [FEATURES[conf.features]["weights"]]
-        return []
-
     def _init(self, conf):
         d, h = conf.descriptor_dim, conf.num_heads
         self.input_proj = nn.Linear(conf.input_dim, d) if conf.input_dim != d else nn.Identity()

@@ -95,10 +95,8 @@ class Reasoning(FeatureMatcher):
 
     @classmethod
     def weight_names(cls, conf=None) -> list[str]:
+        names = super().weight_names(conf)  # the release zip
         conf = cls.build_conf(conf)
-        names = [conf.weights] if conf.weights else []
-        if not names and conf.features is not None and conf.pretrained:
-            names = [FEATURES[conf.features]["weights"]]
         if conf.dino_weights == "official":
             names.append(conf.semantic_backbone)
         elif conf.dino_weights:
