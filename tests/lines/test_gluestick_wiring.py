@@ -118,6 +118,22 @@ def test_aliked_lsd_gluestick_pipeline(data_dir, official_weights, tmp_path):
         assert lm[:, 0].max() < len(l0) and lm[:, 1].max() < len(l1) and lm.min() >= 0
         assert len(np.unique(lm[:, 0])) == len(lm) and len(np.unique(lm[:, 1])) == len(lm)
     assert r.matches.shape[1] == 2 and r.matches[:, 0].max(initial=0) < len(r.keypoints0)
+    print(f"lines {len(l0)}/{len(l1)}, line matches {len(lm)}, point matches {len(r.matches)}")
+    # Features carry the endpoint descriptors (an extra) through the stored form to the matcher
+    m = tiepoint.Matcher(
+        "aliked+lsd+gluestick",
+        device="cpu",
+        weights=str(path),
+        overrides=[
+            "preprocessing.resize=320",
+            "extractor.max_num_keypoints=256",
+            "extractor.lines.max_num_lines=60",
+        ],
+    )
+    f0, f1 = m.extract(seq / "img1.png"), m.extract(seq / "img2.png")
+    assert f0.extra["line_descriptors"].shape == (len(f0.lines), 2, 128)
+    f0 = tiepoint.Features.from_arrays(f0.to_arrays())
+    np.testing.assert_array_equal(m.match_features(f0, f1).line_matches, lm)
 
 
 def test_gluestick_homography_preset_trains_two_steps(data_dir, official_weights, tmp_path):
@@ -168,6 +184,11 @@ def test_gluestick_homography_preset_trains_two_steps(data_dir, official_weights
         ),
     )
     t = Trainer(tmp_path / "run", c, progress=False)
+    outs, step = [], t.train_step
+    t.train_step = lambda batch: outs.append(step(batch)) or outs[-1]
     t.run()
     hist = dict(t.loss_history)
     assert len(hist) == 2 and all(np.isfinite(v) for v in hist.values()), hist
+    # the line term is in the loss: endpoint descriptors reached GlueStick through the pipeline
+    assert all(np.isfinite(o["loss/line_nll"]) and o["loss/line_nll"] > 0 for o in outs), outs
+    print({k: round(outs[-1][k], 4) for k in ("loss/total", "loss/line_nll")})
