@@ -238,6 +238,8 @@ class Matcher:
             lines = pred["lines"][0].float().cpu().numpy().reshape(-1, 2)
             lines = images.scale_points(lines, 1.0 / img.scale).astype(np.float32).reshape(-1, 2, 2)
             line_scores = pred["line_scores"][0].float().cpu().numpy()
+            if "line_descriptors" in pred:  # GlueStick's endpoint descriptors (L,2,D), an extra
+                extra["line_descriptors"] = pred["line_descriptors"][0].float().cpu().numpy()
         return Features(
             keypoints=kpts,
             keypoint_scores=pred["keypoint_scores"][0].float().cpu().numpy(),

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import TiepointError
+from .errors import ConfigError, TiepointError
 
 # feature packages that add subcommands through `register(subparsers)`
 COMMAND_MODULES = [
@@ -193,6 +193,9 @@ def cmd_models(args) -> int:
             needed = pipeline_weights(name)
         except ImportError as e:  # a model whose code or dependency is missing here
             print(f"{name:24s} unavailable ({e})")
+            continue
+        except ConfigError as e:  # no official weights (e.g. aliked+lsd+gluestick): say so
+            print(f"{name:24s} needs weights: {e}")
             continue
         state = (
             ", ".join(f"{w} {'✓' if weights.is_cached(w) else '✗'}" for w in needed)

@@ -67,11 +67,15 @@ def pad_lines(pred: dict, n: int) -> dict:
     keep = scores.argsort(descending=True)[:n]
     lines, scores = lines[keep], scores[keep]
     pad = n - len(lines)
-    return {
+    out = {
         "lines": F.pad(lines, (0, 0, 0, 0, 0, pad)),
         "line_scores": F.pad(scores, (0, pad)),
         "valid_lines": torch.arange(n, device=lines.device) < len(lines),
     }
+    if "line_descriptors" in pred:  # endpoint descriptors (GlueStick), (L,2,D)
+        ld = pred["line_descriptors"][0].float()[valid][keep]
+        out["line_descriptors"] = F.pad(ld, (0, 0, 0, 0, 0, pad))
+    return out
 
 
 class TwoViewPipeline(BaseModel):
@@ -242,7 +246,15 @@ class TwoViewPipeline(BaseModel):
 
     def _features(self, data: dict, i: str) -> dict:
         if f"keypoints{i}" in data:  # cached features
-            keys = (*FEATURE_KEYS, "mask", "lines", "line_scores", "valid_lines", "semantic")
+            keys = (
+                *FEATURE_KEYS,
+                "mask",
+                "lines",
+                "line_scores",
+                "valid_lines",
+                "semantic",
+                "line_descriptors",
+            )
             f = {k: data[f"{k}{i}"] for k in keys if f"{k}{i}" in data}
             return f
         return self.extract(data[f"view{i}"])

@@ -22,6 +22,8 @@ from ...errors import ConfigError
 from ..base import Extractor
 
 REFINE = {"none": 0, "std": 1, "adv": 2}
+# point extractors whose `_forward` describes `data["keypoints"]` when given (no detection)
+DESCRIBES_GIVEN_POINTS = {"superpoint", "aliked"}
 
 
 def detect_lsd(
@@ -111,6 +113,9 @@ class PointsAndLines(Extractor):
     default_conf = {
         "points": {},  # the point extractor's config; `name` required
         "lines": dict(LSD.default_conf),
+        # GlueStick: also `line_descriptors` (B,L,2,D), the point extractor's descriptors of both
+        # end points, described exactly as its keypoints (its given-keypoints path)
+        "endpoint_descriptors": False,
     }
     points_name: str | None = None  # set by the registered `<points>+lsd` subclasses
 
@@ -168,11 +173,29 @@ class PointsAndLines(Extractor):
         self.lsd = LSD({**OmegaConf.to_container(conf.lines), "name": "lsd"})
         self.grayscale = self.points.grayscale
         self.descriptor_dim = self.points.descriptor_dim
+        if conf.endpoint_descriptors and points["name"] not in DESCRIBES_GIVEN_POINTS:
+            raise ConfigError(
+                f"endpoint_descriptors: {points['name']} cannot describe given points (no dense "
+                f"descriptor map); use one of {sorted(DESCRIBES_GIVEN_POINTS)}"
+            )
 
     def _forward(self, data: dict) -> dict:
         pred = dict(self.points(data))
         pred.update(self.lsd.detect(data["image"]))
+        if self.conf.endpoint_descriptors:
+            pred["line_descriptors"] = self.describe_endpoints(data, pred["lines"])
         return pred
+
+    def describe_endpoints(self, data: dict, lines: torch.Tensor) -> torch.Tensor:
+        """(B,L,2,2) segments → (B,L,2,D) L2-normalised descriptors of their end points, from the
+        point extractor run on the given points (a second pass of its network: simple and exactly
+        its keypoint sampling, at twice the point cost)."""
+        b, n = lines.shape[:2]
+        if n == 0:
+            return lines.new_zeros(b, 0, 2, self.descriptor_dim)
+        pts = lines.flatten(1, 2)
+        desc = self.points({**data, "keypoints": pts})["descriptors"]
+        return torch.nn.functional.normalize(desc.float(), dim=-1).unflatten(1, (n, 2))
 
 
 def _points_lines(points: str) -> type:

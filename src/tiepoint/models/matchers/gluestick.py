@@ -163,6 +163,9 @@ class GlueStick(FeatureMatcher):
         "filter_threshold": 0.2,  # points and lines
         "weights": None,  # registered name or path; None with `preset` → the official weights
         "pretrained": True,
+        # pipelines without official weights (e.g. 128-D ALIKED): refuse to run randomly
+        # initialised; `weights=` / `--weights` (which turns `pretrained` off) satisfies it
+        "require_weights": False,
         "checkpointed": False,
         # training: blocks whose line descriptors are also supervised (Glue Factory: [2, 5]),
         # each through its own projection `inter_line_proj.{k}`
@@ -177,6 +180,17 @@ class GlueStick(FeatureMatcher):
         "lines0",
         "lines1",
     ]
+
+    @classmethod
+    def weight_names(cls, conf=None) -> list[str]:
+        names = super().weight_names(conf)
+        conf = cls.build_conf(conf)
+        if not names and conf.require_weights and conf.pretrained:
+            raise ConfigError(
+                f"GlueStick with descriptor_dim={conf.descriptor_dim} has no official weights: "
+                "pass --weights / weights= (a trained checkpoint)"
+            )
+        return names
 
     def _init(self, conf):
         d = conf.descriptor_dim
