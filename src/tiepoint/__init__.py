@@ -1,5 +1,6 @@
 """tiepoint: local image feature matching — match, train, evaluate, reconstruct."""
 
+from ._version import __version__
 from .api import Matcher, list_pipelines, match
 from .errors import (
     ConfigError,
@@ -11,8 +12,8 @@ from .errors import (
 )
 from .types import DenseResult, Features, MatchResult
 
-__version__ = "0.1.0"
 __all__ = [
+    "__version__",
     "match",
     "Matcher",
     "MatchResult",

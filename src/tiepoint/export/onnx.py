@@ -33,7 +33,7 @@ MIN_SIDE, MAX_SIDE = 64, 8192  # image sizes the extractor graph accepts
 def export_conf(pipeline, overrides=None):
     """The pipeline config an export (and the torch twin it is compared with) runs: the matcher at
     fixed depth and width. Raises ConfigError for pipelines that have no ONNX form."""
-    from ..api import is_dense, pipeline_conf
+    from ..pipelines import is_dense, pipeline_conf
 
     conf = pipeline_conf(pipeline, overrides)
     if (
@@ -50,7 +50,7 @@ def export_conf(pipeline, overrides=None):
 
 def conf_key(conf) -> str:
     """A short hash of what determines the graphs: the config and the torch/tiepoint versions."""
-    from .. import __version__
+    from .._version import __version__
 
     text = json.dumps(
         [OmegaConf.to_container(conf, resolve=True), torch.__version__, __version__, OPSET],
