@@ -118,6 +118,7 @@ class Matcher:
         self.name = pipeline if isinstance(pipeline, str) else "custom"
         self.conf = pipeline_conf(pipeline, overrides)
         self.backend = backend
+        self.tile = (None, TILE_OVERLAP)  # `extractor.tile`: set below for torch extractors
         if backend == "onnxruntime":
             self._load_onnx(pipeline, onnx_dir, overrides, weights)
         elif backend != "torch":
