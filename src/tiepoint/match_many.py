@@ -25,7 +25,7 @@ from .atomic import atomic_path, partial_path
 from .errors import ConfigError, DatasetError
 from .reconstruction.features_io import names_to_pair
 from .reconstruction.inputs import list_images, require_images
-from .reconstruction.pairs import exhaustive
+from .reconstruction.pairs import exhaustive, pair_lines
 from .reconstruction.records import PartWriter, iter_records
 from .types import TIME_PREFIX, Features, MatchResult, write_group
 
@@ -42,18 +42,9 @@ def read_pairs_file(path: str | os.PathLike, names: set[str]) -> list[tuple[str,
     skipped; a duplicate pair (either order) or a self-pair is skipped with a warning; a line
     that is not a pair or names an image not in `names` is an error naming file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such pairs file")
     seen: dict[frozenset, int] = {}
     pairs = []
-    for ln, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) < 2:
-            raise DatasetError(f"{path}:{ln}: expected 'name0 name1', got '{line}'")
-        a, b = parts[:2]
+    for ln, a, b in pair_lines(path):
         for name in (a, b):
             if name not in names:
                 raise DatasetError(f"{path}:{ln}: image '{name}' not found in the image folder")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,11 +109,12 @@ def write_pairs(path: str | os.PathLike, pairs: list[Pair]) -> Path:
     return Path(path)
 
 
-def read_pairs(path: str | os.PathLike) -> list[Pair]:
+def pair_lines(path: str | os.PathLike) -> Iterator[tuple[int, str, str]]:
+    """(line number, name0, name1) of each pair line of a pairs file; `#` comments and blank
+    lines skipped, further columns ignored; a line that is not a pair is an error naming it."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such pairs file")
-    pairs = []
     for ln, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -120,5 +122,8 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
         parts = line.split()
         if len(parts) < 2:
             raise DatasetError(f"{path}:{ln}: expected 'name0 name1', got '{line}'")
-        pairs.append((parts[0], parts[1]))
-    return pairs
+        yield ln, parts[0], parts[1]
+
+
+def read_pairs(path: str | os.PathLike) -> list[Pair]:
+    return [(a, b) for _, a, b in pair_lines(path)]
