@@ -16,46 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .resnet import Bottleneck
+
 RESNET50_LAYERS = (3, 4, 6, 3)
-
-
-class DilatedBottleneck(nn.Module):
-    """1×1 → 3×3 (stride, dilation) → 1×1 with a residual; keys as CSAIL's `Bottleneck`."""
-
-    expansion = 4
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        dilation: int = 1,
-        downsample: bool = False,
-    ):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(
-            planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
-        )
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = (
-            nn.Sequential(
-                nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * 4),
-            )
-            if downsample
-            else None
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
 
 
 def _layer_dilations(dilate_scale: int) -> list[tuple[int, int, int]]:
@@ -98,9 +61,9 @@ class DilatedResNet(nn.Module):
             # the reference builds the layer with stride 2 and then removes it: the downsample
             # branch exists whenever the *original* stride or channel count asked for it
             down = i > 1 or inplanes != planes * 4
-            blocks = [DilatedBottleneck(inplanes, planes, stride, first, down)]
+            blocks = [Bottleneck(inplanes, planes, stride, down, dilation=first)]
             inplanes = planes * 4
-            blocks += [DilatedBottleneck(inplanes, planes, 1, rest) for _ in range(n - 1)]
+            blocks += [Bottleneck(inplanes, planes, dilation=rest) for _ in range(n - 1)]
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
         self.out_channels = [w * 4 * 2**i for i in range(4)]
 
