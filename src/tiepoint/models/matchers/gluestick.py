@@ -37,13 +37,11 @@ PRESETS = {"md": {"descriptor_dim": 256, "weights": "gluestick_md"}}
 EPS = 1e-8
 
 
-class EndPtEncoder(nn.Module):
+class EndPtEncoder(KeypointEncoder):
     """(endpoint, offset to the other endpoint, line score) → (B,2L,D), endpoints in line order."""
 
     def __init__(self, dim: int, layers: list[int]):
-        super().__init__()
-        self.encoder = PointwiseMLP([5, *layers, dim])
-        nn.init.constant_(self.encoder[-1].bias, 0.0)
+        super().__init__(dim, layers, in_dim=5)
 
     def forward(self, lines: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         off = lines[:, :, 1] - lines[:, :, 0]

@@ -76,9 +76,9 @@ def normalize_keypoints(kpts: torch.Tensor, size: torch.Tensor | None) -> torch.
 class KeypointEncoder(nn.Module):
     """(x, y, score) → a descriptor-sized vector added to the descriptor."""
 
-    def __init__(self, dim: int, layers: list[int]):
+    def __init__(self, dim: int, layers: list[int], in_dim: int = 3):
         super().__init__()
-        self.encoder = PointwiseMLP([3, *layers, dim])
+        self.encoder = PointwiseMLP([in_dim, *layers, dim])
         nn.init.constant_(self.encoder[-1].bias, 0.0)
 
     def forward(self, kpts: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
