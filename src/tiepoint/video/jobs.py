@@ -20,7 +20,15 @@ import numpy as np
 from ..errors import TiepointError, VideoError
 from ..reconstruction.executors import make_executor, shard_slice
 from .frames import FrameSet
-from .labels import LABELERS, Labeler, _save_npy, label_dir, label_filename, label_pair
+from .labels import (
+    LABELERS,
+    Labeler,
+    _save_npy,
+    label_dir,
+    label_filename,
+    label_pair,
+    usable_skips,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +197,7 @@ def label_videos(
     for folder in frames:
         fs = FrameSet.load(folder)
         for r in resize:
-            for s in skips:
-                skip = fs.skips[s]
-                if not fs.pairs(skip):
-                    log.warning(f"{fs.folder}: skip {skip} is longer than the sampled video")
-                    continue
-                sets[r].append((str(folder), fs, skip))
+            sets[r] += [(str(folder), fs, skip) for skip in usable_skips(fs, skips)]
     if not sets[False] and not sets[True]:
         raise VideoError(f"{frames}: too short for every requested skip")
     method = spec.method or LABELERS.get(spec.pipeline, (None, spec.pipeline))[1]  # as Labeler

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
@@ -362,6 +362,19 @@ def label_set(
     return folder
 
 
+def usable_skips(fs: FrameSet, skips: Iterable[int]) -> list[int]:
+    """The frame skips of GIM's skip indices `skips` (0, 1, 2 → fs.skips) that fit the sampled
+    video; a longer one is logged and left out."""
+    out = []
+    for s in skips:
+        skip = fs.skips[s]
+        if fs.pairs(skip):
+            out.append(skip)
+        else:
+            log.warning(f"{fs.folder}: skip {skip} is longer than the sampled video, skipped")
+    return out
+
+
 def label_video(
     labeler: Labeler,
     fs: FrameSet,
@@ -377,11 +390,7 @@ def label_video(
     longer than the sampled video is logged and skipped; none at all is an error."""
     done = []
     for r in resize:
-        for s in skips:
-            skip = fs.skips[s]
-            if not fs.pairs(skip):
-                log.warning(f"{fs.folder}: skip {skip} is longer than the sampled video, skipped")
-                continue
+        for skip in usable_skips(fs, skips):
             done.append(
                 label_set(labeler, fs, out, skip, r, masks, crop_method, progress, **filter_options)
             )
