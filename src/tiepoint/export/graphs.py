@@ -84,16 +84,7 @@ class AlikedGraph(nn.Module):
         wt = xs.reshape(-1)[-1:] + 1  # W as a tensor: ONNX has no symbolic scalar operands
         iy = idx.div(wt, rounding_mode="floor")
         ix = idx - iy * wt
-        win = m.window.to(scores.dtype)
-        wx, wy = ix.unsqueeze(-1) + win[:, 0].long(), iy.unsqueeze(-1) + win[:, 1].long()
-        inside = (wx >= 0) & (wx < w) & (wy >= 0) & (wy < h)
-        patch = scores.reshape(b, -1).gather(
-            1, (wy.clamp(0, h - 1) * w + wx.clamp(0, w - 1)).view(b, -1)
-        )
-        patch = patch.view(b, k, -1) * inside
-        e = ((patch - patch.amax(-1, keepdim=True)) / m.conf.temperature).exp()
-        offset = (e @ win) / e.sum(-1, keepdim=True)
-        kpts = torch.stack([ix, iy], -1).to(scores.dtype) + offset
+        kpts = aliked_mod.soft_argmax_refine(scores, ix, iy, m.window, m.conf.temperature)
         size = torch.stack([torch.tensor(w - 1), torch.tensor(h - 1)]).clamp(min=1)
         grid = 2 * kpts / size.to(kpts) - 1
         kscores = F.grid_sample(

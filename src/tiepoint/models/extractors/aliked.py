@@ -271,6 +271,25 @@ def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.where(is_max, scores, zeros)
 
 
+def soft_argmax_refine(
+    scores: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, window: torch.Tensor, temperature
+) -> torch.Tensor:
+    """Keypoints (B,K,2) at the integer cells (ix, iy) (B,K) of `scores` (B,H,W), moved by a
+    soft-argmax over the `window` offsets (P,2) around each (zero outside the map), the max
+    subtracted for stability. Shared by ALIKED and its ONNX graph."""
+    b, h, w = scores.shape
+    win = window.to(scores.dtype)
+    wx, wy = ix.unsqueeze(-1) + win[:, 0].long(), iy.unsqueeze(-1) + win[:, 1].long()
+    inside = (wx >= 0) & (wx < w) & (wy >= 0) & (wy < h)
+    patch = scores.reshape(b, -1).gather(
+        1, (wy.clamp(0, h - 1) * w + wx.clamp(0, w - 1)).view(b, -1)
+    )
+    patch = patch.view(b, ix.shape[1], -1) * inside
+    e = ((patch - patch.amax(-1, keepdim=True)) / temperature).exp()
+    offset = (e @ win) / e.sum(-1, keepdim=True)
+    return torch.stack([ix, iy], -1).to(scores.dtype) + offset
+
+
 class ALIKED(Extractor):
     """ALIKED keypoints and 128-d (t16: 64-d) descriptors from an RGB image."""
 
@@ -401,17 +420,7 @@ class ALIKED(Extractor):
         )
         ix, iy = idx % w, idx.div(w, rounding_mode="floor")
 
-        # soft-argmax over the (2r+1)² window (zero outside the map), max subtracted for stability
-        win = self.window.to(scores.dtype)
-        wx, wy = ix.unsqueeze(-1) + win[:, 0].long(), iy.unsqueeze(-1) + win[:, 1].long()
-        inside = (wx >= 0) & (wx < w) & (wy >= 0) & (wy < h)
-        patch = scores.view(b, -1).gather(
-            1, (wy.clamp(0, h - 1) * w + wx.clamp(0, w - 1)).view(b, -1)
-        )
-        patch = patch.view(b, n, -1) * inside
-        e = ((patch - patch.amax(-1, keepdim=True)) / self.conf.temperature).exp()
-        offset = (e @ win) / e.sum(-1, keepdim=True)
-        kpts = torch.stack([ix, iy], -1).to(scores.dtype) + offset
+        kpts = soft_argmax_refine(scores, ix, iy, self.window, self.conf.temperature)
 
         # score = the map sampled bilinearly at the refined point (zero outside)
         grid = (
