@@ -137,3 +137,17 @@ def test_bad_weights(tmp_path):
     torch.save({"extractor": {"conv.weight": torch.zeros(3)}}, wrong)
     with pytest.raises(WeightsError, match=r"do not fit this DISK .*missing keys"):
         get_model("extractor", {"name": "disk", "weights": str(wrong)})
+
+
+def test_sparse_last_layer_equals_the_dense_convolution_at_the_keypoints():
+    """The descriptor channels evaluated only at keypoints (borders included) equal the full conv."""
+    from tiepoint.models.extractors.disk import sparse_last_layer
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 9, 5, padding="same")
+    x = torch.randn(6, 23, 31)
+    kpts = torch.tensor([[0, 0], [30, 22], [0, 22], [30, 0], [1, 1], [15, 11], [29, 21]])
+    with torch.no_grad():
+        dense = conv(x[None])[0, :7]  # (7, H, W)
+        sparse = sparse_last_layer(x, conv, kpts, 7)
+    torch.testing.assert_close(sparse, dense[:, kpts[:, 1], kpts[:, 0]].T)
