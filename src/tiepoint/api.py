@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from . import hard_pairs, images
+from . import hard_pairs, images, runtime
 from .errors import ConfigError
 from .models import get_model, model_class
 from .pipelines import (  # noqa: F401  (list_pipelines, pipeline_weights: public here too)
@@ -119,6 +119,7 @@ class Matcher:
         self.conf = pipeline_conf(pipeline, overrides)
         self.backend = backend
         self.tile = (None, TILE_OVERLAP)  # `extractor.tile`: set below for torch extractors
+        self.autocast_dtype = {"extractor": None, "matcher": None}  # `runtime`: set below
         if backend == "onnxruntime":
             self._load_onnx(pipeline, onnx_dir, overrides, weights)
         elif backend != "torch":
@@ -129,9 +130,13 @@ class Matcher:
             return
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.extractor = self.matcher = self.dense = None
+        run = self.conf.get("runtime")  # `runtime.precision` / `runtime.compile` (runtime.py)
+        self.autocast_dtype = {
+            part: runtime.autocast_dtype(run, part, self.device) for part in self.autocast_dtype
+        }
         if is_dense(self.conf):
             self.dense, self.conf.dense = dense_model(self.conf.dense, weights)
-            self.dense.eval().to(self.device)
+            self.dense = runtime.maybe_compile(self.dense.eval().to(self.device), run)
             return
         # `extractor.tile` / `tile_overlap`: tiled extraction (tiling.py), for any extractor
         ext_conf = self.conf.extractor.copy()
@@ -142,6 +147,13 @@ class Matcher:
         self.matcher = get_model("matcher", self.conf.matcher).eval().to(self.device)
         if weights is not None:
             self.matcher.load_weights(weights)
+        self.extractor = runtime.maybe_compile(self.extractor, run)
+        self.matcher = runtime.maybe_compile(self.matcher, run)
+
+    def _networks(self, part: str = "matcher"):
+        """The context a part's networks run in: autocast at its `runtime` precision, or nothing.
+        A dense model is a "matcher"."""
+        return runtime.autocast(self.autocast_dtype[part], self.device)
 
     def _load_onnx(self, pipeline, onnx_dir, overrides, weights) -> None:
         from .export.runtime import load
@@ -167,13 +179,14 @@ class Matcher:
         img = images.load(image, resize=resize, side=pre.side)
         t = img.tensor.to(self.device)
         t = images.rgb_to_gray(t) if self.extractor.grayscale else images.gray_to_rgb(t)
-        if self.tile[0]:
-            pred = extract_tiled(self.extractor, t, int(self.tile[0]), int(self.tile[1]))
-        else:
-            pred = self.extractor({"image": t})
-        refine = getattr(self.matcher, "refine_features", None)
-        if refine is not None:  # a per-image refinement (reasoning): cache its descriptors
-            pred = {**pred, **refine({**pred, "image": img.tensor.to(self.device)})}
+        with self._networks("extractor"):
+            if self.tile[0]:
+                pred = extract_tiled(self.extractor, t, int(self.tile[0]), int(self.tile[1]))
+            else:
+                pred = self.extractor({"image": t})
+            refine = getattr(self.matcher, "refine_features", None)
+            if refine is not None:  # a per-image refinement (reasoning): cache its descriptors
+                pred = {**pred, **refine({**pred, "image": img.tensor.to(self.device)})}
         kpts = images.scale_points(
             pred["keypoints"][0].float().cpu().numpy(), 1.0 / img.scale
         ).astype(np.float32)
@@ -205,11 +218,12 @@ class Matcher:
     def match_features(self, f0: Features, f1: Features) -> MatchResult:
         self._not_dense("match_features")
         data = {**f0.to_data("0", self.device), **f1.to_data("1", self.device)}
-        pred = self.matcher(data)
+        with self._networks():
+            pred = self.matcher(data)
         m0 = pred["matches0"][0].cpu().numpy()
         valid = m0 > -1
         matches = np.stack([np.where(valid)[0], m0[valid]], -1).astype(np.int64)
-        scores = pred["matching_scores0"][0].cpu().numpy()[valid].astype(np.float32)
+        scores = pred["matching_scores0"][0].float().cpu().numpy()[valid].astype(np.float32)
         result = MatchResult(
             f0.keypoints, f1.keypoints, matches.reshape(-1, 2), scores, f0.image_size, f1.image_size
         )
@@ -253,7 +267,9 @@ class Matcher:
             return [self.match_features(f0, f1) for f0, f1 in pairs]
         from .batching import collate_pairs, split_results
 
-        return split_results(self.matcher(collate_pairs(pairs, self.device)), pairs)
+        with self._networks():
+            pred = self.matcher(collate_pairs(pairs, self.device))
+        return split_results(pred, pairs)
 
     def match_pairs(
         self,
@@ -333,9 +349,10 @@ class Matcher:
         t0 = time.perf_counter()
         im0, im1 = (load_for_dense(im, resize, pre.side) for im in (image0, image1))
         t1 = time.perf_counter()
-        pred = self.dense(
-            {"image0": im0.tensor.to(self.device), "image1": im1.tensor.to(self.device)}
-        )
+        with self._networks():
+            pred = self.dense(
+                {"image0": im0.tensor.to(self.device), "image1": im1.tensor.to(self.device)}
+            )
         gen = torch.Generator(device=self.device).manual_seed(SAMPLE_SEED)
         m, cert = self.dense.sample(pred, generator=gen)
         m = m.double().cpu().numpy()

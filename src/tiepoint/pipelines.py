@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import hard_pairs
+from . import hard_pairs, runtime
 from .config import load_preset, merge_strict, parse_dotlist
 from .errors import ConfigError
 from .models import model_class
@@ -17,7 +17,7 @@ PIPELINE_DEFAULTS = {
     "matcher": {},
 }
 DENSE = "dense"  # the section of a dense pipeline, in place of extractor + matcher
-OPTIONAL_SECTIONS = ("hard_pairs",)  # pipeline options outside the models (hard_pairs.DEFAULTS)
+OPTIONAL_SECTIONS = ("hard_pairs", "runtime")  # options outside the models (their DEFAULTS)
 
 
 def _as_overrides(overrides) -> DictConfig | None:
@@ -50,6 +50,9 @@ def pipeline_conf(pipeline: str | DictConfig | dict, overrides=None) -> DictConf
     if "hard_pairs" in conf:
         conf.hard_pairs = merge_strict(hard_pairs.DEFAULTS, conf.hard_pairs, where="hard_pairs")
         hard_pairs.check_conf(conf.hard_pairs)
+    if "runtime" in conf:
+        conf.runtime = merge_strict(runtime.DEFAULTS, conf.runtime, where="runtime")
+        runtime.check_conf(conf.runtime)
     if dense:
         sparse = [s for s in ("extractor", "matcher") if s in conf]
         if sparse:

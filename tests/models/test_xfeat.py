@@ -143,3 +143,19 @@ def test_bad_conf_and_weights(tmp_path, xfeat_weights):
     torch.save({"conv1a.weight": torch.zeros(1)}, other)
     with pytest.raises(WeightsError, match=r"do not fit this XFeat .*missing keys"):
         get_model("extractor", {"name": "xfeat", "weights": str(other)})
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.0])
+def test_maxima_above_equals_the_dense_max_pool(threshold):
+    """The sparse window max (few pixels above the threshold) and the dense fallback (many) give
+    XFeat's mask: ties kept, borders padded with -inf."""
+    from tiepoint.models.extractors.xfeat import maxima_above
+
+    torch.manual_seed(0)
+    heat = torch.rand(2, 1, 37, 53) ** 8  # few values above 0.05, every value above 0
+    heat[0, 0, 10, 10:13] = 0.9  # a tie: all three kept
+    heat[1, 0, 0, 0] = 0.95  # a corner maximum
+    dense = (heat == torch.nn.functional.max_pool2d(heat, 5, 1, 2)) & (heat > threshold)
+    got = maxima_above(heat, 5, threshold)
+    assert torch.equal(got, dense)
+    assert got[0, 0, 10, 10:13].all() and got[1, 0, 0, 0]

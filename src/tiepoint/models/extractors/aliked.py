@@ -177,10 +177,13 @@ def _stem_scores(
     b, c, h, w = x1.shape
     if torch.is_grad_enabled() and (x1.requires_grad or w1.requires_grad or w0.requires_grad):
         return F.conv2d(_selu(F.conv2d(x1, w1[..., None, None])), w0[..., None, None])
-    flat = x1.permute(0, 2, 3, 1).reshape(-1, c)
+    dtype = x1.dtype  # under autocast its dtype (the matmuls write into preallocated buffers)
+    if torch.is_autocast_enabled(x1.device.type):
+        dtype = torch.get_autocast_dtype(x1.device.type)
+    flat = x1.permute(0, 2, 3, 1).reshape(-1, c).to(dtype)
     out = flat.new_empty(flat.shape[0], w0.shape[0])
     tmp = flat.new_empty(min(chunk, flat.shape[0]), w1.shape[0])
-    w1t, w0t = w1.t(), w0.t()
+    w1t, w0t = w1.t().to(dtype), w0.t().to(dtype)
     for i in range(0, flat.shape[0], chunk):
         j = min(i + chunk, flat.shape[0])
         torch.mm(_selu(torch.mm(flat[i:j], w1t, out=tmp[: j - i])), w0t, out=out[i:j])

@@ -391,7 +391,7 @@ class LightGlue(FeatureMatcher):
             m1_[:, ind1] = torch.where(m1 == -1, -1, ind0.gather(1, m1.clamp(min=0)))
             ms0 = torch.zeros((b, m), device=device)
             ms1 = torch.zeros((b, n), device=device)
-            ms0[:, ind0], ms1[:, ind1] = mscores0, mscores1
+            ms0[:, ind0], ms1[:, ind1] = mscores0.float(), mscores1.float()  # autocast: bf16
             m0, m1, mscores0, mscores1 = m0_, m1_, ms0, ms1
         pred = {
             "matches0": m0,
