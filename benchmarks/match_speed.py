@@ -81,12 +81,22 @@ def main() -> None:
     p.add_argument("--setup-ref", action="store_true")
     p.add_argument("--stages", action="store_true", help="per-stage FLOPs and roofline table")
     p.add_argument("--onnx", action="store_true", help="torch vs onnxruntime, fixed depth")
+    p.add_argument(
+        "--options",
+        nargs="*",
+        default=None,
+        help="time runtime options against the default, interleaved: bf16 variants "
+        "(and `compile`, which compiles for minutes first)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     a, b = args.pair
     if args.onnx:
         onnx_comparison(args, a, b)
+        return
+    if args.options is not None:
+        options_comparison(args, a, b)
         return
     if args.setup_ref and args.ref_venv:
         setup_reference_venv(args.ref_venv)
@@ -224,6 +234,44 @@ def stage_table(args, a: Path, b: Path, pipelines: list[str]) -> None:
                 f"{name:22s} {stage:10s} {t:7.3f} {gflop:7.2f} {gflop / t:8.1f} "
                 f"{100 * gflop / t / roof:6.1f}%"
             )
+
+
+RUNTIME_OPTIONS = {
+    "fp32": [],
+    "bf16 extractor": ["runtime.extractor_precision=bf16"],
+    "bf16 matcher": ["runtime.matcher_precision=bf16"],
+    "bf16 both": ["runtime.precision=bf16"],
+    "compile": ["runtime.compile=true"],
+}
+
+
+def options_comparison(args, a: Path, b: Path) -> None:
+    """Each pipeline with each runtime option (the `runtime` section, src/tiepoint/runtime.py)
+    against its default, rounds interleaved. Compiling happens in the warm-up call."""
+    names = args.options or [k for k in RUNTIME_OPTIONS if k != "compile"]
+    names = ["fp32", *[n for n in names if n != "fp32"]]
+    print(f"{'pipeline':20s} {'option':16s} {'s/pair':>7s} {'fp32/this':>9s} {'matches':>8s}")
+    for name in args.pipelines:
+        if name == "sift+nn":
+            continue
+        base = [f"extractor.max_num_keypoints={args.max_keypoints}"]
+        matchers = {
+            o: tiepoint.Matcher(
+                name, resize=args.resize, device="cpu", overrides=base + RUNTIME_OPTIONS[o]
+            )
+            for o in names
+        }
+        times, n = {o: [] for o in names}, {}
+        for m in matchers.values():
+            m.match(a, b)  # warm-up (and compilation)
+        for _ in range(args.repeats):
+            for o, m in matchers.items():
+                t = time.perf_counter()
+                n[o] = len(m.match(a, b))
+                times[o].append(time.perf_counter() - t)
+        for o in names:
+            t = min(times[o])
+            print(f"{name:20s} {o:16s} {t:7.3f} {min(times['fp32']) / t:9.2f} {n[o]:8d}")
 
 
 def onnx_comparison(args, a: Path, b: Path) -> None:

@@ -73,6 +73,7 @@ def test_bf16_runs_where_asked_and_matches_like_fp32(bikes, official_weights):
 
 def test_bf16_falls_back_to_fp32_with_a_warning_where_the_cpu_has_none(monkeypatch, caplog):
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(runtime, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="tiepoint.runtime"):
         dtype = runtime.autocast_dtype({"precision": "bf16"}, "extractor", torch.device("cpu"))
     assert dtype is None and "no native bfloat16" in caplog.text

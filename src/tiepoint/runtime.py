@@ -31,6 +31,7 @@ DEFAULTS = {
 }
 PRECISIONS = ("fp32", "bf16")
 log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def check_conf(conf: DictConfig | dict) -> None:
@@ -57,7 +58,9 @@ def autocast_dtype(
     if precision == "fp32":
         return None
     if not bf16_supported(device):
-        log.warning("runtime.precision=bf16: %s has no native bfloat16; running float32", device)
+        if device.type not in _warned:  # once per process: presets ask for it too
+            _warned.add(device.type)
+            log.warning("runtime bf16: %s has no native bfloat16; running float32", device)
         return None
     return torch.bfloat16
 
@@ -73,4 +76,4 @@ def maybe_compile(model: torch.nn.Module, conf: DictConfig | dict | None) -> tor
     """`model`, wrapped in torch.compile when the runtime section asks for it."""
     if not conf or not conf.get("compile", False):
         return model
-    return torch.compile(model, dynamic=True)
+    return torch.compile(model, dynamic=False)

@@ -138,9 +138,12 @@ class DiskGraph(nn.Module):
     def forward(self, image: torch.Tensor, size: torch.Tensor):
         from kornia.geometry.subpix import nms2d
 
+        from ..models.extractors.disk import last_layer_input, sparse_last_layer
+
         conf = self.m.conf
-        heat, desc = self.m.net.heatmap_and_dense_descriptors(image)
-        heat = heat[:, 0]
+        # as DISK runs it: the heat channel densely, the descriptor channels at the keypoints only
+        x, last = last_layer_input(self.m.net.unet, image)
+        heat = F.conv2d(x, last.weight[-1:], last.bias[-1:], padding=last.padding)[:, 0]
         h, w = heat.shape[-2:]
         s = conf.nms_window_size
         # strict maxima of the map cropped to the image: kornia's window reaches (s-1)//2 before
@@ -151,9 +154,9 @@ class DiskGraph(nn.Module):
         if thr is not None:
             valid = valid & (heat > thr)
         idx, scores, ix, iy, count = _top_candidates(heat, valid, self.k)
-        d = desc.flatten(2).gather(2, idx.unsqueeze(1).expand(-1, desc.shape[1], -1))
-        kpts = torch.stack([ix, iy], -1).float()
-        return kpts, scores, F.normalize(d.transpose(1, 2), dim=-1), count
+        kpts = torch.stack([ix, iy], -1)  # (1, K, 2) integer pixels; one image per graph call
+        d = sparse_last_layer(x[0], last, kpts[0], self.m.descriptor_dim)[None]
+        return kpts.float(), scores, F.normalize(d, dim=-1), count
 
 
 class XFeatGraph(nn.Module):
