@@ -1,11 +1,14 @@
-"""The dense CPU demonstration (slow): a width/depth-reduced DKM (frozen pretrained XFeat encoder,
-decoder from random initialisation) trained on synthetic homographies of real photographs for a
-fixed wall-clock budget; its validation EPE falls and PCK rises, and its checkpoint estimates real
-homographies through `tiepoint.match` and `tiepoint eval pairs` better than the untrained model.
+"""The dense CPU demonstration (slow), reduced: a width/depth-reduced DKM (frozen pretrained XFeat
+encoder, decoder from random initialisation) trained on synthetic homographies of real photographs;
+its validation EPE falls and PCK rises, and its checkpoint estimates real homographies through
+`tiepoint.match` and `tiepoint eval pairs` better than the untrained model.
 
 Images: the opencv-doc photographs (tests/conftest.py `opencv_doc_images`; Leuven and Graffiti
-excluded from training). Budget: 3 minutes (TIEPOINT_DEMO_MINUTES changes it); docs/dkm.md,
-"CPU demonstration", records measured runs.
+excluded from training). Reduced configuration (the test's only; the preset `dkm_cpu_demo` and the
+runs docs/dkm.md "CPU demonstration" records are unchanged): views and network input 192×128
+instead of 256×192, a fixed budget of 100 steps (not minutes, so the claims do not depend on the
+machine's speed) and 1000 sampled matches instead of 2000 / 5000 (DKM's KDE sampling is quadratic
+in them): about 75 s on 2 idle cores. TIEPOINT_DEMO_MINUTES gives a wall-clock budget instead.
 """
 
 import json
@@ -21,6 +24,14 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 EVAL_PAIRS = ("oxford_leuven", "oxford_bikes")  # held out: not in the training photographs
+# the test's smaller views and network input (h, w divisible by 32 for the XFeat encoder)
+REDUCED = [
+    "data.homography.patch_shape=[192,128]",
+    "model.dense.resize=[128,192]",
+    "data.load_size=384",
+]
+STEPS = 100
+NUM_MATCHES = 1000  # sampled per pair in the real-pair checks
 
 
 def corner_error(weights, pipeline, seq: Path) -> float:
@@ -62,11 +73,16 @@ def test_dkm_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
 
     official_weights("xfeat")
     out = Path(os.environ.get("TIEPOINT_DEMO_OUTPUTS", tmp_path / "outputs"))
-    minutes = float(os.environ.get("TIEPOINT_DEMO_MINUTES", 3))
+    minutes = os.environ.get("TIEPOINT_DEMO_MINUTES")
+    if minutes:
+        budget = [f"train.max_minutes={float(minutes)}"]
+    else:
+        budget = ["train.max_minutes=null", f"train.max_iterations={STEPS}"]
+        budget.append("train.eval_every_iter=20")
     exp = train(
         "dkm_cpu_demo",
         "dkm_cpu_demo",
-        parse_dotlist([f"data.data_dir={opencv_doc_images}", f"train.max_minutes={minutes}"]),
+        parse_dotlist([f"data.data_dir={opencv_doc_images}", *REDUCED, *budget]),
         output_dir=out,
         progress=False,
     )
@@ -75,9 +91,9 @@ def test_dkm_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
     best = min(hist, key=lambda h: h["epe"])
     ident = identity_metrics(exp)
     print("DKM CPU demo:", json.dumps({"first": first, "last": last, "identity": ident}))
-    # the finest warp against the exact GT warp, in pixels of the 256×192 image 1: the EPE falls
+    # the finest warp against the exact GT warp, in pixels of the 192×128 image 1: the EPE falls
     # well below both the untrained model's and the identity warp's (it learned the homographies)
-    assert last["step"] >= 50
+    assert last["step"] == STEPS or minutes
     assert best["epe"] < 0.6 * first["epe"] and best["epe"] < 0.75 * ident["epe"], (first, best)
     assert last["epe"] < 0.75 * first["epe"], (first["epe"], last["epe"])
     for t in (1, 3, 5):
@@ -94,8 +110,8 @@ def check_checkpoint(ckpt: Path, data_dir: Path, out: Path, pairs_root: Path) ->
     from tiepoint.training.checkpoints import load_checkpoint
 
     arch = load_checkpoint(ckpt)["conf"]["model"]["dense"]
-    untrained = {"dense": {**arch, "num_matches": 2000}}  # same network, no trained weights
-    pipe = {"preprocessing": {"resize": 1024}, "dense": {"name": "dkm", "num_matches": 2000}}
+    untrained = {"dense": {**arch, "num_matches": NUM_MATCHES}}  # same network, no trained weights
+    pipe = {"preprocessing": {"resize": 1024}, "dense": {"name": "dkm", "num_matches": NUM_MATCHES}}
     for seq in EVAL_PAIRS:
         torch.manual_seed(0)  # the untrained decoder's random initialisation
         before = corner_error(None, untrained, data_dir / "homography" / seq)
@@ -104,20 +120,48 @@ def check_checkpoint(ckpt: Path, data_dir: Path, out: Path, pairs_root: Path) ->
         assert after < 0.6 * before, (seq, before, after)
 
     # `tiepoint eval pairs` on the held-out pairs (img1→img2, img1→img3), trained vs untrained.
-    # A 3-minute model's matches are coarse (few within 3 px), so RANSAC's fit is erratic; the DLT
-    # fit over all 5000 sampled matches and the match precision measure it steadily.
+    # At 192×128 one network pixel is ~5 px of these ~900-px images and 100 steps learn the
+    # coarse warp only: hardly any match is within 3 px (mprec@3px ≈ 0 for both) and the DLT fit
+    # over all matches is ruled by the outliers. The RANSAC fit and each pair's median match
+    # error against the ground-truth homography (from the saved predictions) measure it.
     root = small_pairs_root(data_dir, pairs_root)
-    summ, d = run("pairs", "dkm", data_root=root, weights=ckpt, output_dir=out, progress=False)
+    n = [f"dense.num_matches={NUM_MATCHES}"]
+    summ, d = run(
+        "pairs", "dkm", overrides=n, data_root=root, weights=ckpt, output_dir=out, progress=False
+    )
     torch.manual_seed(0)
-    ref, _ = run(
-        "pairs", {"dense": {**arch, "num_matches": 5000}}, tag="dkm_untrained",
+    ref, d_ref = run(
+        "pairs", {"dense": {**arch, "num_matches": NUM_MATCHES}}, tag="dkm_untrained",
         data_root=root, output_dir=out, progress=False,
     )  # fmt: skip
     keys = ("mH_error_dlt", "mH_error_ransac", "mprec@1px", "mprec@3px")
     print("eval pairs:", {k: (round(summ[k], 4), round(ref[k], 4)) for k in keys})
-    assert (d / "summaries.json").exists() and summ["mnum_matches"] == 5000
-    assert summ["mH_error_dlt"] < 0.6 * ref["mH_error_dlt"], (summ, ref)
-    assert summ["mprec@3px"] > ref["mprec@3px"], (summ, ref)
+    assert (d / "summaries.json").exists() and summ["mnum_matches"] == NUM_MATCHES
+    assert summ["mH_error_ransac"] < 0.6 * ref["mH_error_ransac"], (summ, ref)
+    trained, untrained = median_match_errors(d, data_dir), median_match_errors(d_ref, data_dir)
+    print("median match error (px), trained vs untrained:", trained, untrained)
+    assert len(trained) == 4 and trained.keys() == untrained.keys()
+    for pair, err in trained.items():
+        assert err < 0.6 * untrained[pair], (pair, err, untrained[pair])
+
+
+def median_match_errors(results: Path, data_dir: Path) -> dict:
+    """{pair: median distance (px) from each saved match's image-2 point to where the ground-truth
+    homography takes its image-1 point}, from an eval run's predictions.h5."""
+    import h5py
+    import numpy as np
+    from helpers import gt_warp
+
+    out = {}
+    with h5py.File(results / "predictions.h5", "r") as f:
+        for key, g in f.items():  # "homography|<seq>|img1.png <seq>|img<k>.png"
+            name0, name1 = key.split(" ")
+            seq, k = name0.split("|")[1], name1.rsplit("|", 1)[-1][len("img") : -len(".png")]
+            H = read_h(data_dir / "homography" / seq / f"H1to{k}p")
+            m = g["matches0"][()]
+            p0, p1 = g["keypoints0"][()][m > -1], g["keypoints1"][()][m[m > -1]]
+            out[f"{seq} 1→{k}"] = float(np.median(np.linalg.norm(gt_warp(p0, H) - p1, axis=1)))
+    return out
 
 
 def identity_metrics(exp: Path) -> dict:
