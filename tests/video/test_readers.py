@@ -74,11 +74,11 @@ def test_a_video_only_pyav_decodes(tmp_path, monkeypatch, capsys):
     fs = extract_frames(video, tmp_path / "auto", progress=False)  # auto: falls back to PyAV
     assert fs.reader == "pyav" and fs.fps == 10 and fs.frame_size == (192, 240)
     assert fs.listing == [0, 10, 20, 30, 40]
-    for i in fs.listing:  # the encoded frame, within AV1's loss, and not its neighbours
+    for i in fs.listing:  # the encoded frame within AV1 loss (CRF 35), far from its neighbours
         got = fs.read(i).astype(np.int16)
         own = np.abs(got - src[i]).mean()
         others = [np.abs(got - src[j]).mean() for j in (i - 1, i + 1) if 0 <= j < len(src)]
-        assert own < 6 and own < 0.5 * min(others), (i, own, others)
+        assert own < 15 and own < 0.3 * min(others), (i, own, others)
 
     assert main(["video", "frames", str(video), str(tmp_path / "cli"), "--reader", "pyav"]) == 0
     assert "; pyav)" in capsys.readouterr().out
