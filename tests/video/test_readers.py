@@ -30,9 +30,9 @@ def test_opencv_and_pyav_read_the_same_frames(opencv_doc_videos, tmp_path):
     pa = extract_frames(video, tmp_path / "av", end=12, reader="pyav", progress=False)
     assert cv.reader == "opencv" and pa.reader == "pyav" and cv.listing == pa.listing
     assert len(pa.listing) == 13
-    for i in pa.listing:  # the same decoder underneath; only the YUV→BGR conversion may differ
+    for i in pa.listing:  # identical here (both FFmpeg); other builds' YUV→BGR may differ a bit
         x, y = cv.read(i).astype(np.int16), pa.read(i).astype(np.int16)
-        assert np.abs(x - y).mean() < 1.5 and np.percentile(np.abs(x - y), 99) <= 8, i
+        assert np.abs(x - y).mean() < 1.0 and np.percentile(np.abs(x - y), 99) <= 4, i
     # neighbours differ far more than the readers do: the indices line up
     x, y = cv.read(50).astype(np.int16), pa.read(60).astype(np.int16)
     assert np.abs(x - y).mean() > 3
