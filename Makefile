@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[estimators,dev,ray,train,ui,onnx,dedode]"
+	$(BIN)/pip install -q -e ".[estimators,dev,ray,train,ui,onnx,video]"
 	# the browser tests drive Debian's Chromium (Playwright's own download is often unreachable)
 	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium) || true
 	touch $(STAMP)

@@ -2,8 +2,9 @@
 code (verlab/DescriptorReasoning_ACCV_2024), end to end, on random weights.
 
 The reference half builds `ReasoningBase` with the released models' training config (5 layers,
-1 head, semantic conditioning; xfeat 64-D + dinov2_vits14), randomly initialised, and writes it
-as a release zip exactly as the reference trainer lays it out (`<folder>/model_config.yaml`,
+1 head, semantic conditioning; xfeat 64-D + dinov2_vits14), randomly initialised, and saves its
+config and state; tiepoint's half writes them as a release zip in the reference trainer's layout
+(`reasoning_checkpoint.write_release`: `<folder>/model_config.yaml`,
 `<folder>/checkpoint_<epoch>_<iter>.pt` = {"state_dict", "optimizer", ...}; a stray `dino.` key
 is added to exercise the loader's filtering). The reference `Reasoning` wrapper then runs
 unmodified on two real images, with `torch.hub.load` answered by a random DINOv2 hub model (see
@@ -104,14 +105,9 @@ def reference(args) -> None:
     }
     torch.manual_seed(2)
     base = dr.ReasoningBase(OmegaConf.create(conf)).eval()
-    folder = out / "release" / "xfeat"
-    folder.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(base.conf, folder / "model_config.yaml")
     state = {**base.state_dict(), "dino.stray": torch.zeros(1)}
-    torch.save(
-        {"state_dict": state, "optimizer": {}, "epoch": 2, "iter": 1, "batch": 1},
-        folder / "checkpoint_2_1024000.pt",
-    )
+    config = OmegaConf.to_container(base.conf, resolve=True)
+    torch.save({"config": config, "state_dict": state}, out / "ref_release.pt")
     model = dr.Reasoning(base, dev=None).eval()
     with torch.inference_mode():
         preds = [model({"image": im}) for im in images]
@@ -130,21 +126,24 @@ def reference(args) -> None:
 
 
 def main(args) -> None:
-    import shutil
     import time
 
     import torch
 
     from tiepoint.models.matchers.reasoning import Reasoning
+    from tiepoint.models.matchers.reasoning_checkpoint import write_release
     from tiepoint.weights import load_torch
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [args.ref_python, str(HERE), "--reference", "--dr-src", args.dr_src]
     subprocess.run(cmd + ["--dinov2-src", args.dinov2_src, "--out", str(out)], check=True)
-    zip_path = shutil.make_archive(str(out / "xfeat"), "zip", out / "release")
+    rel = load_torch(out / "ref_release.pt")
+    zip_path = write_release(
+        out / "xfeat.zip", rel["config"], {"checkpoint_2_1024000.pt": rel["state_dict"]}
+    )
     t = time.perf_counter()
-    model = Reasoning({"weights": zip_path, "dino_weights": str(out / "dino_state.pt")}).eval()
+    model = Reasoning({"weights": str(zip_path), "dino_weights": str(out / "dino_state.pt")}).eval()
     ref = load_torch(out / "ref_out.pt")
     images = [load_image(p) for p in IMAGES]
     rows, refined = {}, []

@@ -179,3 +179,54 @@ def resume_and_compare(exp_dir: Path, conf, steps_done: int, total: int, uninter
     for s in got:
         assert got[s] == pytest.approx(uninterrupted[s], rel=1e-6, abs=1e-7), s
     return resumed
+
+
+# model_config.yaml of a Descriptor Reasoning release (the reference trainer's keys): XFeat features,
+# DINOv2 ViT-S/14, 2 attention layers
+REASONING_CONFIG = {
+    "dino": {"weights": "dinov2_vits14", "allow_resize": True},
+    "extractor": {"model_name": "xfeat", "max_num_keypoints": 2048, "detection_threshold": 0.0},
+    "reasoning": {
+        "extractor_features_dim": 64,
+        "semantic_features_dim": 384,
+        "features_dim": 256,
+        "n_attention_layers": 2,
+        "num_heads": 1,
+        "attention": "full",
+    },
+    "semantic_interpolation_mode": "bicubic",
+    "reasoning_triplet": False,
+    "attention_progression": "alternating",
+    "deep_supervision": True,
+    "semantic_conditioning": True,
+    "fix_dino_size": -1,
+}
+
+
+def random_reasoning_state(seed: int, layers: int = 2) -> dict:
+    """A Descriptor Reasoning head state (XFeat, ViT-S/14 sizes) of N(0, 1) weights from `seed`."""
+    from tiepoint.models.matchers.reasoning_head import ReasoningHead
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = ReasoningHead(64, 384, layers=layers).state_dict()
+    return {k: torch.randn(v.shape, generator=g) for k, v in shapes.items()}
+
+
+def random_reasoning_release(
+    path: Path, config: dict | None = REASONING_CONFIG, seeds=(1, 2)
+) -> dict:
+    """A release zip (`reasoning_checkpoint.write_release`) with random heads, one checkpoint per
+    seed (`checkpoint_<n>_<n·1000>.pt`, the last the newest), each also holding the `dino.`,
+    `extractor.` and `semantic_reconstruction.` entries a release carries; config None: no
+    model_config.yaml. Returns {member name: head state}."""
+    from tiepoint.models.matchers.reasoning_checkpoint import write_release
+
+    layers = (config or REASONING_CONFIG)["reasoning"]["n_attention_layers"]
+    heads = {
+        f"checkpoint_{n}_{n * 1000}.pt": random_reasoning_state(s, layers)
+        for n, s in enumerate(seeds)
+    }
+    stray = {"dino.net.cls_token": torch.zeros(1), "extractor.w": torch.zeros(1)}
+    stray["semantic_reconstruction.0.weight"] = torch.zeros(2)
+    write_release(path, config, {k: {**v, **stray} for k, v in heads.items()})
+    return {f"xfeat/{k}": v for k, v in heads.items()}

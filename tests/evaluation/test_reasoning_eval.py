@@ -3,48 +3,15 @@ the official layout and a random DINOv2 (the real ones are not reachable offline
 Descriptor Reasoning RANSAC grid (0.5..6 px)."""
 
 import json
-import zipfile
 
 import pytest
-import torch
-import yaml
+from helpers import random_reasoning_release
 
 from tiepoint.cli import main
 from tiepoint.evaluation.metrics import SWEEP6_THRESHOLDS
 from tiepoint.evaluation.run_conf import parse_ransac_th
-from tiepoint.models.matchers.reasoning_head import ReasoningHead
 
 from .fixtures import write_pairs_dataset
-
-CONFIG = {  # model_config.yaml of a release (the reference trainer's keys): XFeat, ViT-S/14, 2 layers
-    "dino": {"weights": "dinov2_vits14", "allow_resize": True},
-    "extractor": {"model_name": "xfeat", "max_num_keypoints": 2048, "detection_threshold": 0.0},
-    "reasoning": {
-        "extractor_features_dim": 64,
-        "semantic_features_dim": 384,
-        "features_dim": 256,
-        "n_attention_layers": 2,
-        "num_heads": 1,
-        "attention": "full",
-    },
-    "semantic_interpolation_mode": "bicubic",
-    "reasoning_triplet": False,
-    "attention_progression": "alternating",
-    "deep_supervision": True,
-    "semantic_conditioning": True,
-    "fix_dino_size": -1,
-}
-
-
-def write_zip(path):
-    torch.manual_seed(0)
-    state = ReasoningHead(64, 384, layers=2).state_dict()
-    pt = path.parent / "ck.pt"
-    torch.save({"state_dict": state, "optimizer": {}, "epoch": 2}, pt)
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("xfeat/model_config.yaml", yaml.safe_dump(CONFIG))
-        zf.write(pt, "xfeat/checkpoint_2_1024000.pt")
-    return path
 
 
 def test_parse_ransac_th():
@@ -56,7 +23,8 @@ def test_parse_ransac_th():
 def test_eval_pairs_xfeat_reasoning_with_the_papers_sweep(tmp_path, capsys):
     root = tmp_path / "data"
     write_pairs_dataset(root, n_h=1, n_pose=2)
-    zp = write_zip(tmp_path / "xfeat.zip")
+    zp = tmp_path / "xfeat.zip"
+    random_reasoning_release(zp)
     args = ["eval", "pairs", "--pipeline", "xfeat+reasoning", "--data-root", str(root)]
     args += ["--estimator", "poselib", "--ransac-th", "sweep6", "--tag", "dr"]
     args += ["--output-dir", str(tmp_path / "out")]

@@ -13,7 +13,9 @@ from tiepoint.models import get_model
 
 def test_missing_kornia_is_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "kornia.feature", None)  # import → ImportError
-    with pytest.raises(ConfigError, match=r"needs kornia .*tiepoint\[dedode\]") as e:
+    with pytest.raises(
+        ConfigError, match=r"needs kornia\.feature\.DeDoDe .*pip install -U 'kornia>=0\.7'"
+    ) as e:
         get_model(
             "extractor", {"name": "dedode", "detector_weights": "x", "descriptor_weights": "y"}
         )
@@ -26,7 +28,7 @@ def test_official_layout_and_conventions(tmp_path):
         from kornia.feature import DeDoDe as KorniaDeDoDe
         from kornia.feature.dedode.dedode_models import get_descriptor, get_detector
     except ImportError:
-        unavailable("kornia (the dedode extra) is not installed")
+        unavailable("kornia.feature.DeDoDe is not importable")
     torch.manual_seed(0)
     # official DeDoDe files are the state dicts of these modules (same module names upstream)
     det, desc = get_detector("L"), get_descriptor("B")

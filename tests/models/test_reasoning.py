@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 import torch
-import yaml
+from helpers import REASONING_CONFIG, random_reasoning_release, random_reasoning_state
 
 from tiepoint.errors import ConfigError, ImageError, WeightsError
 from tiepoint.models import get_model
@@ -150,65 +150,14 @@ def test_matching_rule_product_and_mutual():
 
 
 # ------------------------------------------------------------------------- release files
-TRAIN_CONFIG = {  # the reference trainer's model_config.yaml (xfeat + vits14, 2 layers)
-    "dino": {"weights": "dinov2_vits14", "allow_resize": True},
-    "extractor": {"model_name": "xfeat", "max_num_keypoints": 2048, "detection_threshold": 0.0},
-    "reasoning": {
-        "extractor_features_dim": 64,
-        "semantic_features_dim": 384,
-        "features_dim": 256,
-        "n_attention_layers": 2,
-        "num_heads": 1,
-        "attention": "full",
-    },
-    "semantic_interpolation_mode": "bicubic",
-    "reasoning_triplet": False,
-    "attention_progression": "alternating",
-    "deep_supervision": True,
-    "semantic_conditioning": True,
-    "fix_dino_size": -1,
-}
-
-
-def _reference_state(seed: int, layers: int = 2) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    shapes = ReasoningHead(64, 384, layers=layers).state_dict()
-    state = {k: torch.randn(v.shape, generator=g) for k, v in shapes.items()}
-    assert set(state) == _reference_keys(layers)
-    return state
-
-
-def write_release(path, config=TRAIN_CONFIG, with_config=True, seeds=(1, 2)) -> dict:
-    """A zip laid out as the release: xfeat/model_config.yaml + two checkpoints (the later one
-    newer), each {"state_dict", "optimizer", ...} with the dropped `dino.`/`extractor.`/
-    `semantic_reconstruction.` entries present."""
-    states = {}
-    with zipfile.ZipFile(path, "w") as zf:
-        if with_config:
-            zf.writestr("xfeat/model_config.yaml", yaml.safe_dump(config))
-        for n, (seed, stamp) in enumerate(
-            zip(seeds, [(2024, 1, 1, 0, 0, 0), (2024, 6, 1, 0, 0, 0)])
-        ):
-            state = _reference_state(seed, config["reasoning"]["n_attention_layers"])
-            full = {**state, "dino.net.cls_token": torch.zeros(1), "extractor.w": torch.zeros(1)}
-            full["semantic_reconstruction.0.weight"] = torch.zeros(2)
-            tmp = path.parent / f"ck{n}.pt"
-            torch.save(
-                {"state_dict": full, "optimizer": {}, "epoch": n, "iter": 0, "batch": 0}, tmp
-            )
-            info = zipfile.ZipInfo(f"xfeat/checkpoint_{n}_{n * 1000}.pt", date_time=stamp)
-            zf.writestr(info, tmp.read_bytes())
-            states[info.filename] = state
-    return states
-
-
 def _matcher(release, **extra):
     conf = {"name": "reasoning", "weights": str(release), "dino_weights": None, "long_side": 112}
     return get_model("matcher", {**conf, **extra})
 
 
 def test_release_zip_loads_newest_checkpoint_and_drops_prefixes(tmp_path):
-    states = write_release(tmp_path / "xfeat.zip")
+    states = random_reasoning_release(tmp_path / "xfeat.zip")
+    assert all(set(s) == _reference_keys(2) for s in states.values())
     rel = read_release(tmp_path / "xfeat.zip")
     assert rel.extractor == "xfeat" and rel.source.endswith("checkpoint_1_1000.pt")
     assert rel.arch["layers"] == 2 and rel.arch["semantic_conditioning"] is True
@@ -233,12 +182,12 @@ def _one_line(excinfo) -> str:
 
 
 def test_bad_release_files_are_one_line_errors(tmp_path):
-    write_release(tmp_path / "noconf.zip", with_config=False)
+    random_reasoning_release(tmp_path / "noconf.zip", config=None)
     with pytest.raises(WeightsError) as e:
         read_release(tmp_path / "noconf.zip")
     assert "model_config.yaml" in _one_line(e) and "noconf.zip" in str(e.value)
-    bad = {**TRAIN_CONFIG, "extractor": {"model_name": "sift"}}
-    write_release(tmp_path / "sift.zip", config=bad)
+    bad = {**REASONING_CONFIG, "extractor": {"model_name": "sift"}}
+    random_reasoning_release(tmp_path / "sift.zip", config=bad)
     with pytest.raises(ConfigError) as e:
         read_release(tmp_path / "sift.zip")
     assert "sift" in _one_line(e) and "xfeat" in str(e.value)  # names the valid choices
@@ -248,7 +197,7 @@ def test_bad_release_files_are_one_line_errors(tmp_path):
 
 
 def test_dimension_mismatch_and_tiny_image_are_one_line_errors(tmp_path):
-    write_release(tmp_path / "xfeat.zip")
+    random_reasoning_release(tmp_path / "xfeat.zip")
     model = _matcher(tmp_path / "xfeat.zip").eval()
     image, kpts = torch.rand(1, 3, 60, 80), torch.rand(1, 10, 2) * 50
     with pytest.raises(ConfigError) as e:
@@ -268,7 +217,7 @@ def test_dimension_mismatch_and_tiny_image_are_one_line_errors(tmp_path):
 def test_refine_then_match_equals_matching_with_images(tmp_path):
     """Cached refinement (descriptors = texture ‖ semantic, 512-D) matches exactly as refining
     inside the matcher from the images does."""
-    write_release(tmp_path / "xfeat.zip")
+    random_reasoning_release(tmp_path / "xfeat.zip")
     model = _matcher(tmp_path / "xfeat.zip").eval()
     torch.manual_seed(0)
     ims = [torch.rand(1, 3, 70, 90), torch.rand(1, 3, 80, 60)]
@@ -310,7 +259,7 @@ def test_pipeline_extract_caches_refined_descriptors(tmp_path, data_dir):
 
     from tiepoint import Matcher
 
-    write_release(tmp_path / "xfeat.zip")
+    random_reasoning_release(tmp_path / "xfeat.zip")
     folder = require(data_dir / "homography" / "oxford_bikes")
     overrides = ["matcher.dino_weights=null", "matcher.long_side=112", "preprocessing.resize=320"]
     overrides.append("extractor.max_num_keypoints=300")
@@ -328,7 +277,7 @@ def test_pipeline_extract_caches_refined_descriptors(tmp_path, data_dir):
 
 def test_head_state_dict_file_loads_too(tmp_path):
     """Besides release zips, a plain state dict of the head (tiepoint's layout) loads."""
-    state = _reference_state(5)
+    state = random_reasoning_state(5)
     torch.save(state, tmp_path / "head.pt")
     conf = {"name": "reasoning", "features": "xfeat", "layers": 2, "dino_weights": None}
     model = get_model("matcher", {**conf, "weights": str(tmp_path / "head.pt")})

@@ -357,22 +357,11 @@ def build(app: App):
                     label="warp / blend", type="filepath", elem_id="img-warp", show_label=False
                 )
             downloads = gr.File(label="download (h5, PNGs)", file_count="multiple")
-            inputs = [
-                source,
-                f0,
-                f1,
-                p0,
-                p1,
-                pipeline,
-                resize,
-                max_kp,
-                filt,
-                model,
-                estr,
-                th,
-                k0,
-                k1,
-            ]
+            # the pair and the settings, shared by the Match and Side-by-side tabs around the
+            # pipeline choice (one dropdown there, a checkbox group here)
+            pair_inputs = [source, f0, f1, p0, p1]
+            settings = [resize, max_kp, filt, model, estr, th, k0, k1]
+            inputs = [*pair_inputs, pipeline, *settings]
             outputs = [status, counts, im_matches, im_kpts, im_warp, im_inliers, downloads]
 
             def do_match(*a, progress=gr.Progress()):
@@ -396,22 +385,7 @@ def build(app: App):
             def do_sbs(s, a, b, c, d, pipes, *rest, progress=gr.Progress()):
                 return app.side_by_side(s, a, b, c, d, pipes, *rest, progress=progress)
 
-            sbs_inputs = [
-                source,
-                f0,
-                f1,
-                p0,
-                p1,
-                sbs_pipes,
-                resize,
-                max_kp,
-                filt,
-                model,
-                estr,
-                th,
-                k0,
-                k1,
-            ]
+            sbs_inputs = [*pair_inputs, sbs_pipes, *settings]
             sbs_run.click(do_sbs, sbs_inputs, [sbs_status, sbs_counts, sbs_gallery])
         with gr.Tab("Benchmark inspector", id="inspector"):
             root = str(app.results.root) if app.results else "none: start with --results DIR"

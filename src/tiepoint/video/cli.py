@@ -23,11 +23,12 @@ def cmd_frames(args) -> int:
         max_size=args.max_size,
         ext=args.ext,
         video_id=args.id,
+        reader=args.reader,
     )
     pairs = ", ".join(f"{len(fs.pairs(s))} at skip {s}" for s in fs.skips)
     print(
         f"{args.video}: {len(fs.listing)} frames of {fs.frame_size[0]}×{fs.frame_size[1]} "
-        f"({fs.range[0]}–{fs.range[1]} s, every {fs.gap}th at {fs.fps:g} fps; pairs: {pairs}) "
+        f"({fs.range[0]}–{fs.range[1]} s, every {fs.gap}th at {fs.fps:g} fps; pairs: {pairs}; {fs.reader}) "
         f"→ {args.out}"
     )
     return 0
@@ -228,7 +229,7 @@ def _add_show(vsub) -> None:
 
 def _add_frames(vsub) -> None:
     p = vsub.add_parser("frames", help="sample and cache a video's frames as GIM does")
-    p.add_argument("video", help="any video OpenCV (FFmpeg) decodes")
+    p.add_argument("video", help="any video OpenCV or PyAV (the video extra) decodes")
     p.add_argument("out", help="frames folder (<frame>.png + frames.json); reruns resume")
     p.add_argument("--start", type=float, default=None, help="seconds (default: GIM's 300)")
     p.add_argument("--end", type=float, default=None, help="seconds, -1: the end")
@@ -242,6 +243,12 @@ def _add_frames(vsub) -> None:
     p.add_argument("--max-size", type=int, default=None, help="cap the stored long side")
     p.add_argument("--ext", choices=["png", "jpg"], default="png")
     p.add_argument("--id", default=None, help="video id in label folder names (default: stem)")
+    p.add_argument(
+        "--reader",
+        choices=["auto", "opencv", "pyav"],
+        default="auto",
+        help="decoder: auto (OpenCV, else PyAV when OpenCV cannot decode the file)",
+    )
     p.set_defaults(func=cmd_frames)
 
 

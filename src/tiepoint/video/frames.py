@@ -23,6 +23,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
 from ..errors import VideoError
+from .readers import probe_video, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -48,33 +49,22 @@ class VideoInfo:
     num_frames: int
     width: int  # decoded frame size
     height: int
+    reader: str = "opencv"  # the decoder that opened it (readers.READERS)
 
     @property
     def seconds(self) -> int:
         return int(math.floor(self.num_frames / self.fps))
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Open a video with OpenCV (FFmpeg backend): fps, frame count, size; one-line errors."""
+def probe(path: str | Path, reader: str = "auto") -> VideoInfo:
+    """Open a video (OpenCV, or PyAV: see `readers`): fps, frame count, size; one-line errors."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: no such video file")
-    cap = cv2.VideoCapture(str(path))
-    try:
-        ok, frame = cap.read() if cap.isOpened() else (False, None)
-        if not ok or frame is None:
-            raise VideoError(f"{path}: not a readable video (OpenCV could not decode a frame)")
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if n <= 0:  # some containers do not store it: count by decoding
-            n = 1
-            while cap.grab():
-                n += 1
-    finally:
-        cap.release()
+    used, fps, n, frame = probe_video(path, reader)
     if not fps > 0 or not math.isfinite(fps):
         raise VideoError(f"{path}: the video reports no frame rate ({fps})")
-    return VideoInfo(str(path), fps, n, int(frame.shape[1]), int(frame.shape[0]))
+    return VideoInfo(str(path), fps, n, int(frame.shape[1]), int(frame.shape[0]), used)
 
 
 def time_range(
@@ -131,6 +121,7 @@ class FrameSet:
     listing: list[int]
     ext: str = "png"
     complete: bool = False
+    reader: str = "opencv"  # the decoder the frames came from
     settings: dict = field(default_factory=dict)
 
     @property
@@ -195,14 +186,16 @@ def extract_frames(
     ext: str = "png",
     video_id: str | None = None,
     progress: bool = True,
+    reader: str = "auto",
 ) -> FrameSet:
     """Sample and cache the frames of `video` in `out` (resumable). `max_size` caps the stored
-    long side; labels are still reported in video pixels through `vratio`."""
+    long side; labels are still reported in video pixels through `vratio`. `reader`: auto
+    (OpenCV, else PyAV), opencv or pyav."""
     from tqdm import tqdm
 
     if ext not in IMAGE_EXTS:
         raise VideoError(f"frame image type must be one of {', '.join(IMAGE_EXTS)}, got '{ext}'")
-    info = probe(video)
+    info = probe(video, reader)
     rng = time_range(info, start, end, trim)
     gap = frame_gap(info.fps)
     listing = frame_listing(info, rng, gap)
@@ -233,6 +226,7 @@ def extract_frames(
         skips=skips,
         listing=listing,
         ext=ext,
+        reader=info.reader,
         settings=settings,
     )
     if (out / MANIFEST).is_file():
@@ -241,6 +235,11 @@ def extract_frames(
             raise VideoError(
                 f"{out}: holds frames extracted with other settings ({old.get('settings')}); "
                 "use another folder"
+            )
+        if old.get("reader", "opencv") != fs.reader:
+            raise VideoError(
+                f"{out}: holds frames decoded by {old.get('reader', 'opencv')}, not {fs.reader} "
+                "(decoders differ slightly); use another folder or --reader"
             )
         if old.get("complete"):
             return FrameSet.load(out)
@@ -276,35 +275,17 @@ def _write_frame(path: Path, frame: np.ndarray) -> None:
 def _decode(info: VideoInfo, fs: FrameSet, todo: list[int], tqdm) -> int | None:
     """Write the `todo` frames; the first one the video could not deliver (a truncated file),
     else None."""
-    cap = cv2.VideoCapture(info.path)
     wanted = set(todo)
-    pos = 0
-    if todo[0] > 0:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, todo[0])
-        pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
-        if pos != todo[0]:  # inexact seeking: decode from the start
-            cap.release()
-            cap, pos = cv2.VideoCapture(info.path), 0
     bar = tqdm(total=len(todo), desc=f"frames {fs.video_id}", leave=False) if tqdm else None
     try:
-        while wanted and pos <= todo[-1]:
-            if pos not in wanted:
-                if not cap.grab():
-                    break
-                pos += 1
-                continue
-            ok, frame = cap.read()
-            if not ok:
-                break
+        for pos, frame in read_frames(Path(info.path), todo, fs.reader):
             if (frame.shape[1], frame.shape[0]) != fs.frame_size:
                 frame = cv2.resize(frame, fs.frame_size, interpolation=cv2.INTER_AREA)
             _write_frame(fs.path(pos), frame)
             wanted.discard(pos)
             if bar:
                 bar.update()
-            pos += 1
     finally:
-        cap.release()
         if bar:
             bar.close()
     return min(wanted) if wanted else None

@@ -1,5 +1,5 @@
 """DeDoDe (Edstedt et al., "DeDoDe: Detect, Don't Describe — Describe, Don't Detect", 3DV 2024)
-through kornia's port (`kornia.feature.DeDoDe`, an optional extra: `pip install tiepoint[dedode]`).
+through kornia's port (`kornia.feature.DeDoDe`; kornia is a core dependency).
 
 Why a wrapper: kornia's modules keep the official module names, so the official release files
 (`dedode_detector_L.pth`, `dedode_descriptor_B.pth`) load into them strictly as they are; we only
@@ -32,7 +32,7 @@ def _kornia_dedode():
         from kornia.feature import DeDoDe as KorniaDeDoDe
     except ImportError as e:
         raise ConfigError(
-            f"the dedode extractor needs kornia ({e}): pip install 'tiepoint[dedode]'"
+            f"the dedode extractor needs kornia.feature.DeDoDe ({e}): pip install -U 'kornia>=0.7'"
         ) from None
     return KorniaDeDoDe
 

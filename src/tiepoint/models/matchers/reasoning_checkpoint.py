@@ -4,11 +4,13 @@ and one or more training checkpoints `*.pt` — the layout of the 14 official re
 `read_release` is the equivalent of the reference `load_reasoning_from_checkpoint`: the config
 gives the architecture, the newest `*.pt` (or a named one) the weights, of which the `dino.`,
 `extractor.` and `semantic_reconstruction.` entries are dropped (DINOv2 and the base extractor
-load from their own official files; the last is a training-only head).
+load from their own official files; the last is a training-only head). `write_release` writes
+that layout (tests and the parity benchmark build releases with it).
 """
 
 from __future__ import annotations
 
+import io
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ...atomic import atomic_path
 from ...config import lookup
 from ...errors import ConfigError, WeightsError
 from ...weights import load_torch
@@ -140,3 +143,24 @@ def read_release(path: str | Path, checkpoint: str | None = None) -> Release:
         raise WeightsError(f"{source}: not a state dict")
     state = {k: v for k, v in state.items() if not k.startswith(DROPPED)}
     return Release(arch, extractor, state, source)
+
+
+def write_release(
+    path: str | Path, config: dict | None, checkpoints: dict[str, dict], folder: str = "xfeat"
+) -> Path:
+    """A zip in the release layout: `<folder>/model_config.yaml` (none when `config` is None) and
+    `<folder>/<name>` = {"state_dict", "optimizer", "epoch", "iter", "batch"} per checkpoint, dated
+    in the given order (the last is the newest, as `read_release` picks it)."""
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        if config is not None:
+            zf.writestr(f"{folder}/{CONFIG}", OmegaConf.to_yaml(OmegaConf.create(config)))
+        for n, (name, state) in enumerate(checkpoints.items()):
+            buf = io.BytesIO()
+            payload = {"state_dict": state, "optimizer": {}, "epoch": n, "iter": 0, "batch": 0}
+            torch.save(payload, buf)
+            info = zipfile.ZipInfo(f"{folder}/{name}", date_time=(2024, 1 + n % 12, 1, 0, 0, 0))
+            zf.writestr(info, buf.getvalue())
+    return path
