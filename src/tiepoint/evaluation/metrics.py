@@ -73,11 +73,14 @@ def eval_homography_robust(
 ) -> dict:
     est = estimate_homography(pts0, pts1, estimator=estimator, threshold=threshold, **options)
     n = est.num_inliers
-    return {
+    out = {
         "H_error_ransac": homography_corner_error(est.H, H_gt, size0),
         "ransac_inl": n,
         "ransac_inl%": n / len(pts0) if len(pts0) else 0.0,
     }
+    if est.line_inliers is not None:  # `point_line` with matched lines
+        out["ransac_line_inl"] = int(est.line_inliers.sum())
+    return out
 
 
 def eval_pose_pair(pts0, pts1, K0, K1, T_0to1, num_keypoints: float) -> dict:

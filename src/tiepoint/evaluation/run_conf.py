@@ -153,12 +153,25 @@ def build_conf(
     # the benchmark protocol fixes the network input size; everything else is the pipeline's
     prep = {"preprocessing": {"resize": bench.conf.resize, "side": bench.conf.side}}
     model_conf = pipeline_conf(pipeline, OmegaConf.merge(parse_dotlist(model_ov), prep))
+    if estimator is None and "estimator" not in ev_ov and _matches_lines(bench, model_conf):
+        ev["estimator"] = POINT_LINE  # matched lines join the homography fit
     model = {
         "pipeline": pipeline if isinstance(pipeline, str) else "custom",
         **to_container(model_conf),
         "weights": str(weights) if weights else None,
     }
     return RunConf(bench, to_container(bench.conf), model, ev, model_ov)
+
+
+def _matches_lines(bench: Benchmark, model_conf) -> bool:
+    """A homography benchmark and a matcher that matches line segments (GlueStick)."""
+    from ..models import model_class
+    from .benchmarks import HOMOGRAPHY
+
+    name = (model_conf.get("matcher") or {}).get("name")
+    if HOMOGRAPHY not in bench.tasks or not name:
+        return False
+    return bool(getattr(model_class("matcher", name), "matches_lines", False))
 
 
 def _diff(a, b) -> str | None:

@@ -114,6 +114,8 @@ def evaluate_task(
                 H = scale_homography(H, s0, s1)
                 size = target_size(d.image_size0, bench.conf.resize, bench.conf.side)
             r = metrics.eval_homography_pair(pts0, pts1, scores, H, size, n_kpts)
+            if d.line_matches is not None:  # line pipelines
+                r["num_line_matches"] = len(d.line_matches)
             line_opts = _matched_lines(d, bench, ev["estimator"])
             for th in ths:
                 robust[th].append(
@@ -160,7 +162,8 @@ def evaluate_task(
     stat = bench.stat[task]
     # counts and precisions: the benchmark's statistic; errors (inf on failure) and RANSAC
     # inliers: always the median, as Glue Factory reports them
-    median_keys = ("ransac_inl", "ransac_inl%", "R_error", "t_error") + AUC_KEYS[task]
+    median_keys = ("ransac_inl", "ransac_inl%", "ransac_line_inl", "R_error", "t_error")
+    median_keys += AUC_KEYS[task]
     summary = metrics.summarize(
         results, AUC_KEYS[task], auc_ths, UNITS[task], stat=stat, median_keys=median_keys
     )

@@ -152,6 +152,7 @@ def convert_state_dict(state: dict) -> dict:
 class GlueStick(FeatureMatcher):
     feature_presets = PRESETS
     preset_key = "preset"
+    matches_lines = True  # homography benchmarks fit with the `point_line` estimator
     default_conf = {
         "preset": None,  # md: the official MegaDepth model
         "descriptor_dim": 256,  # must equal the extractor's descriptor size
