@@ -61,22 +61,27 @@ def _write_sequence(root) -> dict:
     return Hs
 
 
-@pytest.fixture
-def identity_gluestick(tmp_path):
+def write_identity_gluestick(path, dim=128):
+    """A GlueStick training checkpoint (it brings its architecture) that is the mutual nearest
+    neighbour of its input descriptors: residual branches zero, final projections 10·I."""
     from tiepoint.models.matchers.gluestick import GlueStick
 
-    gs = GlueStick({**SMALL, "pretrained": False}).eval()
-    state = gs.state_dict()
+    conf = {**SMALL, "descriptor_dim": dim}
+    state = GlueStick({**conf, "pretrained": False}).state_dict()
     for k in state:  # the last layer of every residual branch
         if ".encoder.6." in k or ".mlp.3." in k:
             state[k] = torch.zeros_like(state[k])
     for proj in ("final_proj", "final_line_proj"):
-        state[f"{proj}.weight"] = 10 * torch.eye(128)[..., None]
-        state[f"{proj}.bias"] = torch.zeros(128)
-    path = tmp_path / "gs_identity.tar"  # the trainer's checkpoint form: it brings its architecture
+        state[f"{proj}.weight"] = 10 * torch.eye(dim)[..., None]
+        state[f"{proj}.bias"] = torch.zeros(dim)
     state = {f"matcher.{k}": v for k, v in state.items()}
-    torch.save({"model": state, "conf": {"model": {"matcher": SMALL}}}, path)
+    torch.save({"model": state, "conf": {"model": {"matcher": conf}}}, path)
     return path
+
+
+@pytest.fixture
+def identity_gluestick(tmp_path):
+    return write_identity_gluestick(tmp_path / "gs_identity.tar")
 
 
 def test_eval_hpatches_line_pipeline_uses_point_line(

@@ -219,6 +219,7 @@ class GlueStick(FeatureMatcher):
         """Strictly load the official file or a training checkpoint (a wrong key or descriptor
         size is one WeightsError line naming it)."""
         state = convert_state_dict(weights_lib.load_state_dict(name_or_path))
+        self.weights_source = str(name_or_path)  # named by the descriptor-size error in _forward
         d = self.conf.descriptor_dim
         proj = state.get("final_proj.weight")
         if proj is not None and proj.shape[0] != d:
@@ -265,10 +266,16 @@ class GlueStick(FeatureMatcher):
     def _forward(self, data: dict) -> dict:
         d = self.conf.descriptor_dim
         for i in "01":
-            if data[f"descriptors{i}"].shape[-1] != d:
+            got = data[f"descriptors{i}"].shape[-1]
+            if got != d:
+                src = getattr(self, "weights_source", None)
+                if src is not None:  # e.g. a checkpoint trained on another extractor
+                    raise WeightsError(
+                        f"{src}: GlueStick weights for {d}-d descriptors, but the extractor "
+                        f"gives {got}-d descriptors{i}"
+                    )
                 raise ConfigError(
-                    f"GlueStick with descriptor_dim={d} got descriptors{i} of size "
-                    f"{data[f'descriptors{i}'].shape[-1]}"
+                    f"GlueStick with descriptor_dim={d} got descriptors{i} of size {got}"
                 )
         kp0, sc0, desc0, junc0, off0 = self._nodes(data, "0")
         kp1, sc1, desc1, junc1, off1 = self._nodes(data, "1")
@@ -410,12 +417,9 @@ def assignment_from_matches(m0: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _drop_padding(data, m0, m1, s0, s1):
-    """Padding lines (`valid_lines{i}` False, from batching) neither match nor are matched."""
-    v0, v1 = data.get("valid_lines0"), data.get("valid_lines1")
-    if v0 is None and v1 is None:
-        return m0, m1, s0, s1
-    v0 = torch.ones_like(m0, dtype=torch.bool) if v0 is None else v0.bool()
-    v1 = torch.ones_like(m1, dtype=torch.bool) if v1 is None else v1.bool()
+    """Padding lines (`valid_lines{i}` False, from batching) and degenerate (zero-length) lines,
+    which have no direction to match, neither match nor are matched."""
+    v0, v1 = (_usable_lines(data, i) for i in "01")
     keep0 = v0 & (m0 >= 0) & v1.gather(1, m0.clamp(min=0))
     keep1 = v1 & (m1 >= 0) & v0.gather(1, m1.clamp(min=0))
     return (
@@ -424,6 +428,13 @@ def _drop_padding(data, m0, m1, s0, s1):
         torch.where(keep0, s0, 0.0),
         torch.where(keep1, s1, 0.0),
     )
+
+
+def _usable_lines(data, i) -> torch.Tensor:
+    lines = data[f"lines{i}"]
+    ok = (lines[:, :, 1] - lines[:, :, 0]).abs().amax(-1) > 0
+    valid = data.get(f"valid_lines{i}")
+    return ok if valid is None else ok & valid.bool()
 
 
 def _no_matches(b, m, n, device):
