@@ -398,7 +398,11 @@ class GlueStick(FeatureMatcher):
             losses["line_nll"] = lnll.detach()
             losses.update({f"line_{k}": v.detach() for k, v in lparts.items()})
         metrics = matcher_metrics(pred, data)
+        metrics["top1"] = top1_accuracy(pred["log_assignment"], data["gt_matches0"])
         if "gt_line_matches0" in data and data["gt_line_matches0"].shape[1]:
+            metrics["line_top1"] = top1_accuracy(
+                pred["line_log_assignment"], data["gt_line_matches0"]
+            )
             lm = matcher_metrics(
                 {
                     "matches0": pred["line_matches0"],
@@ -408,6 +412,18 @@ class GlueStick(FeatureMatcher):
             )
             metrics.update({f"line_{k}": v for k, v in lm.items()})
         return losses, metrics
+
+
+def top1_accuracy(log_assignment: torch.Tensor, gt0: torch.Tensor) -> torch.Tensor:
+    """Per pair (B,): the share of ground-truth matched rows whose best column (dustbin aside) is
+    the right one — threshold-free, so it shows learning before any score passes the filter."""
+    pos = gt0 >= 0
+    if log_assignment.shape[2] < 2:
+        return torch.full(pos.shape[:1], float("nan"), device=gt0.device)
+    best = log_assignment[:, :-1, :-1].argmax(-1)
+    n = pos.sum(-1)
+    hit = ((best == gt0) & pos).sum(-1).float()
+    return torch.where(n > 0, hit / n.clamp(min=1), torch.full_like(hit, float("nan")))
 
 
 def assignment_from_matches(m0: torch.Tensor, n: int) -> torch.Tensor:

@@ -1,0 +1,112 @@
+"""The GlueStick CPU demonstration (slow): a small GlueStick (points + LSD lines) trained from random
+initialisation in the ordinary trainer on synthetic homographies of real photographs (cached
+ALIKED-t16 + LSD features with end-point descriptors, point and line ground truth from the
+homography), then used through `tiepoint.match` with its checkpoint on Oxford Leuven, lines
+included.
+
+Budget: a fixed number of optimizer steps (TIEPOINT_GS_DEMO_STEPS, default 100) on 40 cached
+training pairs, so the outcome does not depend on the machine's speed; docs/gluestick.md records
+longer runs (benchmarks/gluestick_cpu_demo.py).
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import read_h
+
+pytestmark = pytest.mark.slow
+
+PIPELINE = {
+    "preprocessing": {"resize": 640, "side": "long"},
+    "extractor": {
+        "name": "aliked+lsd",
+        "model_name": "aliked-t16",
+        "max_num_keypoints": 1024,
+        "detection_threshold": -1,
+        "lines": {"max_num_lines": 128, "min_length": 15},
+        "endpoint_descriptors": True,
+    },
+    "matcher": {"name": "gluestick"},  # the checkpoint brings its architecture
+}
+
+
+def line_errors(lines0, lines1, H) -> np.ndarray:
+    """Largest distance (px) of a segment's end points to the true image of its partner's line."""
+    from tiepoint.geometry.homography import warp_points
+
+    a = warp_points(H, lines0.reshape(-1, 2)).reshape(-1, 2, 2)
+    n = np.cross(np.c_[a[:, 0], np.ones(len(a))], np.c_[a[:, 1], np.ones(len(a))])
+    n /= np.linalg.norm(n[:, :2], axis=1, keepdims=True)
+    b = np.concatenate([lines1, np.ones((len(lines1), 2, 1))], 2)
+    return np.abs(np.einsum("lk,lek->le", n, b)).max(1)
+
+
+def test_gluestick_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
+    from PIL import Image
+
+    import tiepoint
+    from tiepoint.config import parse_dotlist
+    from tiepoint.geometry.homography import homography_corner_error
+    from tiepoint.training import train
+
+    official_weights("aliked-t16")
+    steps = int(os.environ.get("TIEPOINT_GS_DEMO_STEPS", 100))
+    exp = train(
+        "gs_cpu_demo",
+        "aliked+lsd+gluestick_cpu_demo",
+        parse_dotlist(
+            [
+                f"data.data_dir={opencv_doc_images}",
+                "data.train_size=40",
+                "data.batch_size=4",  # 10 steps per epoch: the trainer validates at each end
+                "data.val_size=8",
+                "data.val_pairs=16",
+                "model.extractor.max_num_keypoints=128",
+                "model.extractor.lines.max_num_lines=32",
+                "model.num_lines=32",
+                "train.max_minutes=null",
+                f"train.max_iterations={steps}",
+                "train.eval_every_iter=20",
+            ]
+        ),
+        output_dir=tmp_path / "outputs",
+        progress=False,
+    )
+    hist = json.loads((exp / "val_history.json").read_text())
+    keys = ("step", "loss/total", "match_recall", "match_precision", "top1")
+    keys += ("line_match_recall", "line_match_precision", "line_top1")
+    print("\n".join(str({k: h.get(k) for k in keys}) for h in hist))
+    first, last = hist[0], hist[-1]
+    late = hist[len(hist) // 2 :]  # validation is noisy on 16 pairs: the best late value
+    assert last["step"] == steps
+    # random initialisation: no correct point match, hardly a right line ranked first
+    assert first["match_recall"] < 0.02 and first["top1"] < 0.05 and first["line_top1"] < 0.1
+    # points: matches appear on held-out images; lines: ranked right and matched more often
+    assert max(h["match_recall"] for h in late) > 0.03 and last["match_precision"] > 0.3
+    assert min(h["line_top1"] for h in late) > 2 * first["line_top1"]
+    assert max(h["line_match_recall"] for h in late) > first["line_match_recall"] + 0.015
+    # and the loss keeps falling after the first epoch (step 0's is random BatchNorm statistics)
+    assert min(h["loss/total"] for h in late) < 0.9 * hist[1]["loss/total"]
+
+    seq = data_dir / "homography" / "oxford_leuven"
+    r = tiepoint.match(
+        seq / "img1.png",
+        seq / "img2.png",
+        pipeline=PIPELINE,
+        device="cpu",
+        weights=str(Path(exp) / "checkpoint_best.tar"),
+    )
+    H_gt = read_h(seq / "H1to2p")
+    H, _ = r.homography(estimator="opencv", threshold=3.0)
+    err = homography_corner_error(H, H_gt, Image.open(seq / "img1.png").size)
+    lm = r.line_matches
+    ok = line_errors(r.lines0[lm[:, 0]], r.lines1[lm[:, 1]], H_gt) < 3.0
+    print(
+        f"Leuven 1→2: {len(r)} matches, corner error {err:.2f} px; {len(lm)} line matches, "
+        f"{ok.sum()} within 3 px"
+    )
+    assert len(r) >= 20 and err < 5.0, f"{len(r)} matches, Leuven corner error {err:.2f} px"
+    assert len(lm) >= 5 and ok.mean() > 0.6, f"{ok.sum()} of {len(lm)} line matches right"
