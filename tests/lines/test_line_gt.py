@@ -97,3 +97,15 @@ def test_pose_depth_plane_and_missing_depth():
     # image 1's line 2 reprojects into the no-depth area of image 0 (occlusion check fails) and
     # nothing there matches it; its own depth is fine, so it is decided as unmatched
     assert gt["line_matches1"][0].tolist() == [1, 0, -1]
+
+
+def test_line_match_error_is_the_distance_to_the_true_line():
+    from tiepoint.geometry.lines import line_match_error
+
+    H = np.array([[2.0, 0, 10], [0, 2.0, 0], [0, 0, 1]])  # scale 2, shift x by 10
+    l0 = np.array([[[0, 0], [10, 0]], [[0, 0], [0, 5]], [[3, 3], [3, 3]]], float)
+    # the images of line 0 (y = 0) and line 1 (x = 10), covered partly, and off by 1 / 2 px
+    l1 = np.array([[[40, 1], [100, 0]], [[8, 3], [10, 50]], [[0, 0], [1, 1]]], float)
+    err = line_match_error(l0, l1, H)
+    np.testing.assert_allclose(err[:2], [1.0, 2.0])
+    assert np.isnan(err[2])  # zero-length: no line

@@ -13,7 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from helpers import read_h
 
@@ -33,23 +32,13 @@ PIPELINE = {
 }
 
 
-def line_errors(lines0, lines1, H) -> np.ndarray:
-    """Largest distance (px) of a segment's end points to the true image of its partner's line."""
-    from tiepoint.geometry.homography import warp_points
-
-    a = warp_points(H, lines0.reshape(-1, 2)).reshape(-1, 2, 2)
-    n = np.cross(np.c_[a[:, 0], np.ones(len(a))], np.c_[a[:, 1], np.ones(len(a))])
-    n /= np.linalg.norm(n[:, :2], axis=1, keepdims=True)
-    b = np.concatenate([lines1, np.ones((len(lines1), 2, 1))], 2)
-    return np.abs(np.einsum("lk,lek->le", n, b)).max(1)
-
-
 def test_gluestick_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
     from PIL import Image
 
     import tiepoint
     from tiepoint.config import parse_dotlist
     from tiepoint.geometry.homography import homography_corner_error
+    from tiepoint.geometry.lines import line_match_error
     from tiepoint.training import train
 
     official_weights("aliked-t16")
@@ -103,7 +92,7 @@ def test_gluestick_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_ima
     H, _ = r.homography(estimator="opencv", threshold=3.0)
     err = homography_corner_error(H, H_gt, Image.open(seq / "img1.png").size)
     lm = r.line_matches
-    ok = line_errors(r.lines0[lm[:, 0]], r.lines1[lm[:, 1]], H_gt) < 3.0
+    ok = line_match_error(r.lines0[lm[:, 0]], r.lines1[lm[:, 1]], H_gt) < 3.0
     print(
         f"Leuven 1→2: {len(r)} matches, corner error {err:.2f} px; {len(lm)} line matches, "
         f"{ok.sum()} within 3 px"

@@ -23,6 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .depth import sample_depth, warp_with_depth
 from .gt import IGNORE, UNMATCHED, warp_points_h
+from .homography import warp_points
 
 
 def sample_line_points(lines: torch.Tensor, npts: int) -> torch.Tensor:
@@ -204,10 +205,27 @@ def line_matches_to_pairs(m0: np.ndarray) -> np.ndarray:
     return np.stack([idx, m0[idx]], -1).astype(np.int64).reshape(-1, 2)
 
 
+def line_match_error(lines0: np.ndarray, lines1: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """(K,2,2) matched segments and the true H (image 0 → 1) → (K,) the larger distance (px) of
+    segment 1's end points to the supporting line of H·(segment 0): 0 for a right match, whatever
+    part of the line each detection covers. Zero-length segments give NaN."""
+    seg = np.asarray(lines0, np.float64).reshape(-1, 2, 2)
+    a = warp_points(np.asarray(H, np.float64), seg.reshape(-1, 2)).reshape(-1, 2, 2)
+    one = np.ones((len(a), 1))
+    n = np.cross(np.c_[a[:, 0], one], np.c_[a[:, 1], one])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = n / np.linalg.norm(n[:, :2], axis=1, keepdims=True)
+    b = np.concatenate(
+        [np.asarray(lines1, np.float64).reshape(-1, 2, 2), np.ones((len(a), 2, 1))], 2
+    )
+    return np.abs(np.einsum("lk,lek->le", n, b)).max(1)
+
+
 __all__ = [
     "assign_lines",
     "gt_line_matches_from_homography",
     "gt_line_matches_from_pose_depth",
+    "line_match_error",
     "line_matches_to_pairs",
     "perpendicular_distance",
     "sample_line_points",

@@ -71,6 +71,8 @@ class DISK(Extractor):
         padded = F.pad(image, (0, pw - w, 0, ph - h)).contiguous(memory_format=torch.channels_last)
         x, last = last_layer_input(self.net.unet, padded)
         heat = F.conv2d(x, last.weight[-1:], last.bias[-1:], padding=last.padding)[..., :h, :w]
+        if data.get("keypoints") is not None:  # describe given points (GlueStick's end points)
+            return self._describe(x, last, heat, data["keypoints"])
         detections = heatmap_to_keypoints(
             heat,
             n=n,
@@ -86,6 +88,33 @@ class DISK(Extractor):
                 (kpts.float(), d.detection_logp[order].float(), F.normalize(desc, dim=-1).float())
             )
         return stack_keypoint_sets(per_image)
+
+    def _describe(self, x, last, heat, kpts) -> dict:
+        """Given (B,N,2) points: the descriptor map bilinearly interpolated there from its four
+        surrounding pixels (each computed sparsely; at an integer pixel exactly DISK's own
+        descriptor), L2-normalised, and the heat map sampled likewise."""
+        h, w = heat.shape[-2:]
+        kp = kpts.float()
+        xy = torch.stack([kp[..., 0].clamp(0, w - 1), kp[..., 1].clamp(0, h - 1)], -1)
+        x0 = xy.floor().long()
+        x0 = torch.minimum(x0, x0.new_tensor([max(w - 2, 0), max(h - 2, 0)]))
+        a = (xy - x0).clamp(0, 1)  # (B,N,2) weights of the right / lower neighbour
+        descs, scores = [], []
+        for i in range(len(kp)):
+            corners = [x0[i] + x0.new_tensor([dx, dy]) for dy in (0, 1) for dx in (0, 1)]
+            corners = [c.clamp_max(c.new_tensor([w - 1, h - 1])) for c in corners]
+            d = sparse_last_layer(x[i], last, torch.cat(corners), self.descriptor_dim)
+            d = d.view(4, len(kp[i]), -1)
+            ax, ay = a[i, :, :1], a[i, :, 1:]
+            wts = [(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay]
+            descs.append(sum(wk * dk for wk, dk in zip(wts, d)))
+            hv = torch.stack([heat[i, 0, c[:, 1], c[:, 0]] for c in corners])[..., None]
+            scores.append(sum(wk * hk for wk, hk in zip(wts, hv))[:, 0])
+        return {
+            "keypoints": kp,
+            "keypoint_scores": torch.stack(scores).float(),
+            "descriptors": F.normalize(torch.stack(descs).float(), dim=-1),
+        }
 
 
 def last_layer_input(unet, image: torch.Tensor) -> tuple[torch.Tensor, torch.nn.Conv2d]:

@@ -23,7 +23,7 @@ from ..base import Extractor
 
 REFINE = {"none": 0, "std": 1, "adv": 2}
 # point extractors whose `_forward` describes `data["keypoints"]` when given (no detection)
-DESCRIBES_GIVEN_POINTS = {"superpoint", "aliked"}
+DESCRIBES_GIVEN_POINTS = {"superpoint", "aliked", "disk", "xfeat"}
 
 
 def detect_lsd(

@@ -204,6 +204,15 @@ class XFeat(Extractor):
         if self.conf.input_fit == "pad":  # nothing from the padding
             keep[..., h:, :] = False
             keep[..., :, w:] = False
+        if data.get("keypoints") is not None:  # describe given points (GlueStick's end points)
+            kp = data["keypoints"].to(heat.dtype)
+            if (sx, sy) != (1.0, 1.0):  # original pixels → network-input pixels
+                kp = (kp + 0.5) / kp.new_tensor([sx, sy]) - 0.5
+            mode = self.conf.descriptor_interpolation
+            desc = F.normalize(sample_map(feats, kp, (wp, hp), mode), dim=-1)
+            rel = sample_map(reliability, kp, (wp, hp), "bilinear")[..., 0]
+            scores = sample_map(heat, kp, (wp, hp), "bilinear")[..., 0] * rel
+            return {"keypoints": data["keypoints"], "keypoint_scores": scores, "descriptors": desc}
         top = self.conf.max_num_keypoints
         top = None if top is None or top <= 0 else int(top)
 
