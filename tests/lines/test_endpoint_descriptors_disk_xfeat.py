@@ -61,3 +61,21 @@ def test_xfeat_lsd_gluestick_matches_lines(tmp_path, official_weights):
     lm = r.line_matches
     err = line_match_error(r.lines0[lm[:, 0]], r.lines1[lm[:, 1]], H)
     assert len(lm) >= 10 and (err < 1.5).mean() > 0.8, (len(lm), np.round(err, 2))
+
+
+def test_disk_between_pixels_is_the_bilinear_dense_map(official_weights):
+    """Off-pixel end points: the sparse per-pixel descriptors interpolated equal kornia's dense
+    descriptor map sampled bilinearly (an independent path through the whole U-Net)."""
+    import torch.nn.functional as F
+
+    official_weights("disk-depth")
+    ext = get_model("extractor", {"name": "disk+lsd", "endpoint_descriptors": True}).eval()
+    img = cv2.resize(_line_image(), (96, 64))
+    image = torch.from_numpy(img / 255.0).float().permute(2, 0, 1)[None]
+    pts = torch.tensor([[[10.3, 20.7], [50.5, 33.25], [0.0, 0.0], [95.0, 63.0], [94.6, 7.1]]])
+    with torch.no_grad():
+        got = ext.points({"image": image, "keypoints": pts})["descriptors"][0]
+        _, dense = ext.points.net.heatmap_and_dense_descriptors(image)  # 96×64: no padding
+    grid = pts / torch.tensor([95.0, 63.0]) * 2 - 1
+    want = F.grid_sample(dense, grid[:, :, None], "bilinear", align_corners=True)[0, :, :, 0].T
+    torch.testing.assert_close(got, F.normalize(want, dim=-1), atol=1e-5, rtol=0)
