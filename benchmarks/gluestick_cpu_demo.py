@@ -1,6 +1,6 @@
 """GlueStick CPU demonstration, the longer run: the `aliked+lsd+gluestick_cpu_demo` preset trained
-from random initialisation for a wall-clock budget, then its best checkpoint (by validation match
-recall) matching real pairs of `../shared/data/homography` with points and lines.
+from random initialisation for a fixed number of steps, then its best checkpoint (by validation
+match recall) matching real pairs of `../shared/data/homography` with points and lines.
 
 Reports the validation history (point / line recall, precision, threshold-free top-1) and, per
 pair: point matches and the OpenCV-RANSAC corner error, line matches and how many lie within 3 px
@@ -8,7 +8,7 @@ of the true line, and the corner error of the `point_line` estimator (points + l
 `report.json` next to the experiment.
 
     PYTHONPATH=src python benchmarks/gluestick_cpu_demo.py --photos <opencv-doc examples/data> \\
-        [--minutes 5] [--train-size 160] [--keypoints 256] [--lines 64] [--out /tmp/gs_demo]
+        [--steps 400] [--train-size 80] [--keypoints 128] [--lines 32] [--out /tmp/gs_demo]
 """
 
 from __future__ import annotations
@@ -83,10 +83,10 @@ def evaluate_pairs(ckpt: Path, lines: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--photos", required=True, help="opencv-doc examples/data folder")
-    ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--train-size", type=int, default=160)
-    ap.add_argument("--keypoints", type=int, default=256)
-    ap.add_argument("--lines", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=400, help="optimizer steps (batch 4)")
+    ap.add_argument("--train-size", type=int, default=80)
+    ap.add_argument("--keypoints", type=int, default=128)
+    ap.add_argument("--lines", type=int, default=32)
     ap.add_argument("--out", default="/tmp/gs_demo")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -105,7 +105,8 @@ def main() -> None:
                 f"model.extractor.max_num_keypoints={args.keypoints}",
                 f"model.extractor.lines.max_num_lines={args.lines}",
                 f"model.num_lines={args.lines}",
-                f"train.max_minutes={args.minutes}",
+                "train.max_minutes=null",
+                f"train.max_iterations={args.steps}",
             ]
         ),
         output_dir=Path(args.out),

@@ -154,8 +154,8 @@ def evaluate_task(
         "groups": [p.group for p in pairs],
     }
     for rows in (base, robust[best]):
-        for k in rows[0]:
-            results[k] = [row[k] for row in rows]
+        for k in dict.fromkeys(k for row in rows for k in row):  # optional keys: NaN where absent
+            results[k] = [row.get(k, math.nan) for row in rows]
     for k in AUC_KEYS[task]:
         results[k] = [min(x, fail) for x in results[k]]
 
