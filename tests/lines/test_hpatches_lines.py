@@ -145,3 +145,18 @@ def test_eval_hpatches_line_pipeline_uses_point_line(
     assert main([*common, "--tag", "points", "--estimator", "opencv", *overrides]) == 0
     summ = json.loads((tmp_path / "out/results/hpatches/points/summaries.json").read_text())
     assert "mransac_line_inl" not in summ and summ["mnum_line_matches"] >= 5
+
+
+def test_point_line_only_for_homography_only_runs(tmp_path):
+    from tiepoint.evaluation.run_conf import build_conf
+
+    def estimator(bench, pipeline="aliked+lsd+gluestick", overrides=()):
+        return build_conf(bench, pipeline, overrides=list(overrides), data_root=tmp_path).eval[
+            "estimator"
+        ]
+
+    assert estimator("hpatches") == "point_line"
+    assert estimator("hpatches", "aliked+lightglue") == "opencv"  # no line matcher
+    assert estimator("pairs") == "opencv"  # pose pairs too: point_line fits no pose
+    assert estimator("pairs", overrides=["data.tasks=[homography]"]) == "point_line"
+    assert estimator("hpatches", overrides=["eval.estimator=opencv"]) == "opencv"

@@ -164,12 +164,14 @@ def build_conf(
 
 
 def _matches_lines(bench: Benchmark, model_conf) -> bool:
-    """A homography benchmark and a matcher that matches line segments (GlueStick)."""
+    """A homography-only benchmark (`point_line` fits no pose) and a matcher that matches line
+    segments (GlueStick)."""
     from ..models import model_class
     from .benchmarks import HOMOGRAPHY
 
     name = (model_conf.get("matcher") or {}).get("name")
-    if HOMOGRAPHY not in bench.tasks or not name:
+    tasks = bench.conf.get("tasks") or bench.tasks  # `pairs` can be limited by data.tasks
+    if set(tasks) != {HOMOGRAPHY} or not name:
         return False
     return bool(getattr(model_class("matcher", name), "matches_lines", False))
 
