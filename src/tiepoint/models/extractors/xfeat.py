@@ -200,10 +200,6 @@ class XFeat(Extractor):
         feats, logits, reliability = self.net(x)
         feats = F.normalize(feats, dim=1)
         heat = F.pixel_shuffle(logits.softmax(1)[:, :64], 8)  # (B,1,H',W')
-        keep = maxima_above(heat, self.conf.nms_window_size, self.conf.detection_threshold or 0.0)
-        if self.conf.input_fit == "pad":  # nothing from the padding
-            keep[..., h:, :] = False
-            keep[..., :, w:] = False
         if data.get("keypoints") is not None:  # describe given points (GlueStick's end points)
             kp = data["keypoints"].to(heat.dtype)
             if (sx, sy) != (1.0, 1.0):  # original pixels → network-input pixels
@@ -213,6 +209,10 @@ class XFeat(Extractor):
             rel = sample_map(reliability, kp, (wp, hp), "bilinear")[..., 0]
             scores = sample_map(heat, kp, (wp, hp), "bilinear")[..., 0] * rel
             return {"keypoints": data["keypoints"], "keypoint_scores": scores, "descriptors": desc}
+        keep = maxima_above(heat, self.conf.nms_window_size, self.conf.detection_threshold or 0.0)
+        if self.conf.input_fit == "pad":  # nothing from the padding
+            keep[..., h:, :] = False
+            keep[..., :, w:] = False
         top = self.conf.max_num_keypoints
         top = None if top is None or top <= 0 else int(top)
 
