@@ -98,11 +98,11 @@ def test_bad_runtime_options_are_one_line_config_errors(override, message):
     assert "\n" not in str(e.value)
 
 
-def test_compile_wraps_the_networks_and_leaves_them_usable(official_weights):
+def test_compile_wraps_the_extractor_and_leaves_it_usable(official_weights):
     official_weights(*WEIGHTS)
     m = tiepoint.Matcher(PIPELINE, device="cpu", overrides=["runtime.compile=true"])
-    for net in (m.extractor, m.matcher):
-        assert isinstance(net, torch._dynamo.eval_frame.OptimizedModule)
-    assert m.extractor.grayscale is False and m.matcher.conf.name == "lightglue"  # attributes pass
+    assert isinstance(m.extractor, torch._dynamo.eval_frame.OptimizedModule)
+    assert not isinstance(m.matcher, torch._dynamo.eval_frame.OptimizedModule)  # pruning: eager
+    assert m.extractor.grayscale is False and m.extractor.conf.name == "xfeat"  # attributes pass
     plain = tiepoint.Matcher(PIPELINE, device="cpu")
     assert not isinstance(plain.extractor, torch._dynamo.eval_frame.OptimizedModule)

@@ -148,7 +148,6 @@ class Matcher:
         if weights is not None:
             self.matcher.load_weights(weights)
         self.extractor = runtime.maybe_compile(self.extractor, run)
-        self.matcher = runtime.maybe_compile(self.matcher, run)
 
     def _networks(self, part: str = "matcher"):
         """The context a part's networks run in: autocast at its `runtime` precision, or nothing.

@@ -7,8 +7,10 @@
   Results change slightly (about 8 mantissa bits), more for some networks than others (XFeat's
   keypoint heat map is sensitive, DISK's is not), so `extractor_precision` / `matcher_precision`
   override `precision` for one part. docs/results.md gives the measured effect.
-- `compile: true` wraps each network in `torch.compile` (inductor; needs a C++ compiler on CPU).
-  The first call of each input shape compiles, which takes tens of seconds.
+- `compile: true` wraps the extractor (or the dense model) in `torch.compile` (inductor; needs a C++
+  compiler on CPU). The first call of each image size compiles, which takes minutes on a small CPU.
+  Matchers are left eager: LightGlue's pruning changes the keypoint count at every layer, so a
+  compiled matcher recompiles on every pair until torch gives up (measured: docs/results.md).
 
 Both are off by default: docs/results.md § Speed has the measurements behind that choice.
 """
@@ -76,4 +78,4 @@ def maybe_compile(model: torch.nn.Module, conf: DictConfig | dict | None) -> tor
     """`model`, wrapped in torch.compile when the runtime section asks for it."""
     if not conf or not conf.get("compile", False):
         return model
-    return torch.compile(model, dynamic=False)
+    return torch.compile(model)
