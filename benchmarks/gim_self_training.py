@@ -2,20 +2,26 @@
 
 1. Synthetic videos from real photographs (opencv-doc's sample photos: none of them is in
    ../shared/data), each a smooth camera path with zoom, rotation and perspective
-   (`tiepoint.video.synthetic`), encoded with OpenCV; frames sampled as GIM does.
+   (`tiepoint.video.synthetic`; `--rotation/--zoom/--tilt`), encoded with OpenCV; frames sampled
+   as GIM does. Training, validation and held-out test videos come from different photos.
 2. Labels: GIM's RootSIFT at skips 0/1/2, F-MAGSAC 0.5 px (`tiepoint.video.labels`).
 3. Propagation to wide baselines (`tiepoint.video.propagate`).
 4. Training: the `gim_lightglue` preset on `video_labels`, but from the official
-   `aliked+lightglue` weights (ALIKED-n16 frozen, 512 keypoints, CPU-sized), GIM's augmentation
-   (DarkAug, rescale, 90% homography; rotation capped at `--max-rotation`), the zero-shot loss.
-5. Test: held-out videos (other photos) — wide-baseline frame pairs with their EXACT homography
-   (not labels): match precision at 3 px, correct matches per pair, homography corner-error AUC,
-   for the starting weights and the trained ones; and `tiepoint eval pairs` on ../shared/data for
-   both (must not degrade beyond noise).
+   `aliked+lightglue` weights (ALIKED-n16 frozen, `--keypoints`, CPU-sized), GIM's augmentation
+   (rotation capped at `--max-rotation`), the zero-shot loss; with `--gt-share` > 0 mixed as GIM
+   does (`mixed` sampler) with ground-truth homography pairs of other photos (`GT_PHOTOS`) under
+   LightGlue's full loss (unmatchable points included).
+5. Test: held-out videos — wide-baseline frame pairs against their EXACT homography (not labels):
+   correct matches per pair at fixed precision, precision at 3 px, the detector's ceiling
+   (GT-matchable keypoints), homography corner-error AUC, for the starting weights and the trained
+   ones; and `tiepoint eval pairs` on ../shared/data for both (must not degrade beyond noise).
 
-    PYTHONPATH=src python benchmarks/gim_self_training.py --photos OPENCV_DOC_DATA --out DIR
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/gim_self_training.py \
+        --photos OPENCV_DOC_DATA --out DIR --rotation 60 --zoom 1.7 0.9 --tilt 0.3 \
+        --val butterfly.jpg --exp mixed_a --gt-share 0.5 --lr 3e-5 --iterations 300 --eval-every 50
 (OPENCV_DOC_DATA: `apt-get download opencv-doc && dpkg-deb -x opencv-doc_*.deb X`, then
-X/usr/share/doc/opencv-doc/examples/data). Every stage is resumable (rerun the same command).
+X/usr/share/doc/opencv-doc/examples/data). Every stage is resumable (rerun the same command); the
+report goes to DIR/report_EXP.json. Results and the other runs: docs/video.md.
 """
 
 from __future__ import annotations
@@ -228,6 +234,11 @@ def training_conf(vids, prop_dir, root: Path, args) -> dict:
         "detection_threshold": -1,
     }
     conf["model"]["num_keypoints"] = args.keypoints
+    if args.seed is not None:  # another draw of augmentations, sampling order and padding points
+        conf["train"]["seed"] = args.seed
+        parts = conf["data"].get("datasets", {"video": conf["data"]})
+        for d in [conf["data"], *parts.values()]:
+            d["seed"] = args.seed
     conf["model"]["matcher"].update(features="aliked", weights="aliked_lightglue")
     conf["train"].update(
         lr=args.lr, lr_schedule={"type": None}, epochs=1000, max_iterations=args.iterations,
@@ -257,6 +268,7 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--iterations", type=int, default=None, help="stop after this many steps")
     ap.add_argument("--gt-share", type=float, default=0.0, help="share of GT homography batches")
+    ap.add_argument("--seed", type=int, default=None, help="default: the preset's")
     ap.add_argument("--exp", default="gim_aliked_lg", help="experiment name (one per variant)")
     ap.add_argument("--report", type=Path, default=None, help="default: OUT/report_EXP.json")
     ap.add_argument("--lr", type=float, default=3e-5)
