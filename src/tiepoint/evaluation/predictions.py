@@ -67,7 +67,9 @@ class _FeatureCache:
         t = time.perf_counter()
         try:
             cap, multiple = _cap(path, pair), pair.extra.get("multiple")
-            feats = self.matcher.extract(path, cap, multiple)
+            kw = {"resize": cap} if cap is not None else {}  # only what the benchmark sets
+            kw |= {"multiple": int(multiple)} if multiple else {}
+            feats = self.matcher.extract(path, **kw)
         except ImageError as e:
             raise DatasetError(f"{pair.source or pair.name}: {e}") from None
         item = (feats, time.perf_counter() - t)
