@@ -13,7 +13,8 @@ original-resolution keypoints; pose error max(R, t); a failure counts as 180°; 
 the mean over the 12 sets. Images are resized to 1024 px (long side) as in Glue Factory's ZEB
 evaluation; `data.protocol=gim` runs them as GIM does: native resolution, long side capped at
 1240 (KITTI) and 1600 (ETH3D), every other set's sides floored to a multiple of 8 (sparse
-pipelines; a dense model resizes to its own input size). GIM's dump files and analysis: `evaluation/zeb_gim.py`.
+pipelines; a dense model resizes to its own input size). GIM's dump files and analysis:
+`evaluation/zeb_gim.py`.
 """
 
 from __future__ import annotations
