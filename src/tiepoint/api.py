@@ -171,11 +171,15 @@ class Matcher:
             )
 
     @torch.inference_mode()
-    def extract(self, image: images.ImageLike, resize: int | None = None) -> Features:
+    def extract(
+        self, image: images.ImageLike, resize: int | None = None, multiple: int | None = None
+    ) -> Features:
+        """`resize` (else `preprocessing.resize`; 0: native size), then with `multiple` each side
+        floored to a multiple of it (ZEB as GIM runs it: ×8); keypoints in original pixels."""
         self._not_dense("extract")
         pre = self.conf.preprocessing
         resize = pre.resize if resize is None else (resize or None)
-        img = images.load(image, resize=resize, side=pre.side)
+        img = images.load(image, resize=resize, side=pre.side, multiple=multiple)
         t = img.tensor.to(self.device)
         t = images.rgb_to_gray(t) if self.extractor.grayscale else images.gray_to_rgb(t)
         with self._networks("extractor"):
@@ -320,15 +324,23 @@ class Matcher:
         bar.close()
 
     def match(
-        self, image0: images.ImageLike, image1: images.ImageLike, resize: int | None = None
+        self,
+        image0: images.ImageLike,
+        image1: images.ImageLike,
+        resize: int | None = None,
+        multiple: int | None = None,
     ) -> MatchResult:
+        """`resize` / `multiple` as in `extract`; dense models choose their own input size, so
+        `multiple` applies to sparse pipelines only (an error with `hard_pairs`)."""
         if self.dense is not None:
             return self.match_dense(image0, image1, resize)
         if hard_pairs.enabled(self.conf.get("hard_pairs")):
+            if multiple:
+                raise ConfigError("match(multiple=...) does not apply to hard_pairs pipelines")
             return hard_pairs.match_hard(self, image0, image1, resize)
         t0 = time.perf_counter()
-        f0 = self.extract(image0, resize)
-        f1 = self.extract(image1, resize)
+        f0 = self.extract(image0, resize, multiple)
+        f1 = self.extract(image1, resize, multiple)
         t1 = time.perf_counter()
         result = self.match_features(f0, f1)
         result.timings = {"extract": t1 - t0, "match": time.perf_counter() - t1}

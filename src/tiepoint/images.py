@@ -299,13 +299,19 @@ def to_tensor(
     return t, (t.shape[-1], t.shape[-2])
 
 
-def target_size(size: tuple[int, int], resize: int | None, side: str = "long") -> tuple[int, int]:
-    """(W, H) after resizing `side` ('long' | 'short') to `resize` pixels (None: unchanged)."""
+def target_size(
+    size: tuple[int, int], resize: int | None, side: str = "long", multiple: int | None = None
+) -> tuple[int, int]:
+    """(W, H) after resizing `side` ('long' | 'short') to `resize` pixels (None: unchanged), then,
+    with `multiple`, each side floored to a multiple of it (GIM's inputs: ×8 at native size)."""
     w, h = size
-    if not resize:
-        return w, h
-    s = resize / (max(w, h) if side == "long" else min(w, h))
-    return max(1, int(round(w * s))), max(1, int(round(h * s)))
+    if resize:
+        s = resize / (max(w, h) if side == "long" else min(w, h))
+        w, h = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    if multiple:
+        m = int(multiple)
+        w, h = max(w // m, 1) * m, max(h // m, 1) * m
+    return w, h
 
 
 def resize_image(
@@ -343,12 +349,17 @@ class LoadedImage:
 
 
 def load(
-    image: ImageLike, resize: int | None = None, side: str = "long", name: str | None = None
+    image: ImageLike,
+    resize: int | None = None,
+    side: str = "long",
+    name: str | None = None,
+    multiple: int | None = None,
 ) -> LoadedImage:
+    """`image` resized by `target_size(size, resize, side, multiple)`; the scale is per axis."""
     name = name or (str(image) if isinstance(image, (str, os.PathLike)) else "image")
     t, size = to_tensor(image, name=name, max_size=resize)
     # `t` may already be reduced at decode time: the target and scale come from the original size
-    t, _ = resize_image(t, resize, side, size=target_size(size, resize, side))
+    t, _ = resize_image(t, resize, side, size=target_size(size, resize, side, multiple))
     scale = np.array([t.shape[-1] / size[0], t.shape[-2] / size[1]])
     return LoadedImage(t, size, scale)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from helpers import rotation
 
 from tiepoint import Features, MatchResult
@@ -142,8 +143,8 @@ class Recorder:
     def __init__(self, conf):
         pass
 
-    def extract(self, image, resize=None):
-        self.asked[str(image)] = resize
+    def extract(self, image, resize=None, multiple=None):
+        self.asked[str(image)] = resize, multiple
         kp = self.table[str(image)]
         return Features(kp.astype(np.float32), np.ones(len(kp), np.float32),
                         np.zeros((len(kp), 4), np.float32), (640, 480))  # fmt: skip
@@ -180,7 +181,8 @@ def test_gim_protocol_run_and_dump_round_trip(tmp_path, capsys):
                     matcher_factory=Recorder,
                     overrides=[f"data.sets=[{','.join(sizes)}]", "data.protocol=gim"])  # fmt: skip
     asked = {k.split("/")[-2]: v for k, v in Recorder.asked.items()}
-    assert asked == {"kitti": 1240, "gl3d": None, "gtasfm": None}  # KITTI capped, others native
+    # KITTI capped (no x8 floor), the others native with each side floored to x8
+    assert asked == {"kitti": (1240, None), "gl3d": (None, 8), "gtasfm": (None, 8)}
     assert main(["zeb-dump", str(out), str(tmp_path / "dump"), "--model", "fake"]) == 0
     files = {p.name for p in (tmp_path / "dump").iterdir()}
     assert files == {f"[T] fake {n:>15} tiepoint.txt" for n in ("KITTI", "GL3D", "GTA-SfM")}
@@ -200,3 +202,47 @@ def test_gim_protocol_run_and_dump_round_trip(tmp_path, capsys):
 
 def zeb_gim_stem(name: str) -> str:
     return name.rpartition(".")[0] if "." in name else name
+
+
+@pytest.mark.parametrize(
+    "zeb_set, image",
+    [
+        ("gl3d", "homography/oxford_boat/img1.png"),  # 850×680 → 848×680
+        ("blendedmvs", "homography/oxford_bikes/img1.png"),  # 1000×700 → 1000×696
+        ("multifov", "pose/kitti_seq1/000025.png"),  # 1226×370 → 1224×368
+        ("kitti", "pose/kitti_seq1/000025.png"),  # KITTI: capped at 1240, never floored
+    ],
+)
+def test_gim_input_size_reaches_the_extractor_on_real_images(data_dir, zeb_set, image):
+    """What the network sees under `data.protocol=gim` for real image sizes: each side floored to
+    a multiple of 8 (a resize, as GIM's loaders do), keypoints mapped back per axis."""
+    from PIL import Image
+
+    import tiepoint
+    from tiepoint.evaluation.benchmarks.zeb import gim_input
+
+    path = data_dir / image
+    W, H = Image.open(path).size
+    want = (W, H) if zeb_set == "kitti" else (W // 8 * 8, H // 8 * 8)  # GIM's get_divisible_wh
+    assert zeb_gim.gim_input_size(zeb_set, (W, H)) == want
+    m = tiepoint.Matcher("sift+nn", device="cpu")
+    seen = []
+
+    class Spy:  # the extractor: records its input, returns the input's two corner pixel centres
+        grayscale = True
+
+        def __call__(self, data):
+            h, w = data["image"].shape[-2:]
+            seen.append((w, h))
+            kp = torch.tensor([[[0.0, 0.0], [w - 1.0, h - 1.0]]])
+            return {"keypoints": kp, "keypoint_scores": torch.ones(1, 2),
+                    "descriptors": torch.zeros(1, 2, 128)}  # fmt: skip
+
+    m.extractor = Spy()
+    inp = gim_input(zeb_set)  # what predictions._FeatureCache passes for the set
+    cap = inp.get("max_size")
+    f = m.extract(path, cap if cap and max(W, H) > cap else 0, inp.get("multiple"))
+    assert seen == [want] and f.image_size == (W, H)
+    sx, sy = want[0] / W, want[1] / H  # pixel-centre convention, per axis
+    corners = np.array([[0.5 / sx - 0.5, 0.5 / sy - 0.5], [W - 0.5 / sx - 0.5, H - 0.5 / sy - 0.5]])
+    np.testing.assert_allclose(f.keypoints, corners, atol=1e-4)

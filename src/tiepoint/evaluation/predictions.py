@@ -66,8 +66,10 @@ class _FeatureCache:
             return self.items[key]
         t = time.perf_counter()
         try:
-            cap = _cap(path, pair)
-            feats = self.matcher.extract(path) if cap is None else self.matcher.extract(path, cap)
+            cap, multiple = _cap(path, pair), pair.extra.get("multiple")
+            kw = {"resize": cap} if cap is not None else {}  # only what the benchmark sets
+            kw |= {"multiple": int(multiple)} if multiple else {}
+            feats = self.matcher.extract(path, **kw)
         except ImageError as e:
             raise DatasetError(f"{pair.source or pair.name}: {e}") from None
         item = (feats, time.perf_counter() - t)

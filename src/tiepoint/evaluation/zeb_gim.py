@@ -27,6 +27,8 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import DatasetError
+from ..images import target_size
+from .benchmarks.zeb import GIM_MAX_SIZE, gim_input
 from .metrics import error_auc
 
 # README column, tiepoint's ZEB folder, GIM's dump name — in GIM's column order
@@ -46,23 +48,18 @@ ZEB_SETS = (
 )
 DUMP_NAME = {folder: dump for _, folder, dump in ZEB_SETS}
 COLUMN = {dump: col for col, _, dump in ZEB_SETS}
-# --img_size in GIM's TEST_*.sh; these loaders do not floor to a multiple of 8
-MAX_SIZE = {"kitti": 1240, "eth3di": 1600, "eth3do": 1600}
+MAX_SIZE = GIM_MAX_SIZE  # --img_size in GIM's TEST_*.sh; these loaders do not floor to ×8
 HEADER = "identifiers covisible0 covisible1 R_errs t_errs t_errs2 Bef.Prec Bef.Num Aft.Prec Aft.Num"
 EPI_THRESHOLD = 5e-4
 AUC_THRESHOLD = 5.0
 
 
 def gim_input_size(zeb_set: str, size: tuple[int, int]) -> tuple[int, int]:
-    """(W, H) GIM feeds the model for an image of `size` from set `zeb_set` (tiepoint folder name)."""
-    w, h = size
-    cap = MAX_SIZE.get(zeb_set, 9999)
-    if max(w, h) > cap:
-        s = cap / max(w, h)
-        w, h = int(round(w * s)), int(round(h * s))
-    if zeb_set not in MAX_SIZE:
-        w, h = max(w // 8, 1) * 8, max(h // 8, 1) * 8
-    return w, h
+    """(W, H) GIM feeds the model for an image of `size` from set `zeb_set` (tiepoint folder name):
+    what `Matcher.extract` loads with the set's `benchmarks.zeb.gim_input` (max_size / multiple)."""
+    inp = gim_input(zeb_set)
+    cap = inp.get("max_size")
+    return target_size(size, cap if cap and max(size) > cap else None, "long", inp.get("multiple"))
 
 
 # ---- per-pair metrics, GIM's tools/metrics.py

@@ -12,7 +12,9 @@ Protocol (GIM): OpenCV essential-matrix RANSAC at 0.5 px / mean focal (confidenc
 original-resolution keypoints; pose error max(R, t); a failure counts as 180°; AUC@5° per set and
 the mean over the 12 sets. Images are resized to 1024 px (long side) as in Glue Factory's ZEB
 evaluation; `data.protocol=gim` runs them as GIM does: native resolution, long side capped at
-1240 (KITTI) and 1600 (ETH3D). GIM's dump files and analysis: `evaluation/zeb_gim.py`.
+1240 (KITTI) and 1600 (ETH3D), every other set's sides floored to a multiple of 8 (sparse
+pipelines; a dense model resizes to its own input size). GIM's dump files and analysis:
+`evaluation/zeb_gim.py`.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ GIM_NAME = {
     "iclnuim": lambda n: n + ".jpg",
 }
 GIM_MAX_SIZE = {"kitti": 1240, "eth3di": 1600, "eth3do": 1600}  # GIM's TEST_*.sh --img_size
+GIM_MULTIPLE = 8  # GIM's other loaders floor each side to a multiple of 8 (no cap)
 
 
 def image_stem(name: str) -> str:
@@ -128,11 +131,17 @@ class ZEB(Benchmark):
                             )
                         ),
                         "identifier": gim_identifier(name, scene, f[0], f[1]),
-                        **(
-                            {"max_size": GIM_MAX_SIZE[name]} if gim and name in GIM_MAX_SIZE else {}
-                        ),
+                        **(gim_input(name) if gim else {}),
                     },
                 )
+
+
+def gim_input(zeb_set: str) -> dict:
+    """GIM's input size for a set, as `Pair.extra` the matching step reads: KITTI/ETH3D long side
+    capped (`max_size`), the other sets native with each side floored to ×8 (`multiple`)."""
+    if zeb_set in GIM_MAX_SIZE:
+        return {"max_size": GIM_MAX_SIZE[zeb_set]}
+    return {"multiple": GIM_MULTIPLE}
 
 
 def gim_identifier(zeb_set: str, scene: str, name0: str, name1: str) -> str:
