@@ -130,7 +130,9 @@ class Matcher:
             return
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.extractor = self.matcher = self.dense = None
-        run = self.conf.get("runtime")  # `runtime.precision` / `runtime.compile` (runtime.py)
+        run = self.conf.get("runtime")  # precision, compile, keep_memory (runtime.py)
+        if self.device.type == "cpu":
+            runtime.keep_memory(run)
         self.autocast_dtype = {
             part: runtime.autocast_dtype(run, part, self.device) for part in self.autocast_dtype
         }

@@ -12,13 +12,21 @@
   Matchers are left eager: LightGlue's pruning changes the keypoint count at every layer, so a
   compiled matcher recompiles on every pair until torch gives up (measured: docs/results.md).
 
-Both are off by default: docs/results.md § Speed has the measurements behind that choice.
+- `keep_memory: true` (the default) asks glibc to serve allocations up to 32 MB from its heap and
+  not to hand freed memory back to the OS (`mallopt`, once per process, Linux with glibc only).
+  CPU inference allocates the same large buffers on every call; returned to the OS, each comes back
+  zeroed page by page, and those page faults were 13 % of ALIKED + LightGlue's time. The cost is that
+  the process keeps its peak heap after a call. Set it false in processes that must shrink.
+
+precision and compile are off by default: docs/results.md § Speed has the measurements behind that.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import sys
 
 import torch
 from omegaconf import DictConfig
@@ -26,6 +34,7 @@ from omegaconf import DictConfig
 from .errors import ConfigError
 
 DEFAULTS = {
+    "keep_memory": True,  # glibc keeps freed memory for the next call (see above)
     "precision": "fp32",  # every network: fp32 | bf16
     "extractor_precision": None,  # None: `precision`
     "matcher_precision": None,  # None: `precision` (also the dense model's)
@@ -34,6 +43,9 @@ DEFAULTS = {
 PRECISIONS = ("fp32", "bf16")
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
+_memory_kept = False
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+HEAP_UP_TO = 32 << 20  # glibc's largest allowed mmap threshold on 64-bit systems
 
 
 def check_conf(conf: DictConfig | dict) -> None:
@@ -79,3 +91,19 @@ def maybe_compile(model: torch.nn.Module, conf: DictConfig | dict | None) -> tor
     if not conf or not conf.get("compile", False):
         return model
     return torch.compile(model)
+
+
+def keep_memory(conf: DictConfig | dict | None) -> bool:
+    """Apply `keep_memory` for this process (once); whether glibc's allocator is now tuned."""
+    global _memory_kept
+    if _memory_kept or not (conf or DEFAULTS).get("keep_memory", True):
+        return _memory_kept
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(M_MMAP_THRESHOLD, HEAP_UP_TO) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):  # not glibc (musl, ...): its allocator stays as it is
+        return False
+    _memory_kept = bool(ok)
+    return _memory_kept
