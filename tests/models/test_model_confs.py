@@ -82,3 +82,23 @@ def test_models_import_nothing_from_training_or_evaluation():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("conv_bias", [True, False])
+def test_fold_batch_norm_equals_conv_then_eval_batch_norm(affine, conv_bias):
+    from tiepoint.models.base import fold_batch_norm
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1, bias=conv_bias)
+    bn = torch.nn.BatchNorm2d(5, affine=affine)
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    if affine:
+        torch.nn.init.normal_(bn.weight)
+        torch.nn.init.normal_(bn.bias)
+    bn.eval()
+    x = torch.randn(2, 3, 9, 11)
+    with torch.no_grad():
+        folded = torch.nn.functional.conv2d(x, *fold_batch_norm(conv, bn), padding=1)
+        torch.testing.assert_close(folded, bn(conv(x)), rtol=1e-5, atol=1e-5)

@@ -123,6 +123,17 @@ def load_state_strict(module: nn.Module, state, source, what: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
+def fold_batch_norm(conv: nn.Module, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv (`weight`, `bias` or None) → eval-mode BatchNorm (affine or not) as one conv's
+    (weight, bias): one pass over the map less."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.affine:
+        scale = scale * bn.weight
+    bias = -bn.running_mean if conv.bias is None else conv.bias - bn.running_mean
+    bias = bias * scale
+    return conv.weight * scale.view(-1, 1, 1, 1), bias + bn.bias if bn.affine else bias
+
+
 def stack_keypoint_sets(per_image: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
     """Batch per-image (keypoints, scores, descriptors); shorter sets get zero-score padding at (0, 0)."""
     n = max(k.shape[0] for k, _, _ in per_image)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base import fold_batch_norm
 from .gp import grid_coords
 
 
@@ -46,10 +47,9 @@ def local_correlation(f0: torch.Tensor, f1: torch.Tensor, radius: int, flow: tor
 
 def _conv_bn_relu(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """relu(bn(conv(x))) in eval mode as one conv with the BatchNorm folded into its weights."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    weight = conv.weight * scale.view(-1, 1, 1, 1)
-    bias = (conv.bias - bn.running_mean) * scale + bn.bias
-    x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    x = F.conv2d(
+        x, *fold_batch_norm(conv, bn), conv.stride, conv.padding, conv.dilation, conv.groups
+    )
     return F.relu(x, inplace=True)
 
 

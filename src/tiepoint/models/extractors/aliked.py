@@ -38,7 +38,7 @@ from torch import nn
 from ... import weights as weights_lib
 from ...config import lookup
 from ...errors import ConfigError, ImageError
-from ..base import Extractor, load_state_strict
+from ..base import Extractor, fold_batch_norm, load_state_strict
 from .deform_conv import DeformConv2d, deform_conv2d
 
 # c1, c2, c3, c4 (encoder widths), dim (feature/descriptor dim), K (SDDH patch), M (sample points)
@@ -53,12 +53,6 @@ PAD_TO = 32  # the encoder downsamples by 2·4·4
 
 def _selu(x: torch.Tensor) -> torch.Tensor:
     return F.selu(x, inplace=True)
-
-
-def _bn_fold(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Conv weight (no bias) followed by an eval-mode BatchNorm → one conv's weight and bias."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    return weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
 
 
 class DeformableConv(nn.Module):
@@ -83,8 +77,8 @@ def _conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tens
     if bn.training:
         return bn(conv(x))
     if isinstance(conv, DeformableConv):
-        return conv(x, *_bn_fold(conv.regular_conv.weight, bn))
-    w, b = _bn_fold(conv.weight, bn)
+        return conv(x, *fold_batch_norm(conv.regular_conv, bn))
+    w, b = fold_batch_norm(conv, bn)
     return F.conv2d(x, w, b, conv.stride, conv.padding)
 
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...errors import ConfigError
-from ..base import Extractor, load_state_strict, stack_keypoint_sets
+from ..base import Extractor, fold_batch_norm, load_state_strict, stack_keypoint_sets
 
 
 class ConvBlock(nn.Module):
@@ -47,9 +47,7 @@ class ConvBlock(nn.Module):
             return self.layer(x)
         # eval: the batch norm (running statistics, no affine) folded into the conv, one pass less
         conv, bn, _ = self.layer
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        weight = conv.weight * scale[:, None, None, None]
-        x = F.conv2d(x, weight, -bn.running_mean * scale, conv.stride, conv.padding)
+        x = F.conv2d(x, *fold_batch_norm(conv, bn), conv.stride, conv.padding)
         return F.relu(x, inplace=True)
 
 
