@@ -138,12 +138,12 @@ class DiskGraph(nn.Module):
     def forward(self, image: torch.Tensor, size: torch.Tensor):
         from kornia.geometry.subpix import nms2d
 
-        from ..models.extractors.disk import last_layer_input, sparse_last_layer
+        from ..models.extractors.disk import dense_heat, last_layer_input, sparse_last_layer
 
         conf = self.m.conf
         # as DISK runs it: the heat channel densely, the descriptor channels at the keypoints only
         x, last = last_layer_input(self.m.net.unet, image)
-        heat = F.conv2d(x, last.weight[-1:], last.bias[-1:], padding=last.padding)[:, 0]
+        heat = dense_heat(x, last)[:, 0]
         h, w = heat.shape[-2:]
         s = conf.nms_window_size
         # strict maxima of the map cropped to the image: kornia's window reaches (s-1)//2 before

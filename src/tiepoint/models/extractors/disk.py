@@ -70,7 +70,7 @@ class DISK(Extractor):
         # zero-pad bottom/right, crop the maps back before detection: no keypoint in the padding
         padded = F.pad(image, (0, pw - w, 0, ph - h)).contiguous(memory_format=torch.channels_last)
         x, last = last_layer_input(self.net.unet, padded)
-        heat = F.conv2d(x, last.weight[-1:], last.bias[-1:], padding=last.padding)[..., :h, :w]
+        heat = dense_heat(x, last)[..., :h, :w]
         if data.get("keypoints") is not None:  # describe given points (GlueStick's end points)
             return self._describe(x, last, heat, data["keypoints"])
         detections = heatmap_to_keypoints(
@@ -130,6 +130,11 @@ def last_layer_input(unet, image: torch.Tensor) -> tuple[torch.Tensor, torch.nn.
     norm, gate, _dropout, conv = outer.conv
     x = torch.cat([outer.upsample(bottom), horizontal[len(inner)]], dim=1)
     return gate(norm(x)), conv
+
+
+def dense_heat(x: torch.Tensor, conv) -> torch.Tensor:
+    """The last convolution's heat-map channel (its last output) at every pixel: (B, 1, H, W)."""
+    return F.conv2d(x, conv.weight[-1:], conv.bias[-1:], padding=conv.padding)
 
 
 def sparse_last_layer(x: torch.Tensor, conv, kpts: torch.Tensor, channels: int) -> torch.Tensor:
