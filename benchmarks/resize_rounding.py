@@ -21,16 +21,19 @@ from _common import SHARED_DATA
 import tiepoint
 from tiepoint import images
 
+ROUNDING = images.target_size
 
-def truncating_target_size(size, resize, side="long"):
-    """kornia's `_side_to_image_size`: the other side is int(), not round()."""
+
+def truncating_target_size(size, resize, side="long", multiple=None):
+    """kornia's `_side_to_image_size`: the other side is int(), not round(); the rest (the
+    `multiple` floor) as tiepoint's own `target_size`."""
     w, h = size
-    if not resize:
-        return w, h
-    long_is_w = w >= h
-    if (side == "long") == long_is_w:
-        return resize, max(1, int(resize * h / w))
-    return max(1, int(resize * w / h)), resize
+    if resize:
+        if (side == "long") == (w >= h):
+            w, h = resize, max(1, int(resize * h / w))
+        else:
+            w, h = max(1, int(resize * w / h)), resize
+    return ROUNDING((w, h), None, side, multiple)
 
 
 def pairs():
@@ -56,8 +59,7 @@ def main() -> None:
     ap.add_argument("--resize", type=int, default=1024)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    rounding = images.target_size
-    modes = {"round (tiepoint)": rounding, "truncate (kornia)": truncating_target_size}
+    modes = {"round (tiepoint)": ROUNDING, "truncate (kornia)": truncating_target_size}
     m = tiepoint.Matcher(args.pipeline, resize=args.resize, device="cpu")
     totals = {mode: np.zeros(2) for mode in modes}
     errors = {mode: [] for mode in modes}
@@ -70,7 +72,7 @@ def main() -> None:
             try:
                 good, n, med = score(m.match(a, b), H)
             finally:
-                images.target_size = rounding
+                images.target_size = ROUNDING
             totals[mode] += (good, n)
             errors[mode].append(med)
             cells.append(f"{good:5d}/{n:<5d} correct, {med:.3f} px")
