@@ -264,17 +264,23 @@ def options_comparison(args, a: Path, b: Path) -> None:
             )
             for o in names
         }
-        times, n = {o: [] for o in names}, {}
-        for m in matchers.values():
-            m.match(a, b)  # warm-up (and compilation)
-        for _ in range(args.repeats):
-            for o, m in matchers.items():
-                t = time.perf_counter()
-                n[o] = len(m.match(a, b))
-                times[o].append(time.perf_counter() - t)
+        best, n = interleaved(matchers, a, b, args.repeats)  # warm-up call compiles
         for o in names:
-            t = min(times[o])
-            print(f"{name:20s} {o:16s} {t:7.3f} {min(times['fp32']) / t:9.2f} {n[o]:8d}")
+            print(f"{name:20s} {o:16s} {best[o]:7.3f} {best['fp32'] / best[o]:9.2f} {n[o]:8d}")
+
+
+def interleaved(matchers: dict, a: Path, b: Path, repeats: int) -> tuple[dict, dict]:
+    """Best seconds per pair and match count of each Matcher, after one warm-up call each, in
+    rounds that run every matcher once, so a load change on the machine hits all alike."""
+    times, n = {key: [] for key in matchers}, {}
+    for m in matchers.values():
+        m.match(a, b)
+    for _ in range(repeats):
+        for key, m in matchers.items():
+            t = time.perf_counter()
+            n[key] = len(m.match(a, b))
+            times[key].append(time.perf_counter() - t)
+    return {key: min(t) for key, t in times.items()}, n
 
 
 def onnx_comparison(args, a: Path, b: Path) -> None:
@@ -296,15 +302,8 @@ def onnx_comparison(args, a: Path, b: Path) -> None:
         except tiepoint.TiepointError as e:
             print(f"{name:24s} skipped: {e}")
             continue
-        times, n = {"torch": [], "onnx": [], "adaptive": []}, {}
-        mt.match(a, b), mo.match(a, b), ma.match(a, b)  # warm-up
-        for _ in range(args.repeats):
-            for key, m in (("torch", mt), ("onnx", mo), ("adaptive", ma)):
-                t = time.perf_counter()
-                r = m.match(a, b)
-                times[key].append(time.perf_counter() - t)
-                n[key] = len(r)
-        tt, to, ta = (min(times[k]) for k in ("torch", "onnx", "adaptive"))
+        best, n = interleaved({"torch": mt, "onnx": mo, "adaptive": ma}, a, b, args.repeats)
+        tt, to, ta = best["torch"], best["onnx"], best["adaptive"]
         print(
             f"{name:24s} {tt:8.3f} {to:8.3f} {tt / to:10.2f} {n['torch']:6d}/{n['onnx']:<6d} "
             f"{ta:16.3f} {n['adaptive']:7d}"
