@@ -19,8 +19,9 @@ PIPELINE = "xfeat+lighterglue"
 WEIGHTS = ["xfeat", "xfeat-lighterglue"]
 
 
-def output_dtypes(matcher: tiepoint.Matcher, image0, image1) -> dict[str, set]:
-    """dtypes of every Conv2d output of the extractor and Linear output of the matcher, in a match."""
+def output_dtypes(matcher: tiepoint.Matcher, image0, image1) -> tuple[dict[str, set], object]:
+    """dtypes of every Conv2d output of the extractor and Linear output of the matcher in a match,
+    and the MatchResult."""
     seen = {"extractor": set(), "matcher": set()}
     hooks = []
     for part, kind in (("extractor", torch.nn.Conv2d), ("matcher", torch.nn.Linear)):
