@@ -20,6 +20,7 @@ __all__ = [
     "extract_pair",
     "gt_warp",
     "in_ci",
+    "match_leuven",
     "mutual_nn",
     "read_h",
     "repeatability",
@@ -27,6 +28,7 @@ __all__ = [
     "rotation",
     "save",
     "texture",
+    "train_demo",
     "unavailable",
     "write_noise_image",
 ]
@@ -156,6 +158,32 @@ TINY_DKM = {
     "feat_dim": 16,
     "refiner_blocks": 1,
 }
+
+
+def train_demo(name: str, preset: str, overrides: list[str], output_dir: Path):
+    """Train `preset` quietly with dotlist `overrides` → (experiment folder, validation history)."""
+    import json
+
+    from tiepoint.config import parse_dotlist
+    from tiepoint.training import train
+
+    exp = train(name, preset, parse_dotlist(overrides), output_dir=output_dir, progress=False)
+    return exp, json.loads((exp / "val_history.json").read_text())
+
+
+def match_leuven(data_dir: Path, pipeline, checkpoint: Path):
+    """Oxford Leuven img1→img2 matched with `checkpoint` (it carries its architecture) → the
+    MatchResult, the ground-truth H and the corner error of OpenCV's 3 px RANSAC homography."""
+    import tiepoint
+    from tiepoint.geometry.homography import homography_corner_error
+
+    seq = data_dir / "homography" / "oxford_leuven"
+    r = tiepoint.match(
+        seq / "img1.png", seq / "img2.png", pipeline=pipeline, device="cpu", weights=str(checkpoint)
+    )
+    H_gt = read_h(seq / "H1to2p")
+    H, _ = r.homography(estimator="opencv", threshold=3.0)
+    return r, H_gt, homography_corner_error(H, H_gt, Image.open(seq / "img1.png").size)
 
 
 def resume_and_compare(exp_dir: Path, conf, steps_done: int, total: int, uninterrupted: dict):

@@ -102,3 +102,24 @@ def test_fold_batch_norm_equals_conv_then_eval_batch_norm(affine, conv_bias):
     with torch.no_grad():
         folded = torch.nn.functional.conv2d(x, *fold_batch_norm(conv, bn), padding=1)
         torch.testing.assert_close(folded, bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,bias", [(3, 1, True), (7, 2, True), (1, 1, False)])
+def test_conv_gray_equals_conv2d(kernel, stride, bias):
+    """The padded channels-last path for one-channel images (SuperPoint's and XFeat's first
+    layers) is F.conv2d's convolution, borders and strides included, for a batch."""
+    from tiepoint.models.base import conv_gray
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 6, kernel, stride=stride, padding=kernel // 2, bias=bias)
+    x = torch.randn(2, 1, 37, 53)
+    with torch.no_grad():
+        expected = conv(x)
+        torch.testing.assert_close(conv_gray(x, conv), expected, rtol=1e-5, atol=1e-5)
+        w, b = 2 * conv.weight, torch.ones(6)
+        torch.testing.assert_close(
+            conv_gray(x, conv, w, b),
+            torch.nn.functional.conv2d(x, w, b, stride, kernel // 2),
+            rtol=1e-5,
+            atol=1e-5,
+        )

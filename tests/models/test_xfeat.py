@@ -159,15 +159,3 @@ def test_maxima_above_equals_the_dense_max_pool(threshold):
     got = maxima_above(heat, 5, threshold)
     assert torch.equal(got, dense)
     assert got[0, 0, 10, 10:13].all() and got[1, 0, 0, 0]
-
-
-@pytest.mark.parametrize("k", [3, 1])
-def test_one_channel_conv_equals_conv2d(k):
-    """The shifted multiply-adds that replace oneDNN for XFeat's one-channel first layer give
-    F.conv2d's 'same' convolution, borders included, for a batch."""
-    from tiepoint.models.extractors.xfeat import conv_one_channel
-
-    torch.manual_seed(0)
-    x, weight, bias = torch.randn(2, 1, 37, 53), torch.randn(4, 1, k, k), torch.randn(4)
-    expected = torch.nn.functional.conv2d(x, weight, bias, padding=k // 2)
-    torch.testing.assert_close(conv_one_channel(x, weight, bias), expected, rtol=1e-5, atol=1e-5)

@@ -14,12 +14,11 @@ TIEPOINT_DEMO_MINUTES (a wall-clock budget instead of steps, fine-tuning half of
 TIEPOINT_DEMO_PAIRS and TIEPOINT_DEMO_OUTPUTS change the budget, the pairs and the output folder.
 """
 
-import json
 import os
 from pathlib import Path
 
 import pytest
-from helpers import read_h
+from helpers import match_leuven, train_demo
 
 pytestmark = pytest.mark.slow
 
@@ -31,30 +30,7 @@ REDUCED = [
 ]
 
 
-def leuven_corner_error(checkpoint: Path, data_dir: Path) -> float:
-    import tiepoint
-    from tiepoint.geometry.homography import homography_corner_error
-
-    seq = data_dir / "homography" / "oxford_leuven"
-    H_gt = read_h(seq / "H1to2p")
-    r = tiepoint.match(
-        seq / "img1.png",
-        seq / "img2.png",
-        pipeline="aliked+lightglue",
-        device="cpu",
-        weights=str(checkpoint),  # the checkpoint carries its (smaller) architecture
-    )
-    H, _ = r.homography(estimator="opencv", threshold=3.0)
-    from PIL import Image
-
-    size = Image.open(seq / "img1.png").size
-    return homography_corner_error(H, H_gt, size)
-
-
 def test_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
-    from tiepoint.config import parse_dotlist
-    from tiepoint.training import train
-
     official_weights("aliked-n16", "aliked_lightglue")
     images = opencv_doc_images
     out = Path(os.environ.get("TIEPOINT_DEMO_OUTPUTS", tmp_path / "outputs"))
@@ -68,34 +44,24 @@ def test_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
         budget = ["train.max_minutes=null", "train.max_iterations=60", "train.eval_every_iter=0"]
         budget_ft = ["train.max_minutes=null", "train.max_iterations=6", "train.eval_every_iter=3"]
 
-    scratch = train(
-        "cpu_demo_scratch",
-        "aliked+lightglue_cpu_demo",
-        parse_dotlist([*extra, *budget]),
-        output_dir=out,
-        progress=False,
+    scratch, hist = train_demo(
+        "cpu_demo_scratch", "aliked+lightglue_cpu_demo", [*extra, *budget], out
     )
-    hist = json.loads((scratch / "val_history.json").read_text())
     first, last = hist[0], hist[-1]
     # validation recall and precision rise from chance (random init: almost no correct match)
     assert first["match_recall"] < 0.05
     assert last["match_recall"] > first["match_recall"] + 0.2 and last["match_recall"] > 0.25
     assert last["match_precision"] > 0.3
-    err = leuven_corner_error(scratch / "checkpoint_best.tar", data_dir)
+    _, _, err = match_leuven(data_dir, "aliked+lightglue", scratch / "checkpoint_best.tar")
     assert err < 5.0, f"Leuven img1→img2 corner error {err:.2f} px"
 
-    fine = train(
-        "cpu_demo_finetune",
-        "aliked+lightglue_cpu_finetune",
-        parse_dotlist([*extra, *budget_ft]),
-        output_dir=out,
-        progress=False,
+    fine, fh = train_demo(
+        "cpu_demo_finetune", "aliked+lightglue_cpu_finetune", [*extra, *budget_ft], out
     )
-    fh = json.loads((fine / "val_history.json").read_text())
     # fine-tuning the official weights does not degrade validation
     assert fh[-1]["match_recall"] >= fh[0]["match_recall"] - 0.01
     assert fh[-1]["match_precision"] >= fh[0]["match_precision"] - 0.01
-    assert leuven_corner_error(fine / "checkpoint_best.tar", data_dir) < 5.0
+    assert match_leuven(data_dir, "aliked+lightglue", fine / "checkpoint_best.tar")[2] < 5.0
 
     from tiepoint.viz.curves import plot_validation_curves
 

@@ -9,12 +9,10 @@ training pairs, so the outcome does not depend on the machine's speed; docs/glue
 longer runs (benchmarks/gluestick_cpu_demo.py).
 """
 
-import json
 import os
-from pathlib import Path
 
 import pytest
-from helpers import read_h
+from helpers import match_leuven, train_demo
 
 pytestmark = pytest.mark.slow
 
@@ -33,38 +31,28 @@ PIPELINE = {
 
 
 def test_gluestick_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
-    from PIL import Image
-
-    import tiepoint
-    from tiepoint.config import parse_dotlist
-    from tiepoint.geometry.homography import homography_corner_error
     from tiepoint.geometry.lines import line_match_error
-    from tiepoint.training import train
 
     official_weights("aliked-t16")
     steps = int(os.environ.get("TIEPOINT_GS_DEMO_STEPS", 100))
-    exp = train(
+    exp, hist = train_demo(
         "gs_cpu_demo",
         "aliked+lsd+gluestick_cpu_demo",
-        parse_dotlist(
-            [
-                f"data.data_dir={opencv_doc_images}",
-                "data.train_size=40",
-                "data.batch_size=4",  # 10 steps per epoch: the trainer validates at each end
-                "data.val_size=8",
-                "data.val_pairs=16",
-                "model.extractor.max_num_keypoints=128",
-                "model.extractor.lines.max_num_lines=32",
-                "model.num_lines=32",
-                "train.max_minutes=null",
-                f"train.max_iterations={steps}",
-                "train.eval_every_iter=20",
-            ]
-        ),
-        output_dir=tmp_path / "outputs",
-        progress=False,
+        [
+            f"data.data_dir={opencv_doc_images}",
+            "data.train_size=40",
+            "data.batch_size=4",  # 10 steps per epoch: the trainer validates at each end
+            "data.val_size=8",
+            "data.val_pairs=16",
+            "model.extractor.max_num_keypoints=128",
+            "model.extractor.lines.max_num_lines=32",
+            "model.num_lines=32",
+            "train.max_minutes=null",
+            f"train.max_iterations={steps}",
+            "train.eval_every_iter=20",
+        ],
+        tmp_path / "outputs",
     )
-    hist = json.loads((exp / "val_history.json").read_text())
     keys = ("step", "loss/total", "match_recall", "match_precision", "top1")
     keys += ("line_match_recall", "line_match_precision", "line_top1")
     print("\n".join(str({k: h.get(k) for k in keys}) for h in hist))
@@ -80,17 +68,7 @@ def test_gluestick_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_ima
     # and the loss keeps falling after the first epoch (step 0's is random BatchNorm statistics)
     assert min(h["loss/total"] for h in late) < 0.9 * hist[1]["loss/total"]
 
-    seq = data_dir / "homography" / "oxford_leuven"
-    r = tiepoint.match(
-        seq / "img1.png",
-        seq / "img2.png",
-        pipeline=PIPELINE,
-        device="cpu",
-        weights=str(Path(exp) / "checkpoint_best.tar"),
-    )
-    H_gt = read_h(seq / "H1to2p")
-    H, _ = r.homography(estimator="opencv", threshold=3.0)
-    err = homography_corner_error(H, H_gt, Image.open(seq / "img1.png").size)
+    r, H_gt, err = match_leuven(data_dir, PIPELINE, exp / "checkpoint_best.tar")
     lm = r.line_matches
     ok = line_match_error(r.lines0[lm[:, 0]], r.lines1[lm[:, 1]], H_gt) < 3.0
     print(

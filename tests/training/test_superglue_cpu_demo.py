@@ -8,12 +8,10 @@ training pairs, so the outcome does not depend on the machine's speed; the READM
 full preset's run (`aliked+superglue_cpu_demo`, 12 minutes, 600 pairs).
 """
 
-import json
 import os
-from pathlib import Path
 
 import pytest
-from helpers import read_h
+from helpers import match_leuven, train_demo
 
 pytestmark = pytest.mark.slow
 
@@ -30,35 +28,24 @@ PIPELINE = {
 
 
 def test_superglue_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
-    from PIL import Image
-
-    import tiepoint
-    from tiepoint.config import parse_dotlist
-    from tiepoint.geometry.homography import homography_corner_error
-    from tiepoint.training import train
-
     official_weights("aliked-t16")
     steps = int(os.environ.get("TIEPOINT_SG_DEMO_STEPS", 80))
-    exp = train(
+    exp, hist = train_demo(
         "sg_cpu_demo",
         "aliked+superglue_cpu_demo",
-        parse_dotlist(
-            [
-                f"data.data_dir={opencv_doc_images}",
-                "data.train_size=40",
-                "data.batch_size=4",  # 10 steps per epoch: the trainer validates at each end
-                "data.val_size=8",
-                "data.val_pairs=16",
-                "model.extractor.max_num_keypoints=128",
-                "train.max_minutes=null",
-                f"train.max_iterations={steps}",
-                "train.eval_every_iter=20",
-            ]
-        ),
-        output_dir=tmp_path / "outputs",
-        progress=False,
+        [
+            f"data.data_dir={opencv_doc_images}",
+            "data.train_size=40",
+            "data.batch_size=4",  # 10 steps per epoch: the trainer validates at each end
+            "data.val_size=8",
+            "data.val_pairs=16",
+            "model.extractor.max_num_keypoints=128",
+            "train.max_minutes=null",
+            f"train.max_iterations={steps}",
+            "train.eval_every_iter=20",
+        ],
+        tmp_path / "outputs",
     )
-    hist = json.loads((exp / "val_history.json").read_text())
     first, last = hist[0], hist[-1]
     keys = ("step", "loss/total", "match_recall", "match_precision")
     print("\n".join(str({k: h.get(k) for k in keys}) for h in hist))
@@ -71,15 +58,6 @@ def test_superglue_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_ima
     assert max(h["match_recall"] for h in late) > first["match_recall"] + 0.05
     assert last["match_precision"] > 0.2
 
-    seq = data_dir / "homography" / "oxford_leuven"
-    r = tiepoint.match(
-        seq / "img1.png",
-        seq / "img2.png",
-        pipeline=PIPELINE,
-        device="cpu",
-        weights=str(Path(exp) / "checkpoint_best.tar"),
-    )
-    H, _ = r.homography(estimator="opencv", threshold=3.0)
-    err = homography_corner_error(H, read_h(seq / "H1to2p"), Image.open(seq / "img1.png").size)
+    r, _, err = match_leuven(data_dir, PIPELINE, exp / "checkpoint_best.tar")
     print(f"Leuven 1→2: {len(r)} matches, corner error {err:.2f} px")
     assert len(r) >= 20 and err < 5.0, f"{len(r)} matches, Leuven corner error {err:.2f} px"

@@ -20,7 +20,7 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...images import rgb_to_gray
-from ..base import Extractor, load_state_strict, stack_keypoint_sets
+from ..base import Extractor, conv_gray, load_state_strict, stack_keypoint_sets
 
 
 def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
@@ -86,18 +86,11 @@ class SuperPointNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,1,H,W), H, W divisible by 8 → logits (B,65,H/8,W/8), raw descriptors (B,D,H/8,W/8)."""
-        relu = F.relu
-        for i, (a, b) in enumerate(
-            [
-                (self.conv1a, self.conv1b),
-                (self.conv2a, self.conv2b),
-                (self.conv3a, self.conv3b),
-                (self.conv4a, self.conv4b),
-            ]
-        ):
-            x = relu(b(relu(a(x))))
-            if i < 3:
-                x = F.max_pool2d(x, 2, 2)
+        relu, pool = F.relu, F.max_pool2d
+        x = pool(relu(self.conv1b(relu(conv_gray(x, self.conv1a)))), 2, 2)
+        x = pool(relu(self.conv2b(relu(self.conv2a(x)))), 2, 2)
+        x = pool(relu(self.conv3b(relu(self.conv3a(x)))), 2, 2)
+        x = relu(self.conv4b(relu(self.conv4a(x))))
         logits = self.convPb(relu(self.convPa(x)))
         desc = self.convDb(relu(self.convDa(x)))
         return logits, desc

@@ -28,7 +28,7 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...errors import ConfigError
-from ..base import Extractor, fold_batch_norm, load_state_strict, stack_keypoint_sets
+from ..base import Extractor, conv_gray, fold_batch_norm, load_state_strict, stack_keypoint_sets
 
 
 class ConvBlock(nn.Module):
@@ -47,29 +47,8 @@ class ConvBlock(nn.Module):
             return self.layer(x)
         # eval: the batch norm (running statistics, no affine) folded into the conv, one pass less
         conv, bn, _ = self.layer
-        weight, bias = fold_batch_norm(conv, bn)
-        if conv.in_channels == 1 and conv.stride == (1, 1) and not torch.onnx.is_in_onnx_export():
-            x = conv_one_channel(x, weight, bias)
-        else:
-            x = F.conv2d(x, weight, bias, conv.stride, conv.padding)
+        x = conv_gray(x, conv, *fold_batch_norm(conv, bn))
         return F.relu(x, inplace=True)
-
-
-def conv_one_channel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """F.conv2d(x, weight, bias, padding=k//2) of a one-channel x (B,1,H,W) as k² shifted
-    multiply-adds. oneDNN has no fast kernel for a single input channel: XFeat's first layer
-    (1 → 4 channels, 3×3, full resolution) took 17 of the network's 67 ms at 1024×736 on
-    this CPU; the shifted sums take about 2 ms (docs/results.md § Speed)."""
-    k = weight.shape[-1]
-    r = k // 2
-    b, _, h, w = x.shape
-    padded = F.pad(x, (r, r, r, r))
-    out = bias.to(x.dtype).view(1, -1, 1, 1).expand(b, -1, h, w).contiguous()
-    taps = weight.to(x.dtype)[:, 0]
-    for i in range(k):
-        for j in range(k):
-            out.addcmul_(padded[:, :, i : i + h, j : j + w], taps[:, i, j].view(1, -1, 1, 1))
-    return out
 
 
 class XFeatNet(nn.Module):
