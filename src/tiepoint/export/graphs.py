@@ -18,23 +18,24 @@ from ..models.extractors import aliked as aliked_mod
 from ..models.extractors import superpoint as superpoint_mod
 
 
-def _limit(conf) -> int:
-    k = conf.max_num_keypoints
-    if k is None or k <= 0:
-        raise ValueError("export needs extractor.max_num_keypoints > 0 (a fixed candidate count)")
-    return int(k)
+class ExtractorGraph(nn.Module):
+    """An extractor `m` and its fixed candidate count `k` (`max_num_keypoints`, > 0)."""
 
-
-class AlikedGraph(nn.Module):
-    """ALIKED: dense maps → DKD at a fixed top-K → SDDH descriptors, as `ALIKED._forward`.
-    Input: the RGB image as it is (the graph pads it itself)."""
-
-    stride = 1
+    stride = 1  # the multiple the caller pads the image to (1: the graph pads it itself)
 
     def __init__(self, model):
         super().__init__()
-        self.m = model
-        self.k = _limit(model.conf)
+        k = model.conf.max_num_keypoints
+        if k is None or k <= 0:
+            raise ValueError(
+                "export needs extractor.max_num_keypoints > 0 (a fixed candidate count)"
+            )
+        self.m, self.k = model, int(k)
+
+
+class AlikedGraph(ExtractorGraph):
+    """ALIKED: dense maps → DKD at a fixed top-K → SDDH descriptors, as `ALIKED._forward`.
+    Input: the RGB image as it is (the graph pads it itself)."""
 
     def dense(self, image: torch.Tensor):
         m = self.m
@@ -122,18 +123,13 @@ def _inside(size: torch.Tensor, h, w, device, lo: int = 0, hi: int = 0) -> torch
     return (ys >= lo) & (ys < vh - hi) & (xs >= lo) & (xs < vw - hi)
 
 
-class DiskGraph(nn.Module):
+class DiskGraph(ExtractorGraph):
     """DISK: U-Net heat map, strict 5×5 maxima above the threshold, the top K by logit.
 
     Input: the image zero-padded (bottom/right) to a multiple of `stride`, as `DISK` pads it,
     and `size` (1, 2) int64, the (W, H) of the unpadded image."""
 
     stride = 16
-
-    def __init__(self, model):
-        super().__init__()
-        self.m = model
-        self.k = _limit(model.conf)
 
     def forward(self, image: torch.Tensor, size: torch.Tensor):
         from kornia.geometry.subpix import nms2d
@@ -159,7 +155,7 @@ class DiskGraph(nn.Module):
         return kpts.float(), scores, F.normalize(d, dim=-1), count
 
 
-class XFeatGraph(nn.Module):
+class XFeatGraph(ExtractorGraph):
     """XFeat (input_fit: pad): 5×5 maxima of the heat map, ranked by heat × reliability.
 
     Input: the image zero-padded to a multiple of 32 and `size` (1, 2) int64 (W, H) of the
@@ -169,11 +165,9 @@ class XFeatGraph(nn.Module):
     stride = 32
 
     def __init__(self, model):
-        super().__init__()
         if model.conf.input_fit != "pad":
             raise ValueError("ONNX export of XFeat supports input_fit: pad only")
-        self.m = model
-        self.k = _limit(model.conf)
+        super().__init__(model)
 
     def forward(self, image: torch.Tensor, size: torch.Tensor):
         conf = self.m.conf
@@ -208,17 +202,12 @@ class XFeatGraph(nn.Module):
         return kpts, scores, F.normalize(desc, dim=-1), count
 
 
-class SuperPointGraph(nn.Module):
+class SuperPointGraph(ExtractorGraph):
     """SuperPoint: NMS, border removal, threshold, the top K by score.
 
     Input: the gray image zero-padded to a multiple of 8, `size` (1, 2) int64 of the unpadded."""
 
     stride = 8
-
-    def __init__(self, model):
-        super().__init__()
-        self.m = model
-        self.k = _limit(model.conf)
 
     def forward(self, image: torch.Tensor, size: torch.Tensor):
         conf = self.m.conf

@@ -153,6 +153,17 @@ def conv_gray(x: torch.Tensor, conv: nn.Conv2d, weight=None, bias=None) -> torch
     )
 
 
+def no_matches(b: int, m: int, n: int, device, prefix: str = "") -> dict:
+    """A matcher's output for a pair with nothing matched: `{prefix}matches0/1` all −1 and
+    `{prefix}matching_scores0/1` zero, for b pairs of m and n features (prefix "line_": lines)."""
+    return {
+        f"{prefix}matches0": torch.full((b, m), -1, dtype=torch.long, device=device),
+        f"{prefix}matches1": torch.full((b, n), -1, dtype=torch.long, device=device),
+        f"{prefix}matching_scores0": torch.zeros((b, m), device=device),
+        f"{prefix}matching_scores1": torch.zeros((b, n), device=device),
+    }
+
+
 def stack_keypoint_sets(per_image: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict:
     """Batch per-image (keypoints, scores, descriptors); shorter sets get zero-score padding at (0, 0)."""
     n = max(k.shape[0] for k, _, _ in per_image)

@@ -33,7 +33,7 @@ from ... import weights as weights_lib
 from ...config import lookup
 from ...errors import ConfigError, ImageError
 from ..base import Extractor, load_state_strict, stack_keypoint_sets
-from .aliked import simple_nms
+from .aliked import refinement_window, simple_nms
 
 # c1, c2, c3, c4, dim, single_head (official `configs` of alike.py)
 CONFIGS = {
@@ -110,11 +110,7 @@ class ALIKE(Extractor):
             self.convhead1 = nn.Conv2d(dim, dim, 1, bias=False)
         self.single_head = single_head
         self.convhead2 = nn.Conv2d(dim, dim + 1, 1, bias=False)
-        r = int(conf.nms_radius)
-        ii, jj = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
-        self.register_buffer(
-            "window", torch.stack([jj.flatten(), ii.flatten()], -1), persistent=False
-        )
+        self.register_buffer("window", refinement_window(int(conf.nms_radius)), persistent=False)
         self.load_weights(self.weight_names(conf)[0])
 
     def load_weights(self, source: str) -> None:

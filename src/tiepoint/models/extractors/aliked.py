@@ -268,6 +268,14 @@ def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.where(is_max, scores, zeros)
 
 
+def refinement_window(radius: int) -> torch.Tensor:
+    """The (2r+1)² integer offsets (x, y) of DKD's soft-argmax window, row-major: (P, 2) float."""
+    ii, jj = torch.meshgrid(
+        torch.arange(-radius, radius + 1.0), torch.arange(-radius, radius + 1.0), indexing="ij"
+    )
+    return torch.stack([jj.flatten(), ii.flatten()], -1)
+
+
 def soft_argmax_refine(
     scores: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, window: torch.Tensor, temperature
 ) -> torch.Tensor:
@@ -329,11 +337,7 @@ class ALIKED(Extractor):
             nn.Conv2d(4, 1, 3, padding=1, bias=False),
         )
         self.desc_head = SDDH(dim, k, m)
-        r = int(conf.nms_radius)
-        ii, jj = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
-        self.register_buffer(
-            "window", torch.stack([jj.flatten(), ii.flatten()], -1), persistent=False
-        )
+        self.register_buffer("window", refinement_window(int(conf.nms_radius)), persistent=False)
         self.load_weights(self.weight_names(conf)[0])
 
     def load_weights(self, source: str) -> None:

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ... import weights as weights_lib
 from ...errors import ConfigError, WeightsError
-from ..base import FeatureMatcher, state_mismatch
+from ..base import FeatureMatcher, no_matches, state_mismatch
 from ..losses import confidence_loss, deep_supervision_loss, matcher_metrics
 from .diffusion import (
     DiffusionSchedule,
@@ -290,12 +290,7 @@ class DiffGlue(FeatureMatcher):
         return out["adj_mat"], out
 
     def _empty(self, b, m, n, device) -> dict:
-        return {
-            "matches0": torch.full((b, m), -1, dtype=torch.long, device=device),
-            "matches1": torch.full((b, n), -1, dtype=torch.long, device=device),
-            "matching_scores0": torch.zeros((b, m), device=device),
-            "matching_scores1": torch.zeros((b, n), device=device),
-        }
+        return no_matches(b, m, n, device)
 
     # ------------------------------------------------------------------ training
     def loss(self, pred: dict, data: dict) -> tuple[dict, dict]:

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ... import weights as weights_lib
 from ...errors import ConfigError, WeightsError
-from ..base import FeatureMatcher, load_state_strict
+from ..base import FeatureMatcher, load_state_strict, no_matches
 from ..losses import matcher_metrics, nll_loss
 from .lightglue import filter_matches
 from .superglue import AttentionalPropagation, KeypointEncoder, PointwiseMLP, normalize_keypoints
@@ -311,17 +311,11 @@ class GlueStick(FeatureMatcher):
         la = log_double_softmax(m0 @ m1.transpose(1, 2) / d**0.5, self.bin_score)
         if off0 or off1:  # prepended endpoint nodes: the point outputs cover the keypoints only
             la = la[:, off0:, off1:]
-        if la.shape[1] > 1 and la.shape[2] > 1:
-            pm0, pm1, ps0, ps1 = filter_matches(la, self.conf.filter_threshold)
-        else:  # only line endpoints in one image: no keypoint to match
-            pm0, pm1, ps0, ps1 = _no_matches(b, la.shape[1] - 1, la.shape[2] - 1, kp0.device)
-        pred = {
-            "matches0": pm0,
-            "matches1": pm1,
-            "matching_scores0": ps0,
-            "matching_scores1": ps1,
-            "log_assignment": la,
-        }
+        pred = no_matches(b, la.shape[1] - 1, la.shape[2] - 1, kp0.device)
+        pred["log_assignment"] = la
+        if la.shape[1] > 1 and la.shape[2] > 1:  # else: only line endpoints in one image
+            keys = ("matches0", "matches1", "matching_scores0", "matching_scores1")
+            pred.update(zip(keys, filter_matches(la, self.conf.filter_threshold)))
         if nl0 and nl1:
             lla = self._line_assignment(self.final_line_proj, desc0, desc1, junc0, junc1)
             for k, blk in enumerate(inter_blocks):
@@ -331,16 +325,16 @@ class GlueStick(FeatureMatcher):
                     )
             lm0, lm1, ls0, ls1 = filter_matches(lla, self.conf.filter_threshold)
             lm0, lm1, ls0, ls1 = _drop_padding(data, lm0, lm1, ls0, ls1)
+            pred.update(
+                line_matches0=lm0,
+                line_matches1=lm1,
+                line_matching_scores0=ls0,
+                line_matching_scores1=ls1,
+            )
         else:
             lla = kp0.new_zeros(b, nl0 + 1, nl1 + 1)
-            lm0, lm1, ls0, ls1 = _no_matches(b, nl0, nl1, kp0.device)
-        pred.update(
-            line_matches0=lm0,
-            line_matches1=lm1,
-            line_matching_scores0=ls0,
-            line_matching_scores1=ls1,
-            line_log_assignment=lla,
-        )
+            pred.update(no_matches(b, nl0, nl1, kp0.device, prefix="line_"))
+        pred["line_log_assignment"] = lla
         return pred
 
     def _line_assignment(self, proj, desc0, desc1, junc0, junc1) -> torch.Tensor:
@@ -351,18 +345,10 @@ class GlueStick(FeatureMatcher):
         )
 
     def _empty(self, b, m, n, nl0, nl1, device) -> dict:
-        pm0, pm1, ps0, ps1 = _no_matches(b, m, n, device)
-        lm0, lm1, ls0, ls1 = _no_matches(b, nl0, nl1, device)
         return {
-            "matches0": pm0,
-            "matches1": pm1,
-            "matching_scores0": ps0,
-            "matching_scores1": ps1,
+            **no_matches(b, m, n, device),
             "log_assignment": torch.zeros((b, m + 1, n + 1), device=device),
-            "line_matches0": lm0,
-            "line_matches1": lm1,
-            "line_matching_scores0": ls0,
-            "line_matching_scores1": ls1,
+            **no_matches(b, nl0, nl1, device, prefix="line_"),
             "line_log_assignment": torch.zeros((b, nl0 + 1, nl1 + 1), device=device),
         }
 
@@ -451,15 +437,6 @@ def _usable_lines(data, i) -> torch.Tensor:
     ok = (lines[:, :, 1] - lines[:, :, 0]).abs().amax(-1) > 0
     valid = data.get(f"valid_lines{i}")
     return ok if valid is None else ok & valid.bool()
-
-
-def _no_matches(b, m, n, device):
-    return (
-        torch.full((b, m), -1, dtype=torch.long, device=device),
-        torch.full((b, n), -1, dtype=torch.long, device=device),
-        torch.zeros((b, m), device=device),
-        torch.zeros((b, n), device=device),
-    )
 
 
 def _lscore(data, i, dt):

@@ -18,7 +18,7 @@ from torch import nn
 
 from ... import weights as weights_lib
 from ...errors import ConfigError
-from ..base import FeatureMatcher, load_state_strict
+from ..base import FeatureMatcher, load_state_strict, no_matches
 from ..losses import confidence_loss, deep_supervision_loss, matcher_metrics
 
 # Defaults of the official weights for each feature type: (input_dim, add_scale_ori, weights name)
@@ -453,10 +453,7 @@ class LightGlue(FeatureMatcher):
 
     def _empty(self, b, m, n, device, stop=0) -> dict:
         return {
-            "matches0": torch.full((b, m), -1, dtype=torch.long, device=device),
-            "matches1": torch.full((b, n), -1, dtype=torch.long, device=device),
-            "matching_scores0": torch.zeros((b, m), device=device),
-            "matching_scores1": torch.zeros((b, n), device=device),
+            **no_matches(b, m, n, device),
             "stop": stop,
         }
 

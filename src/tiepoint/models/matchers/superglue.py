@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ... import weights as weights_lib
 from ...errors import ConfigError, WeightsError
-from ..base import FeatureMatcher, load_state_strict
+from ..base import FeatureMatcher, load_state_strict, no_matches
 from ..losses import matcher_metrics, nll_loss
 from .lightglue import filter_matches
 
@@ -276,10 +276,7 @@ class SuperGlue(FeatureMatcher):
 
     def _empty(self, b, m, n, device) -> dict:
         return {
-            "matches0": torch.full((b, m), -1, dtype=torch.long, device=device),
-            "matches1": torch.full((b, n), -1, dtype=torch.long, device=device),
-            "matching_scores0": torch.zeros((b, m), device=device),
-            "matching_scores1": torch.zeros((b, n), device=device),
+            **no_matches(b, m, n, device),
             "log_assignment": torch.zeros((b, m + 1, n + 1), device=device),
         }
 
