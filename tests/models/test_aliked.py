@@ -145,6 +145,15 @@ def test_fast_path_equals_plain_formulation(weights_ready, bikes_dir, name):
     torch.testing.assert_close(feat_at, ref_feat[:, :, ::3, ::3], atol=2e-5, rtol=0)
     torch.testing.assert_close(pred["keypoint_scores"][0], ref_kscores, atol=2e-5, rtol=0)
     torch.testing.assert_close(pred["descriptors"][0], ref_desc, atol=5e-5, rtol=0)
+    # with autograd on (a trainable ALIKED) the same descriptors, and gradients reach the head
+    with torch.no_grad():
+        _, maps = m.dense(image)
+    m.desc_head.requires_grad_(True)
+    with torch.enable_grad():
+        desc = m.describe(maps, kpts.clone()[None])
+        desc.square().sum().backward()
+    torch.testing.assert_close(desc[0].detach(), ref_desc, atol=5e-5, rtol=0)
+    assert m.desc_head.agg_weights.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------- DKD on synthetic maps

@@ -134,19 +134,17 @@ class SDDH(nn.Module):
         self.agg_weights = nn.Parameter(torch.rand(n_pos, dim, dim))
 
     def offsets(self, patches: torch.Tensor, max_offset: float) -> torch.Tensor:
-        """patches (B, N, C, K·K) → offsets (B, N, M, 2) as (x, y) in pixels."""
+        """patches (B, K·K, C, N) → offsets (B, N, M, 2) as (x, y) in pixels.
+
+        The K×K conv on each patch is one matmul with the points as columns, the kernel's
+        (C, K·K) order turned to (K·K, C) to fit the patches as sampled (no transposing copy)."""
         conv0, _, conv1 = self.offset_conv
-        h = _selu(
-            torch.addmm(
-                conv0.bias,
-                patches.reshape(-1, conv0.weight[0].numel()),
-                conv0.weight.flatten(1).t(),
-            )
-        )
-        off = torch.addmm(conv1.bias, h, conv1.weight.flatten(1).t()).clamp_(
-            -max_offset, max_offset
-        )
-        return off.view(*patches.shape[:2], 2, self.n_pos).transpose(-1, -2)
+        b, kk, c, n = patches.shape
+        w0 = conv0.weight.flatten(2).transpose(1, 2).reshape(conv0.out_channels, kk * c)
+        h = _selu(torch.matmul(w0, patches.reshape(b, kk * c, n)).add_(conv0.bias[:, None]))
+        off = torch.matmul(conv1.weight.flatten(1), h).add_(conv1.bias[:, None])
+        off = off.clamp_(-max_offset, max_offset)  # (B, 2·M, N), x offsets first
+        return off.view(b, 2, self.n_pos, n).permute(0, 3, 2, 1)
 
     def aggregate(self, samples: torch.Tensor) -> torch.Tensor:
         """samples (B, C, N, M) → L2-normalised descriptors (B, N, D)."""
@@ -246,7 +244,17 @@ class DenseMaps:
         wts = wts * ((xs >= 0) & (xs < self.w) & (ys >= 0) & (ys < self.h))
         parts, inv = self._parts(xs.clamp(0, self.w - 1), ys.clamp(0, self.h - 1))
         f = wts.unsqueeze(2) * inv  # B,4,1,P
-        return torch.cat([(part * f).sum(1) for part in parts], 1)
+        if torch.is_grad_enabled():  # training: out= writes do not record gradients
+            return torch.cat([(part * f).sum(1) for part in parts], 1)
+        out = f.new_empty(f.shape[0], sum(part.shape[2] for part in parts), f.shape[-1])
+        start = 0
+        for part in parts:  # Σ over the 4 neighbours, written into its rows of `out`
+            rows = out[:, start : start + part.shape[2]]
+            torch.mul(part[:, 0], f[:, 0], out=rows)
+            for r in range(1, 4):
+                rows.addcmul_(part[:, r], f[:, r])
+            start += part.shape[2]
+        return out
 
 
 def _max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -453,8 +461,7 @@ class ALIKED(Extractor):
         d = torch.arange(k, device=kpts.device)
         px = cx.unsqueeze(1) + d.repeat(k).view(1, -1, 1)  # B,K·K,N: taps in row-major order
         py = cy.unsqueeze(1) + d.repeat_interleave(k).view(1, -1, 1)
-        patches = maps.at(px, py).permute(0, 3, 2, 1)  # B,N,C,K·K
-        offsets = head.offsets(patches, max(h, w) / 4.0)  # B,N,M,2
+        offsets = head.offsets(maps.at(px, py), max(h, w) / 4.0)  # B,N,M,2
         samples = maps.sample((kpts.unsqueeze(2) + offsets).reshape(b, -1, 2))  # B,C,N·M
         return head.aggregate(samples.view(b, -1, n, head.n_pos))
 
