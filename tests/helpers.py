@@ -27,6 +27,7 @@ __all__ = [
     "require",
     "rotation",
     "save",
+    "small_demo_run",
     "texture",
     "train_demo",
     "unavailable",
@@ -158,6 +159,23 @@ TINY_DKM = {
     "feat_dim": 16,
     "refiner_blocks": 1,
 }
+
+
+def small_demo_run(images: Path, steps: int) -> list[str]:
+    """Overrides of the slow point-matcher demos: 40 cached training pairs of `images` in batches of
+    4 (10 steps an epoch: the trainer validates at each end), 16 held-out pairs, 128 keypoints,
+    `steps` optimizer steps whatever the machine's speed, validation every 20."""
+    return [
+        f"data.data_dir={images}",
+        "data.train_size=40",
+        "data.batch_size=4",
+        "data.val_size=8",
+        "data.val_pairs=16",
+        "model.extractor.max_num_keypoints=128",
+        "train.max_minutes=null",
+        f"train.max_iterations={steps}",
+        "train.eval_every_iter=20",
+    ]
 
 
 def train_demo(name: str, preset: str, overrides: list[str], output_dir: Path):

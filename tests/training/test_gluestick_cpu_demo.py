@@ -15,7 +15,7 @@ records longer runs (benchmarks/gluestick_cpu_demo.py).
 import os
 
 import pytest
-from helpers import match_leuven, train_demo
+from helpers import match_leuven, small_demo_run, train_demo
 
 pytestmark = pytest.mark.slow
 
@@ -42,17 +42,9 @@ def test_gluestick_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_ima
         "gs_cpu_demo",
         "aliked+lsd+gluestick_cpu_demo",
         [
-            f"data.data_dir={opencv_doc_images}",
-            "data.train_size=40",
-            "data.batch_size=4",  # 10 steps per epoch: the trainer validates at each end
-            "data.val_size=8",
-            "data.val_pairs=16",
-            "model.extractor.max_num_keypoints=128",
+            *small_demo_run(opencv_doc_images, steps),
             "model.extractor.lines.max_num_lines=32",
             "model.num_lines=32",
-            "train.max_minutes=null",
-            f"train.max_iterations={steps}",
-            "train.eval_every_iter=20",
         ],
         tmp_path / "outputs",
     )

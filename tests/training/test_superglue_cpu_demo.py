@@ -13,7 +13,7 @@ within 0.5 px.
 import os
 
 import pytest
-from helpers import match_leuven, train_demo
+from helpers import match_leuven, small_demo_run, train_demo
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +35,7 @@ def test_superglue_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_ima
     exp, hist = train_demo(
         "sg_cpu_demo",
         "aliked+superglue_cpu_demo",
-        [
-            f"data.data_dir={opencv_doc_images}",
-            "data.train_size=40",
-            "data.batch_size=4",  # 10 steps per epoch: the trainer validates at each end
-            "data.val_size=8",
-            "data.val_pairs=16",
-            "model.extractor.max_num_keypoints=128",
-            "train.max_minutes=null",
-            f"train.max_iterations={steps}",
-            "train.eval_every_iter=20",
-        ],
+        small_demo_run(opencv_doc_images, steps),
         tmp_path / "outputs",
     )
     first, last = hist[0], hist[-1]
