@@ -244,17 +244,13 @@ class DenseMaps:
         wts = wts * ((xs >= 0) & (xs < self.w) & (ys >= 0) & (ys < self.h))
         parts, inv = self._parts(xs.clamp(0, self.w - 1), ys.clamp(0, self.h - 1))
         f = wts.unsqueeze(2) * inv  # B,4,1,P
-        if torch.is_grad_enabled():  # training: out= writes do not record gradients
-            return torch.cat([(part * f).sum(1) for part in parts], 1)
-        out = f.new_empty(f.shape[0], sum(part.shape[2] for part in parts), f.shape[-1])
-        start = 0
-        for part in parts:  # Σ over the 4 neighbours, written into its rows of `out`
-            rows = out[:, start : start + part.shape[2]]
-            torch.mul(part[:, 0], f[:, 0], out=rows)
+        sums = []
+        for part in parts:  # Σ over the 4 neighbours, accumulated in place (no 4×C×P product)
+            acc = part[:, 0] * f[:, 0]
             for r in range(1, 4):
-                rows.addcmul_(part[:, r], f[:, r])
-            start += part.shape[2]
-        return out
+                acc.addcmul_(part[:, r], f[:, r])
+            sums.append(acc)
+        return torch.cat(sums, 1)
 
 
 def _max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
