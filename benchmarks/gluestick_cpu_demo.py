@@ -29,21 +29,6 @@ KEYS = ("step", "loss/total", "match_recall", "match_precision", "top1")
 KEYS += ("line_match_recall", "line_match_precision", "line_top1")
 
 
-def pipeline(lines: int) -> dict:
-    return {
-        "preprocessing": {"resize": 640, "side": "long"},
-        "extractor": {
-            "name": "aliked+lsd",
-            "model_name": "aliked-t16",
-            "max_num_keypoints": 1024,
-            "detection_threshold": -1,
-            "lines": {"max_num_lines": lines, "min_length": 15},
-            "endpoint_descriptors": True,
-        },
-        "matcher": {"name": "gluestick"},  # the checkpoint brings its architecture
-    }
-
-
 def read_h(path: Path) -> np.ndarray:
     return np.array([[float(x) for x in r.split()] for r in path.read_text().splitlines() if r])
 
@@ -53,7 +38,12 @@ def evaluate_pairs(ckpt: Path, lines: int) -> list[dict]:
     from tiepoint.geometry.homography import homography_corner_error
     from tiepoint.geometry.lines import line_match_error
 
-    m = tiepoint.Matcher(pipeline(lines), device="cpu", weights=str(ckpt))
+    m = tiepoint.Matcher(
+        "aliked+lsd+gluestick_cpu_demo",
+        device="cpu",
+        weights=str(ckpt),
+        overrides=[f"extractor.lines.max_num_lines={lines}"],
+    )
     rows = []
     for seq, k in PAIRS:
         d = DATA / seq

@@ -19,18 +19,7 @@ from helpers import match_leuven, small_demo_run, train_demo
 
 pytestmark = pytest.mark.slow
 
-PIPELINE = {
-    "preprocessing": {"resize": 640, "side": "long"},
-    "extractor": {
-        "name": "aliked+lsd",
-        "model_name": "aliked-t16",
-        "max_num_keypoints": 1024,
-        "detection_threshold": -1,
-        "lines": {"max_num_lines": 128, "min_length": 15},
-        "endpoint_descriptors": True,
-    },
-    "matcher": {"name": "gluestick"},  # the checkpoint brings its architecture
-}
+PIPELINE = "aliked+lsd+gluestick_cpu_demo"  # the checkpoint brings the matcher's architecture
 
 
 def test_gluestick_cpu_demo(tmp_path, data_dir, official_weights, opencv_doc_images):
